@@ -1,0 +1,102 @@
+"""Commands and flags: ``wa-exporter [serve]``, ``check-config``. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from exporter import __version__, logs
+from exporter.config import ConfigError, Settings, load_settings, render
+from exporter.server import ListenAddressError
+
+log = logging.getLogger("exporter")
+
+DESCRIPTION = """\
+Prometheus exporter and alert-driven remediation for the WhatsApp Business API
+on-premises client: rows and bytes of the messages table in every WA database.
+
+The database comes from the WA client's own variables (WA_DB_ENGINE,
+WA_DB_HOSTNAME, WA_DB_PORT, WA_DB_USERNAME, WA_DB_PASSWORD or
+WA_DB_PASSWORD_FILE, WA_DB_NAME_PREFIX, WA_DB_CONNECTION_IDLE_TIMEOUT,
+WA_DB_SSL_CA/CERT/KEY/VERIFY, WA_DB_READ_TIMEOUT), read from --db.env-file
+and then from the environment, which wins. Everything else is in the optional
+YAML --config.file; `wa-exporter check-config` prints the effective settings.
+"""
+
+EPILOG = """\
+commands:
+  serve          run the exporter (the default)
+  check-config   validate the configuration, print it with secrets hidden, exit
+
+examples:
+  wa-exporter --db.env-file /opt/whatsapp/db.env
+  wa-exporter check-config --db.env-file db.env --config.file wa-exporter.yml
+
+exit codes: 0 ok, 1 runtime error, 2 bad configuration or flags.
+"""
+
+
+def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--web.listen-address", dest="listen_address", metavar="ADDRESS",
+                        default=default(":9864"),
+                        help="address to listen on for HTTP (default :9864)")
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH",
+                        default=default("/metrics"),
+                        help="path under which to expose metrics (default /metrics)")
+    parser.add_argument("--config.file", dest="config_file", metavar="FILE", type=Path,
+                        default=default(None), help="YAML settings file (optional)")
+    parser.add_argument("--db.env-file", dest="db_env_file", metavar="FILE", type=Path,
+                        default=default(None),
+                        help="the WA client's db.env, read as-is (optional)")
+    parser.add_argument("--log.level", dest="log_level", choices=sorted(logs.LEVELS),
+                        default=default("info"), help="log level (default info)")
+    parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"],
+                        default=default("logfmt"), help="log format (default logfmt)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wa-exporter", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"wa-exporter {__version__} (python {sys.version.split()[0]})")
+    _flags(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in (("serve", "run the exporter (default)"),
+                       ("check-config", "validate and print the effective configuration")):
+        sub = commands.add_parser(name, help=text, description=text)
+        _flags(sub, suppress=True)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load_settings(config_file=args.config_file, db_env_file=args.db_env_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    command = args.command or "serve"
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
+        return 2
+    if command == "check-config":
+        sys.stdout.write(render(settings))
+        return 0
+
+    from exporter.app import App  # imported late: check-config needs no drivers
+
+    try:
+        app = App(settings, args.listen_address, args.telemetry_path)
+    except ListenAddressError as exc:
+        print(f"wa-exporter: {exc}", file=sys.stderr)
+        return 2
+    app.serve_until_signalled()
+    return 0

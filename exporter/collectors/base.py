@@ -1,0 +1,190 @@
+"""Background refresh for every collector, and the one registry collector serving snapshots.
+
+A collector does the expensive work in ``refresh()`` on its own thread and interval;
+``/metrics`` only reads the last :class:`Snapshot`. A refresh that raises or overruns
+its timeout marks the collector failed; the collector's ``failed()`` says what to
+show instead (by default: the last snapshot, until it is older than ``stale_after``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as PromCollector
+
+from exporter.errors import Degraded, SourceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    families: Sequence[Metric]
+    taken_at: float  # wall-clock seconds when the data was read
+
+
+class Collector:
+    """Base for every collector: a name, a schedule and the work that yields metric families."""
+
+    name: str = "collector"
+
+    def __init__(self, *, interval: float, timeout: float, stale_after: float) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self.stale_after = stale_after
+
+    def refresh(self) -> Sequence[Metric]:
+        raise NotImplementedError
+
+    def failed(self, error: BaseException, previous: Snapshot | None,
+               now: float) -> Snapshot | None:
+        """What to serve after a failed refresh; ``None`` keeps the previous snapshot."""
+        return None
+
+    def close(self) -> None:
+        """Release connections and clients."""
+
+
+@dataclass
+class _State:
+    snapshot: Snapshot | None = None
+    success: bool = False
+    duration: float = 0.0
+    last_success: float = 0.0
+    last_error: str = ""
+    finished_once: threading.Event = field(default_factory=threading.Event)
+
+
+class Refresher:
+    """Runs one collector's ``refresh()`` on its interval, with a timeout, in the background."""
+
+    def __init__(self, collector: Collector, *, clock: Callable[[], float] = time.time) -> None:
+        self.collector = collector
+        self.clock = clock
+        self.state = _State()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
+
+    @property
+    def name(self) -> str:
+        return self.collector.name
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"refresh-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.refresh_once()
+            elapsed = time.monotonic() - started
+            self._stop.wait(max(0.0, self.collector.interval - elapsed))
+
+    def refresh_once(self) -> bool:
+        """Run one refresh now (waiting at most the timeout); return whether it succeeded."""
+        if self._worker is not None and self._worker.is_alive():
+            # The previous refresh is stuck past its timeout: do not pile up another.
+            self._record_failure(SourceError("previous refresh still running", kind="timeout"), 0.0)
+            return False
+        outcome: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                outcome["families"] = list(self.collector.refresh())
+            except BaseException as exc:  # reported through the collector's metrics
+                outcome["error"] = exc
+
+        started = time.monotonic()
+        self._worker = threading.Thread(target=work, name=f"work-{self.name}", daemon=True)
+        self._worker.start()
+        self._worker.join(self.collector.timeout)
+        duration = time.monotonic() - started
+        if self._worker.is_alive():
+            error: BaseException = SourceError(
+                f"refresh took longer than {self.collector.timeout:g}s", kind="timeout")
+        elif "error" in outcome:
+            error = outcome["error"]  # type: ignore[assignment]
+        else:
+            self._record_success(outcome["families"], duration)  # type: ignore[arg-type]
+            return True
+        self._record_failure(error, duration)
+        return False
+
+    def _record_success(self, families: Sequence[Metric], duration: float) -> None:
+        now = self.clock()
+        state = self.state
+        if not state.success and state.finished_once.is_set():
+            log.info("collector recovered", extra={"collector": self.name})
+        state.snapshot = Snapshot(families, now)
+        state.success, state.duration, state.last_success = True, duration, now
+        state.last_error = ""
+        state.finished_once.set()
+
+    def _record_failure(self, error: BaseException, duration: float) -> None:
+        now = self.clock()
+        state = self.state
+        message = str(error) or type(error).__name__
+        if state.success or not state.finished_once.is_set() or message != state.last_error:
+            # One line per change of state, not one per refresh.
+            unexpected = not isinstance(error, SourceError)
+            log.warning("collector refresh failed", exc_info=error if unexpected else None,
+                        extra={"collector": self.name, "err": message})
+        if isinstance(error, Degraded):
+            replacement: Snapshot | None = Snapshot(error.families, now)
+        else:
+            replacement = self.collector.failed(error, state.snapshot, now)
+        if replacement is not None:
+            state.snapshot = replacement
+        state.success, state.duration, state.last_error = False, duration, message
+        state.finished_once.set()
+
+    def fresh_families(self) -> Sequence[Metric]:
+        snapshot = self.state.snapshot
+        if snapshot is None or self.clock() - snapshot.taken_at > self.collector.stale_after:
+            return ()
+        return snapshot.families
+
+
+class SnapshotCollector(PromCollector):
+    """The only thing registered with prometheus_client: reads snapshots, never does work."""
+
+    def __init__(self, refreshers: Iterable[Refresher], build_info: dict[str, str]) -> None:
+        self.refreshers = list(refreshers)
+        self.build_info = build_info
+
+    def collect(self) -> Iterable[Metric]:
+        for refresher in self.refreshers:
+            yield from refresher.fresh_families()
+        success = GaugeMetricFamily("whatsapp_exporter_collector_success",
+                                    "1 if the collector's last refresh succeeded.",
+                                    labels=["collector"])
+        duration = GaugeMetricFamily("whatsapp_exporter_collector_duration_seconds",
+                                     "How long the collector's last refresh took.",
+                                     labels=["collector"])
+        last = GaugeMetricFamily("whatsapp_exporter_collector_last_success_timestamp_seconds",
+                                 "When the collector last refreshed successfully.",
+                                 labels=["collector"])
+        for refresher in self.refreshers:
+            state = refresher.state
+            success.add_metric([refresher.name], 1.0 if state.success else 0.0)
+            duration.add_metric([refresher.name], state.duration)
+            last.add_metric([refresher.name], state.last_success)
+        info = GaugeMetricFamily("whatsapp_exporter_build_info",
+                                 "Version of the exporter; always 1.",
+                                 labels=list(self.build_info))
+        info.add_metric(list(self.build_info.values()), 1.0)
+        yield from (success, duration, last, info)
+
+    def ready(self) -> bool:
+        return all(r.state.finished_once.is_set() for r in self.refreshers)

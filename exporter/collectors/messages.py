@@ -1,0 +1,93 @@
+"""``whatsapp_db_up`` and the ``messages`` table figures, per WA database."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collectors.base import Collector, Snapshot
+from exporter.config import MessagesSettings
+from exporter.errors import Degraded
+from exporter.sources.database import MessagesSource, TableReading
+
+log = logging.getLogger(__name__)
+
+
+class MessagesCollector(Collector):
+    name = "messages"
+
+    def __init__(self, source: MessagesSource, settings: MessagesSettings,
+                 clock: Callable[[], float] = time.time) -> None:
+        assert settings.timeout is not None
+        super().__init__(interval=settings.interval, timeout=settings.timeout,
+                         stale_after=settings.stale_after)
+        self.source = source
+        self.clock = clock
+        # Last good reading per database and when it was taken: served until stale.
+        self._last: dict[str, tuple[TableReading, float]] = {}
+        self._up: dict[str, bool] = {}
+
+    def refresh(self) -> Sequence[Metric]:
+        reading = self.source.read()
+        now = self.clock()
+        up = {name: True for name in reading.tables} | {name: False for name in reading.errors}
+        for name, table in reading.tables.items():
+            self._last[name] = (table, now)
+        for name in [n for n in self._last if n not in up]:
+            del self._last[name]  # the database was dropped, or lost its messages table
+        for name, error in reading.errors.items():
+            if self._up.get(name, True):
+                log.warning("database query failed", extra={"database": name, "err": str(error),
+                                                            "kind": error.kind})
+        for name in reading.tables:
+            if self._up.get(name) is False:
+                log.info("database recovered", extra={"database": name})
+        self._up = up
+        families = self._families(up, now, discovered=len(up))
+        if reading.errors:
+            failed = ", ".join(sorted(reading.errors))
+            raise Degraded(f"queries failed on {failed}", families)
+        return families
+
+    def failed(self, error: BaseException, previous: Snapshot | None, now: float) -> Snapshot:
+        """The server is out of reach: every known database is down; old figures age out."""
+        names = list(self._up) or [f"{self.source.prefix}*"]
+        self._up = dict.fromkeys(self._up, False)
+        return Snapshot(self._families(dict.fromkeys(names, False), now, discovered=None), now)
+
+    def close(self) -> None:
+        self.source.close()
+
+    def _families(self, up: dict[str, bool], now: float, discovered: int | None) -> list[Metric]:
+        db_up = GaugeMetricFamily("whatsapp_db_up",
+                                  "1 if the last query against that database worked.",
+                                  labels=["database"])
+        rows = GaugeMetricFamily("whatsapp_messages_table_rows",
+                                 "Rows in the messages table (exact or estimated).",
+                                 labels=["database"])
+        exact = GaugeMetricFamily("whatsapp_messages_table_rows_exact",
+                                  "1 if the row figure is an exact COUNT(*), 0 if an engine "
+                                  "estimate.", labels=["database"])
+        size = GaugeMetricFamily("whatsapp_messages_table_size_bytes",
+                                 "Data and index bytes of the messages table.",
+                                 labels=["database"])
+        for name in sorted(up):
+            db_up.add_metric([name], 1.0 if up[name] else 0.0)
+            last = self._last.get(name)
+            if last is None or now - last[1] > self.stale_after:
+                continue
+            table = last[0]
+            rows.add_metric([name], float(table.rows))
+            exact.add_metric([name], 1.0 if table.exact else 0.0)
+            size.add_metric([name], float(table.size_bytes))
+        families: list[Metric] = [db_up, rows, exact, size]
+        if discovered is not None:
+            count = GaugeMetricFamily("whatsapp_messages_databases",
+                                      "WA databases found: name starts with the prefix and holds "
+                                      "a messages table.")
+            count.add_metric([], float(discovered))
+            families.append(count)
+        return families

@@ -1,0 +1,428 @@
+"""One validated settings object, built from the WA client's db.env, the environment and YAML.
+
+Sources, lowest precedence first: the ``--db.env-file`` (the WA client's own file,
+read as-is), then the process environment (``WA_DB_*``), then for everything that
+is not a WA variable the optional YAML ``--config.file``. Every secret may also be
+given as ``NAME_FILE``. Errors are reported as :class:`ConfigError` with one line
+naming the key, what is wrong with the value, and how to fix it; secret values
+never appear in them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line: key, problem, fix."""
+
+
+class Secret:
+    """A credential that prints as ``<secret>`` wherever it ends up."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _to_secret(value: object) -> Secret:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return Secret(value)
+
+
+SecretValue = Annotated[
+    Secret, PlainValidator(_to_secret), PlainSerializer(lambda s: "<secret>", return_type=str)
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """``30``, ``30s``, ``1.5m``, ``250ms``, ``2h``, ``1d`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError("is not a duration")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    Field(json_schema_extra={"fix": "use seconds or a duration such as 500ms, 30s, 5m, 1h"}),
+]
+
+
+def _fix(text: str) -> Any:
+    return Field(json_schema_extra={"fix": text})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- the WA client's own database variables ---------------------------------------------
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _BOOL_TRUE:
+        return True
+    if text in _BOOL_FALSE:
+        return False
+    raise ValueError("is not a boolean")
+
+
+EnvBool = Annotated[
+    bool, BeforeValidator(_env_bool), _fix("use true or false (1/0, yes/no are accepted too)")
+]
+
+DEFAULT_PORTS = {"MYSQL": 3306, "PGSQL": 5432, "SQLITE": 0}
+
+
+class DatabaseSettings(_Strict):
+    """The database server the WA client uses, described by its own ``db.env`` variables."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    engine: Annotated[
+        Literal["MYSQL", "PGSQL", "SQLITE"],
+        BeforeValidator(lambda v: str(v).strip().upper()),
+        _fix("set WA_DB_ENGINE to MYSQL or PGSQL (SQLITE for the demo)"),
+    ] = Field(alias="WA_DB_ENGINE")
+    hostname: Annotated[
+        str, _fix("set WA_DB_HOSTNAME to the DB server's host (for SQLITE: a directory)")
+    ] = Field(alias="WA_DB_HOSTNAME", min_length=1)
+    port: Annotated[
+        int, _fix("set WA_DB_PORT to a TCP port between 1 and 65535 (MySQL 3306, PostgreSQL 5432)")
+    ] = Field(alias="WA_DB_PORT", default=0, ge=0, le=65535)
+    username: Annotated[str, _fix("set WA_DB_USERNAME to the DB user the WA client uses")] = Field(
+        alias="WA_DB_USERNAME", default=""
+    )
+    password: Annotated[
+        SecretValue | None, _fix("set WA_DB_PASSWORD or WA_DB_PASSWORD_FILE")
+    ] = Field(alias="WA_DB_PASSWORD", default=None)
+    name_prefix: Annotated[str, _fix("set WA_DB_NAME_PREFIX as in the WA client's db.env")] = (
+        Field(alias="WA_DB_NAME_PREFIX", default="")
+    )
+    connection_idle_timeout_ms: Annotated[
+        int | None,
+        _fix("set WA_DB_CONNECTION_IDLE_TIMEOUT to milliseconds, e.g. 180000"),
+    ] = Field(alias="WA_DB_CONNECTION_IDLE_TIMEOUT", default=None, gt=0)
+    read_timeout_s: Annotated[
+        float | None, _fix("set WA_DB_READ_TIMEOUT to seconds, e.g. 30")
+    ] = Field(alias="WA_DB_READ_TIMEOUT", default=None, gt=0)
+    ssl_ca: Annotated[Path | None, _fix("point WA_DB_SSL_CA at a readable PEM file")] = Field(
+        alias="WA_DB_SSL_CA", default=None
+    )
+    ssl_cert: Annotated[Path | None, _fix("point WA_DB_SSL_CERT at a readable PEM file")] = Field(
+        alias="WA_DB_SSL_CERT", default=None
+    )
+    ssl_key: Annotated[Path | None, _fix("point WA_DB_SSL_KEY at a readable PEM file")] = Field(
+        alias="WA_DB_SSL_KEY", default=None
+    )
+    ssl_verify: EnvBool = Field(alias="WA_DB_SSL_VERIFY", default=True)
+
+    @field_validator("port", "connection_idle_timeout_ms", "read_timeout_s", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and not value.strip():
+            return 0 if info.field_name == "port" else None
+        return value
+
+    @field_validator("ssl_ca", "ssl_cert", "ssl_key")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"file {str(value)!r} is not readable")
+        return value
+
+    @model_validator(mode="after")
+    def _default_port(self) -> DatabaseSettings:
+        if not self.port and self.engine != "SQLITE":
+            object.__setattr__(self, "port", DEFAULT_PORTS[self.engine])
+        return self
+
+
+# --- the exporter's own settings (YAML) -----------------------------------------------------
+
+
+class CollectorSettings(_Strict):
+    enabled: bool = True
+    interval: Duration = 60.0
+    timeout: Duration | None = None  # default: min(30s, interval)
+    stale_after: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _timeout_within_interval(self) -> CollectorSettings:
+        if self.timeout is None:
+            object.__setattr__(self, "timeout", min(30.0, self.interval))
+        elif self.timeout > self.interval:
+            raise ValueError(
+                "timeout is longer than interval; fix: make timeout at most the interval"
+            )
+        return self
+
+
+class MessagesSettings(CollectorSettings):
+    exact_count_below: Annotated[
+        int, _fix("use a row count; below it rows are counted exactly, above it estimated")
+    ] = Field(default=1_000_000, ge=0)
+    query_timeout: Duration = 20.0
+    maintenance_database: Annotated[
+        str, _fix("name a PostgreSQL database the DB user may connect to, e.g. postgres")
+    ] = "postgres"
+
+
+class CollectorsSettings(_Strict):
+    messages: MessagesSettings = MessagesSettings()
+
+
+class FileSettings(_Strict):
+    """Everything the YAML ``--config.file`` may hold."""
+
+    collectors: CollectorsSettings = CollectorsSettings()
+
+
+class Settings(_Strict):
+    database: DatabaseSettings | None
+    collectors: CollectorsSettings = CollectorsSettings()
+
+
+# --- loading --------------------------------------------------------------------------------
+
+SECRET_VARIABLES = ("WA_DB_PASSWORD", "WA_WEB_PASSWORD")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read a docker-style env file such as the WA client's ``db.env``.
+
+    ``KEY=value`` per line; blank lines and ``#`` comments are skipped; an ``export``
+    prefix and one pair of matching surrounding quotes are removed.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"--db.env-file: cannot read {str(path)!r}: {exc.strerror or exc}; "
+            "fix: point it at the WA client's db.env and make it readable"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"--db.env-file: {str(path)!r} is not UTF-8 text; fix: point it at the WA db.env"
+        ) from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(
+                f"--db.env-file: {path}:{number} is not a KEY=value line; "
+                "fix: remove the line or write it as KEY=value"
+            )
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def _resolve_secret_files(variables: dict[str, str]) -> dict[str, str]:
+    resolved = dict(variables)
+    for name in SECRET_VARIABLES:
+        file_key = f"{name}_FILE"
+        path = resolved.pop(file_key, None)
+        if path is None:
+            continue
+        if resolved.get(name):
+            raise ConfigError(
+                f"{name}: set both directly and through {file_key}; fix: keep only one of them"
+            )
+        try:
+            resolved[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{file_key}: cannot read {path!r}: {exc.strerror or exc}; "
+                f"fix: point {file_key} at a readable file holding the secret"
+            ) from None
+    return resolved
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"--config.file: cannot read {str(path)!r}: {exc.strerror or exc}; "
+            "fix: point it at a readable YAML file"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(
+            f"--config.file: {path} is not valid YAML{at}; fix: correct the YAML syntax"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"--config.file: {path} must hold a mapping of settings; fix: see check-config"
+        )
+    return data
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    db_env_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings; raise :class:`ConfigError` with a one-line message on any problem."""
+    environ = os.environ if environ is None else environ
+    variables = read_env_file(db_env_file) if db_env_file else {}
+    variables.update({k: v for k, v in environ.items() if k.startswith("WA_")})
+    variables = _resolve_secret_files(variables)
+
+    file_data = _load_yaml(config_file) if config_file else {}
+    try:
+        file_settings = FileSettings.model_validate(file_data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, FileSettings, prefix="")) from None
+
+    database: DatabaseSettings | None = None
+    wants_db = file_settings.collectors.messages.enabled
+    db_vars = {k: v for k, v in variables.items() if k.startswith("WA_DB_")}
+    if "WA_DB_ENGINE" not in db_vars and wants_db:
+        raise ConfigError(
+            "WA_DB_ENGINE: not set; fix: pass --db.env-file with the WA client's db.env, "
+            "set WA_DB_* in the environment, or disable collectors.messages"
+        )
+    if db_vars or wants_db:
+        try:
+            database = DatabaseSettings.model_validate(db_vars)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, DatabaseSettings, prefix="")) from None
+    return Settings(database=database, collectors=file_settings.collectors)
+
+
+# --- error messages --------------------------------------------------------------------------
+
+
+def _field_info(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[Any, bool]:
+    """The pydantic FieldInfo at ``loc`` (aliases understood) and whether it holds a secret."""
+    current: Any = model
+    info = None
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            break
+        fields = current.model_fields
+        info = fields.get(str(part)) or next(
+            (f for f in fields.values() if f.alias == part), None
+        )
+        if info is None:
+            break
+        current = info.annotation
+    secret = info is not None and "Secret" in str(info.annotation)
+    return info, secret
+
+
+def _describe(exc: ValidationError, model: type[BaseModel], prefix: str) -> str:
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    key = prefix + ".".join(str(p) for p in loc) if loc else (prefix.rstrip(".") or "config")
+    info, secret = _field_info(model, loc)
+    if error["type"] == "extra_forbidden":
+        parent_model, _ = _field_info(model, loc[:-1]) if len(loc) > 1 else (None, False)
+        owner = parent_model.annotation if parent_model is not None else model
+        known = ", ".join(sorted(owner.model_fields)) if hasattr(owner, "model_fields") else ""
+        return f"{key}: unknown key; fix: remove it or use one of: {known}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    shown = "<secret>" if secret else repr(value)
+    fix = None
+    if info is not None:
+        extra = info.json_schema_extra
+        if isinstance(extra, dict):
+            fix = extra.get("fix")
+        for meta in info.metadata:
+            extra = getattr(meta, "json_schema_extra", None)
+            if isinstance(extra, dict) and "fix" in extra:
+                fix = extra["fix"]
+    if "; fix:" in message:
+        return f"{key}: {message}"
+    if error["type"] == "missing":
+        return f"{key}: not set; fix: {fix or 'set it'}"
+    message = message[:1].lower() + message[1:]
+    return f"{key}={shown}: {message}; fix: {fix or 'correct the value'}"
+
+
+def render(settings: Settings) -> str:
+    """The effective configuration as YAML, every secret shown as ``<secret>``."""
+    data = settings.model_dump(mode="json", by_alias=False)
+    if settings.database is not None:
+        data["database"] = settings.database.model_dump(mode="json", by_alias=True)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
