@@ -65,6 +65,7 @@ def insert_messages(engine: sa.Engine, count: int, *, read_fraction: float = 0.5
     while done < count:
         n = min(batch, count - done)
         with engine.begin() as conn:
-            conn.execute(messages.insert(), message_rows(n, read_fraction=read_fraction,
-                                                         seed=seed + done, start=1_700_000_000 + done))
+            rows = message_rows(n, read_fraction=read_fraction, seed=seed + done,
+                                start=1_700_000_000 + done)
+            conn.execute(messages.insert(), rows)
         done += n
