@@ -211,13 +211,10 @@ class CollectorSettings(_Strict):
     stale_after: Duration = 300.0
 
     @model_validator(mode="after")
-    def _timeout_within_interval(self) -> CollectorSettings:
+    def _default_timeout(self) -> CollectorSettings:
+        # Refreshes never overlap, so a timeout longer than the interval only delays the next.
         if self.timeout is None:
             object.__setattr__(self, "timeout", min(30.0, self.interval))
-        elif self.timeout > self.interval:
-            raise ValueError(
-                "timeout is longer than interval; fix: make timeout at most the interval"
-            )
         return self
 
 

@@ -74,7 +74,12 @@ class MessagesSource:
         """A typed error whose text is short and never holds the password."""
         kind = classify(exc)
         orig = getattr(exc, "orig", None) or exc
-        text = " ".join(str(orig).split())[:300] or type(orig).__name__
+        args = getattr(orig, "args", ())
+        if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
+            text = f"{args[1]} (MySQL error {args[0]})"
+        else:
+            text = str(orig)
+        text = " ".join(text.split())[:300] or type(orig).__name__
         if self.db.password is not None and self.db.password.reveal():
             text = text.replace(self.db.password.reveal(), "<secret>")
         return DatabaseError(text, kind=kind)

@@ -1,0 +1,158 @@
+"""The messages collector against the real MariaDB and PostgreSQL servers on this machine."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.support import (
+    DatabaseServer,
+    new_prefix,
+    run_exporter,
+    series,
+    value,
+    wait_for,
+)
+
+FAST = """
+collectors:
+  messages:
+    interval: 500ms
+    timeout: 3s
+    query_timeout: 1s
+    exact_count_below: {bound}
+"""
+
+
+def test_discovers_prefixed_databases_with_a_messages_table(db_server: DatabaseServer,
+                                                            tmp_path: Path) -> None:
+    prefix = new_prefix()
+    db_server.create_database(prefix + "main", messages=120)
+    db_server.create_database(prefix + "empty", messages=0)
+    db_server.create_database(prefix + "nomessages", messages=None)  # no messages table
+    other = "woy" + prefix[3:] + "main"  # same tail, other prefix
+    db_server.create_database(other, messages=5)
+    # '_' in the prefix is a literal underscore, not a one-character wildcard.
+    lookalike = prefix[:-1] + "Xmain"
+    db_server.create_database(lookalike, messages=5)
+
+    with run_exporter(env=db_server.env(prefix), config=FAST.format(bound=1_000_000),
+                      tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_db_up", 1.0, database=prefix + "main")
+        assert value(samples, "whatsapp_messages_table_rows", database=prefix + "main") == 120
+        assert value(samples, "whatsapp_messages_table_rows_exact", database=prefix + "main") == 1
+        assert value(samples, "whatsapp_messages_table_rows", database=prefix + "empty") == 0
+        assert (value(samples, "whatsapp_messages_table_size_bytes", database=prefix + "main")
+                or 0) > 0
+        found = {dict(labels)["database"] for labels in series(samples, "whatsapp_db_up")}
+        assert found == {prefix + "main", prefix + "empty"}
+        assert value(samples, "whatsapp_messages_databases") == 2
+        assert value(samples, "whatsapp_exporter_collector_success", collector="messages") == 1
+
+
+def test_estimates_above_the_bound_and_counts_exactly_below(db_server: DatabaseServer,
+                                                            tmp_path: Path) -> None:
+    prefix = new_prefix()
+    db_server.create_database(prefix + "big", messages=3000)
+    db_server.create_database(prefix + "small", messages=10)
+    db_server.analyze(prefix + "big")
+    db_server.analyze(prefix + "small")
+
+    with run_exporter(env=db_server.env(prefix), config=FAST.format(bound=1000),
+                      tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_db_up", 1.0, database=prefix + "big")
+        assert value(samples, "whatsapp_messages_table_rows_exact", database=prefix + "big") == 0
+        estimate = value(samples, "whatsapp_messages_table_rows", database=prefix + "big")
+        assert estimate is not None and 1000 <= estimate <= 6000  # an engine estimate of 3000
+        assert value(samples, "whatsapp_messages_table_rows_exact", database=prefix + "small") == 1
+        assert value(samples, "whatsapp_messages_table_rows", database=prefix + "small") == 10
+
+
+def test_new_databases_appear_and_dropped_ones_disappear(db_server: DatabaseServer,
+                                                         tmp_path: Path) -> None:
+    prefix = new_prefix()
+    db_server.create_database(prefix + "first", messages=3)
+    with run_exporter(env=db_server.env(prefix), config=FAST.format(bound=1_000_000),
+                      tmp_path=tmp_path) as exporter:
+        exporter.wait_metric("whatsapp_messages_table_rows", 3.0, database=prefix + "first")
+        db_server.create_database(prefix + "second", messages=7)
+        exporter.wait_metric("whatsapp_messages_table_rows", 7.0, database=prefix + "second")
+        db_server.drop_database(prefix + "first")
+        samples = exporter.wait_metric("whatsapp_db_up", None, database=prefix + "first")
+        assert value(samples, "whatsapp_messages_table_rows", database=prefix + "first") is None
+        assert value(samples, "whatsapp_db_up", database=prefix + "second") == 1
+
+
+def _lock_messages(db_server: DatabaseServer, database: str, locked: threading.Event,
+                   release: threading.Event) -> None:
+    """Hold an exclusive lock on messages until ``release`` is set."""
+    with db_server.engine(database).connect() as conn:
+        if db_server.engine_name == "MYSQL":
+            conn.execute(sa.text("LOCK TABLES messages WRITE"))
+        else:
+            conn.execute(sa.text("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"))
+        locked.set()
+        release.wait(30)
+        if db_server.engine_name == "MYSQL":
+            conn.execute(sa.text("UNLOCK TABLES"))
+        conn.rollback()
+
+
+def test_a_locked_table_times_out_on_the_server_and_spares_the_others(
+        db_server: DatabaseServer, tmp_path: Path) -> None:
+    prefix = new_prefix()
+    db_server.create_database(prefix + "locked", messages=5)
+    db_server.create_database(prefix + "free", messages=6)
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_lock_messages,
+                              args=(db_server, prefix + "locked", locked, release))
+    holder.start()
+    try:
+        assert locked.wait(10)
+        with run_exporter(env=db_server.env(prefix), config=FAST.format(bound=1_000_000),
+                          tmp_path=tmp_path) as exporter:
+            samples = exporter.wait_metric("whatsapp_db_up", 0.0, database=prefix + "locked")
+            assert value(samples, "whatsapp_db_up", database=prefix + "free") == 1
+            assert value(samples, "whatsapp_messages_table_rows", database=prefix + "free") == 6
+            assert value(samples, "whatsapp_exporter_collector_success", collector="messages") == 0
+            # The server-side timeout, not the collector's own deadline, ended the query.
+            assert "kind=timeout" in exporter.log
+            assert "refresh took longer" not in exporter.log
+            release.set()
+            exporter.wait_metric("whatsapp_db_up", 1.0, database=prefix + "locked")
+            started = time.monotonic()
+            exporter.wait_metric("whatsapp_exporter_collector_success", 1.0, collector="messages")
+            assert time.monotonic() - started < 10
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_unreachable_database_at_start_is_reported_down_not_fatal(tmp_path: Path) -> None:
+    env = {"WA_DB_ENGINE": "MYSQL", "WA_DB_HOSTNAME": "127.0.0.1", "WA_DB_PORT": "9",
+           "WA_DB_USERNAME": "root", "WA_DB_PASSWORD": "s3cr3t-at-start", "WA_DB_NAME_PREFIX": "wa_"}
+    with run_exporter(env=env, config=FAST.format(bound=10), tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_db_up", 0.0, database="wa_*")
+        assert value(samples, "whatsapp_exporter_collector_success", collector="messages") == 0
+        assert exporter.get("/-/ready").status_code == 200
+    assert exporter.proc.returncode == 0
+    assert "Traceback" not in exporter.log
+    assert "s3cr3t-at-start" not in exporter.log
+
+
+@pytest.mark.parametrize("flag", ["--log.format=json", "--log.format=logfmt"])
+def test_log_formats(flag: str, tmp_path: Path) -> None:
+    env = {"WA_DB_ENGINE": "MYSQL", "WA_DB_HOSTNAME": "127.0.0.1", "WA_DB_PORT": "9"}
+    with run_exporter(args=[flag], env=env) as exporter:
+        wait_for(lambda: any("collector refresh failed" in line for line in exporter.lines),
+                 what="the failure log line")
+    first = exporter.lines[0]
+    if flag.endswith("json"):
+        import json
+        assert json.loads(first)["level"] == "info"
+    else:
+        assert first.startswith("ts=") and " level=info " in first

@@ -1,0 +1,118 @@
+"""A TCP proxy a test controls: forward, cut (refuse and reset), or black-hole (accept, drop)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+# SO_LINGER on, 0 s: close() sends a reset instead of a polite FIN.
+_RESET = struct.pack("ii", 1, 0)
+
+
+class TcpProxy:
+    """Listens on 127.0.0.1:<free port> and relays to ``upstream``; switch modes at any time.
+
+    - ``forward()``: relay both ways (the initial mode);
+    - ``cut()``: close every relayed connection and refuse new ones, like a stopped server;
+    - ``blackhole()``: keep connections open but drop every byte, like a lost network path.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.mode = "forward"
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closed = False
+        self.swallowed = 0  # bytes dropped while black-holed: proof that a client is stuck
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    # --- modes ---
+
+    def forward(self) -> None:
+        with self._lock:
+            self.mode = "forward"
+            # Black-holed connections are dead to their clients: close them, like a healed path
+            # whose peers timed out.
+            self._close_all()
+
+    def cut(self) -> None:
+        with self._lock:
+            self.mode = "cut"
+            self._close_all()
+
+    def blackhole(self) -> None:
+        with self._lock:
+            self.mode = "blackhole"
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        with self._lock:
+            self._close_all()
+
+    # --- plumbing ---
+
+    def _close_all(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                conn.close()
+            except OSError:
+                pass
+        self._conns.clear()
+
+    def _accept_loop(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                mode = self.mode
+                if mode == "cut":
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                    client.close()  # reset: the client sees the connection refused/reset
+                    continue
+                self._conns.append(client)
+            if mode == "blackhole":
+                threading.Thread(target=self._drain, args=(client,), daemon=True).start()
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns.append(server)
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        try:
+            while data := conn.recv(65536):
+                self.swallowed += len(data)
+        except OSError:
+            pass
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if self.mode == "blackhole":
+                    self.swallowed += len(data)  # nothing reaches the other side any more
+                    continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
