@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench venv services clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@scripts/ensure-python.sh "$(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@touch $@
+
+## demo: run the exporter on an embedded world (SQLite messages table, simulated WA API)
+demo: venv
+	$(PY) -m demo
+
+## services: start the local services the tests use (Docker engine), where possible
+services:
+	@scripts/ensure-services.sh
+
+## test: the whole suite; in CI (CI=true) a missing service fails instead of skipping
+test: venv services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+## bench: speed and memory figures, each against a reference measured in the same run
+bench: venv services
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .demo build dist *.egg-info

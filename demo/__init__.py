@@ -1,0 +1,1 @@
+"""The embedded world behind ``make demo``: generated WA data and a simulated WA API."""
