@@ -84,6 +84,9 @@ class _Handler(BaseHTTPRequestHandler):
     app: Server
     server_version = f"wa-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes; with Nagle on, a keep-alive client waits ~40 ms
+    # for the delayed ACK before the body arrives.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

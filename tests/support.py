@@ -72,7 +72,7 @@ class DatabaseServer:
         return sa.create_engine(self.url(database), poolclass=sa.pool.NullPool)
 
     def create_database(self, name: str, *, messages: int | None = 0) -> sa.Engine:
-        """Create ``name``; with ``messages`` not None, also a messages table with that many rows."""
+        """Create ``name``; unless ``messages`` is None, with a messages table of that many rows."""
         from tests.wa_standin.schema import create_messages_table, insert_messages
 
         with self.admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -124,6 +124,8 @@ def connect_server(engine_name: str) -> DatabaseServer:
                           url.username or "")
 
 
+LISTENING = re.compile(r'msg=listening address=(\S+)|"msg": "listening", "address": "([^"]+)"')
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -167,8 +169,7 @@ class ExporterProcess:
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
             self.lines.append(line)
-            match = re.search(r'msg=listening address=(\S+)|"msg": "listening", "address": "([^"]+)"',
-                              line)
+            match = LISTENING.search(line)
             if match:
                 self.address = match.group(1) or match.group(2)
                 self._listening.set()

@@ -134,7 +134,8 @@ def test_a_locked_table_times_out_on_the_server_and_spares_the_others(
 
 def test_unreachable_database_at_start_is_reported_down_not_fatal(tmp_path: Path) -> None:
     env = {"WA_DB_ENGINE": "MYSQL", "WA_DB_HOSTNAME": "127.0.0.1", "WA_DB_PORT": "9",
-           "WA_DB_USERNAME": "root", "WA_DB_PASSWORD": "s3cr3t-at-start", "WA_DB_NAME_PREFIX": "wa_"}
+           "WA_DB_USERNAME": "root", "WA_DB_PASSWORD": "s3cr3t-at-start",
+           "WA_DB_NAME_PREFIX": "wa_"}
     with run_exporter(env=env, config=FAST.format(bound=10), tmp_path=tmp_path) as exporter:
         samples = exporter.wait_metric("whatsapp_db_up", 0.0, database="wa_*")
         assert value(samples, "whatsapp_exporter_collector_success", collector="messages") == 0
