@@ -14,10 +14,14 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector
+from exporter.collectors.containers import ContainersCollector
+from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
+from exporter.collectors.volume import MediaVolume, VolumeCollector, VolumeScanCollector
 from exporter.config import Settings
 from exporter.server import Server
 from exporter.sources.database import open_source
+from exporter.sources.docker import ContainerDirectory, DockerEngine
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,20 @@ def build_collectors(settings: Settings) -> list[Collector]:
     messages = settings.collectors.messages
     if messages.enabled and settings.database is not None:
         collectors.append(MessagesCollector(open_source(settings.database, messages), messages))
+    wanted = settings.collectors
+    # One engine client and one container directory for everything that talks to Docker.
+    engine = DockerEngine(timeout=max(wanted.containers.timeout or 0, wanted.logs.timeout or 0,
+                                      wanted.volume.timeout or 0))
+    directory = ContainerDirectory(engine, wanted.containers)
+    if wanted.containers.enabled:
+        collectors.append(ContainersCollector(directory, wanted.containers))
+    if wanted.logs.enabled:
+        collectors.append(LogsCollector(directory, wanted.logs))
+    media = MediaVolume(wanted.volume, engine, wanted.containers.compose_project)
+    if wanted.volume.enabled:
+        collectors.append(VolumeCollector(media, wanted.volume))
+    if wanted.volume_scan.enabled:
+        collectors.append(VolumeScanCollector(media, wanted.volume_scan))
     return collectors
 
 

@@ -228,8 +228,87 @@ class MessagesSettings(CollectorSettings):
     ] = "postgres"
 
 
+Role = Literal["webapp", "coreapp", "master"]
+
+
+class ImageRule(_Strict):
+    pattern: Annotated[str, _fix("use a glob on the image name, e.g. '*whatsapp*web*'")] = Field(
+        min_length=1)
+    role: Role
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("is not an absolute path")
+    return value
+
+
+class ContainersSettings(CollectorSettings):
+    """Which containers are WA containers: ``names`` first, then the compose service label
+    (waweb, wacore[N], master[N]), then ``images``."""
+
+    interval: Duration = 15.0
+    compose_project: Annotated[
+        str | None, _fix("name the compose project of the WA install, or leave it unset")
+    ] = None
+    images: Annotated[
+        tuple[ImageRule, ...],
+        _fix("list entries {pattern: <glob on the image name>, role: webapp|coreapp|master}"),
+    ] = (ImageRule(pattern="*whatsapp*web*", role="webapp"),
+         ImageRule(pattern="*whatsapp*core*", role="coreapp"))
+    names: Annotated[
+        dict[str, Role], _fix("map each container name to webapp, coreapp or master")
+    ] = Field(default_factory=dict)
+
+
+class LogsSettings(CollectorSettings):
+    mode: Annotated[
+        Literal["exec", "host"],
+        _fix("use exec (docker exec into each container) or host (bind-mounted directories)"),
+    ] = "exec"
+    log_dir: Annotated[
+        str, BeforeValidator(_absolute), _fix("use the absolute log path inside the containers")
+    ] = "/var/log/whatsapp"
+    host_paths: Annotated[
+        dict[str, Path], _fix("map each container name to the directory holding its logs")
+    ] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _host_needs_paths(self) -> LogsSettings:
+        if self.mode == "host" and not self.host_paths:
+            raise ValueError("mode is host but host_paths is empty; fix: map each container "
+                             "name to its bind-mounted log directory, or use mode: exec")
+        return self
+
+
+class VolumeSettings(CollectorSettings):
+    interval: Duration = 30.0
+    source: Annotated[
+        Literal["path", "docker"],
+        _fix("use path (the volume mounted into the exporter) or docker (ask for its mountpoint)"),
+    ] = "path"
+    path: Annotated[Path, _fix("use the media volume's mount point inside the exporter")] = Path(
+        "/usr/local/wamedia")
+    name: Annotated[
+        str, _fix("use the media volume's name, e.g. whatsappMedia")
+    ] = Field(default="whatsappMedia", min_length=1)
+
+
+class VolumeScanSettings(CollectorSettings):
+    interval: Duration = 300.0
+    timeout: Duration | None = 120.0
+    stale_after: Duration = 900.0
+    workers: Annotated[
+        int | None, _fix("use a number of processes from 1 to 64, or leave unset for the CPUs")
+    ] = Field(default=None, ge=1, le=64)
+
+
 class CollectorsSettings(_Strict):
     messages: MessagesSettings = MessagesSettings()
+    containers: ContainersSettings = ContainersSettings()
+    logs: LogsSettings = LogsSettings()
+    volume: VolumeSettings = VolumeSettings()
+    volume_scan: VolumeScanSettings = VolumeScanSettings()
 
 
 class FileSettings(_Strict):

@@ -1,0 +1,147 @@
+"""Live log sizes and archive figures of every WA container.
+
+``exec`` mode lists each running container's log directory with one ``docker exec``;
+``host`` mode reads directories the operator bind-mounted into the exporter. Live files get
+a ``file`` label; archived files are only counted, so the label set stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collectors.base import Collector
+from exporter.config import LogsSettings
+from exporter.errors import Degraded, SourceError
+from exporter.sources.docker import ContainerDirectory, DockerError, list_logs
+from exporter.sources.files import LogEntry, list_log_dir
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    live: dict[str, int]  # file label -> bytes
+    archive_files: int
+    archive_bytes: int
+    archive_oldest: float | None  # mtime; None with an empty archive
+
+
+def summarise(entries: Iterable[LogEntry]) -> LogSummary:
+    live: dict[str, int] = {}
+    count = total = 0
+    oldest: float | None = None
+    for entry in entries:
+        if entry.where == "live":
+            # Names are bytes on disk; a non-UTF-8 one shows with \xNN escapes.
+            live[entry.name.decode("utf-8", errors="backslashreplace")] = entry.size
+        else:
+            count += 1
+            total += entry.size
+            oldest = entry.mtime if oldest is None else min(oldest, entry.mtime)
+    return LogSummary(live, count, total, oldest)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    role: str
+    summary: LogSummary
+    at: float
+
+
+_Readings = dict[str, tuple[str, LogSummary]]  # container -> (role, summary)
+_Failures = dict[str, tuple[str, SourceError]]  # container -> (role, error)
+
+
+class LogsCollector(Collector):
+    name = "logs"
+
+    def __init__(self, directory: ContainerDirectory, settings: LogsSettings,
+                 clock: Callable[[], float] = time.time) -> None:
+        assert settings.timeout is not None
+        super().__init__(interval=settings.interval, timeout=settings.timeout,
+                         stale_after=settings.stale_after)
+        self.directory = directory
+        self.settings = settings
+        self.clock = clock
+        self._last: dict[str, _Reading] = {}  # by container name, served until stale
+
+    def refresh(self) -> Sequence[Metric]:
+        if self.settings.mode == "exec":
+            readings, failures = self._read_exec()
+        else:
+            readings, failures = self._read_host()
+        now = self.clock()
+        for name in [n for n in self._last if n not in readings and n not in failures]:
+            del self._last[name]  # removed, stopped, or no longer a WA container
+        for name, (role, summary) in readings.items():
+            self._last[name] = _Reading(role, summary, now)
+        families = self._families(now, {name: role for name, (role, _) in failures.items()})
+        if failures:
+            detail = "; ".join(str(error) for _, error in failures.values())
+            raise Degraded(f"log listing failed: {detail}", families)
+        return families
+
+    def _read_exec(self) -> tuple[_Readings, _Failures]:
+        readings: _Readings = {}
+        failures: _Failures = {}
+        for container in self.directory.discover():
+            if not container.running:
+                continue
+            try:
+                entries = list_logs(self.directory.engine, container, self.settings.log_dir)
+            except DockerError as exc:
+                if exc.kind in ("connect", "timeout"):
+                    raise  # the engine itself went away: the whole refresh failed
+                if exc.kind == "not_running":
+                    continue  # it stopped under us: nothing to list, nothing wrong
+                failures[container.name] = (container.role, exc)
+                continue
+            readings[container.name] = (container.role, summarise(entries))
+        return readings, failures
+
+    def _read_host(self) -> tuple[_Readings, _Failures]:
+        try:
+            known = {c.name: c.role for c in self.directory.discover()}
+        except SourceError:
+            known = {n: c.role for n, c in self.directory.known().items()}  # logs need no engine
+        readings: _Readings = {}
+        failures: _Failures = {}
+        for name, path in sorted(self.settings.host_paths.items()):
+            role = known.get(name) or self.directory.settings.names.get(name) or "unknown"
+            try:
+                readings[name] = (role, summarise(list_log_dir(path)))
+            except SourceError as exc:
+                failures[name] = (role, SourceError(f"{name}: {exc}", kind=exc.kind))
+        return readings, failures
+
+    def _families(self, now: float, failed: dict[str, str]) -> list[Metric]:
+        labels = ["container", "role"]
+        size = GaugeMetricFamily("whatsapp_log_file_size_bytes",
+                                 "Size of each live (not archived) log file.",
+                                 labels=[*labels, "file"])
+        files = GaugeMetricFamily("whatsapp_log_archive_files",
+                                  "Files in the log archive directory.", labels=labels)
+        total = GaugeMetricFamily("whatsapp_log_archive_size_bytes",
+                                  "Total size of the archived log files.", labels=labels)
+        oldest = GaugeMetricFamily("whatsapp_log_archive_oldest_timestamp_seconds",
+                                   "Modification time of the oldest archived log file.",
+                                   labels=labels)
+        listed = GaugeMetricFamily("whatsapp_log_listing_success",
+                                   "1 if the container's log directory was listed in the last "
+                                   "refresh.", labels=labels)
+        for name in sorted(set(self._last) | set(failed)):
+            reading = self._last.get(name)
+            role = failed.get(name) or (reading.role if reading else "unknown")
+            listed.add_metric([name, role], 0.0 if name in failed else 1.0)
+            if reading is None or now - reading.at > self.stale_after:
+                continue
+            summary = reading.summary
+            for file in sorted(summary.live):
+                size.add_metric([name, role, file], float(summary.live[file]))
+            files.add_metric([name, role], float(summary.archive_files))
+            total.add_metric([name, role], float(summary.archive_bytes))
+            if summary.archive_oldest is not None:
+                oldest.add_metric([name, role], summary.archive_oldest)
+        return [size, files, total, oldest, listed]

@@ -1,0 +1,92 @@
+"""The media volume: filesystem figures (``volume``, frequent) and a ``du``-like scan
+(``volume_scan``, on its own slower interval, so a long walk never delays the cheap figures).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.collectors.base import Collector
+from exporter.config import VolumeScanSettings, VolumeSettings
+from exporter.sources.docker import DockerEngine, find_volume
+from exporter.sources.files import scan_tree, volume_stats
+
+
+class MediaVolume:
+    """Where the media volume is: a path mounted into the exporter, or Docker's mountpoint of
+    the named volume (``<name>`` or a compose-prefixed ``<project>_<name>``)."""
+
+    def __init__(self, settings: VolumeSettings, engine: DockerEngine,
+                 project: str | None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.project = project
+
+    def locate(self) -> tuple[str, Path]:
+        """``(volume label, path)``; asks Docker every time, as a volume may be re-created."""
+        if self.settings.source == "path":
+            return self.settings.name, self.settings.path
+        name, mountpoint = find_volume(self.engine, self.settings.name, self.project)
+        return name, Path(mountpoint)
+
+
+def _gauge(name: str, help_text: str, volume: str, value: float) -> Metric:
+    family = GaugeMetricFamily(name, help_text, labels=["volume"])
+    family.add_metric([volume], value)
+    return family
+
+
+class VolumeCollector(Collector):
+    name = "volume"
+
+    def __init__(self, media: MediaVolume, settings: VolumeSettings) -> None:
+        assert settings.timeout is not None
+        super().__init__(interval=settings.interval, timeout=settings.timeout,
+                         stale_after=settings.stale_after)
+        self.media = media
+
+    def refresh(self) -> Sequence[Metric]:
+        volume, path = self.media.locate()
+        stats = volume_stats(path)
+        prefix = "whatsapp_media_volume_"
+        return [
+            _gauge(prefix + "size_bytes", "Size of the filesystem holding the media volume.",
+                   volume, stats.size_bytes),
+            _gauge(prefix + "avail_bytes", "Bytes available to unprivileged users on that "
+                   "filesystem.", volume, stats.avail_bytes),
+            _gauge(prefix + "free_bytes", "Free bytes on that filesystem.", volume,
+                   stats.free_bytes),
+            _gauge(prefix + "files", "Inodes on that filesystem.", volume, stats.files),
+            _gauge(prefix + "files_free", "Free inodes on that filesystem.", volume,
+                   stats.files_free),
+        ]
+
+
+class VolumeScanCollector(Collector):
+    name = "volume_scan"
+
+    def __init__(self, media: MediaVolume, settings: VolumeScanSettings) -> None:
+        assert settings.timeout is not None
+        super().__init__(interval=settings.interval, timeout=settings.timeout,
+                         stale_after=settings.stale_after)
+        self.media = media
+        self.workers = settings.workers or min(4, len(os.sched_getaffinity(0)))
+
+    def refresh(self) -> Sequence[Metric]:
+        volume, path = self.media.locate()
+        usage = scan_tree(path, workers=self.workers, timeout=self.timeout)
+        prefix = "whatsapp_media_volume_"
+        return [
+            _gauge(prefix + "used_bytes", "Bytes allocated under the media path (st_blocks, "
+                   "like du -s; hard-linked files once, symlinks not followed).", volume,
+                   usage.allocated_bytes),
+            _gauge(prefix + "file_count", "Regular files under the media path.", volume,
+                   usage.files),
+            _gauge(prefix + "scan_errors", "Entries the last scan could not read (e.g. "
+                   "directories without permission); their contents are not counted.", volume,
+                   usage.errors),
+        ]

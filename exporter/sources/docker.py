@@ -1,0 +1,271 @@
+"""Reaching the Docker engine: find the WA containers, list their logs, locate the media volume.
+
+One :class:`DockerEngine` is shared by every collector and action that talks to Docker. It
+makes its client with ``docker.from_env()`` (``DOCKER_HOST``: unix socket, TCP with TLS, or
+SSH through the ``ssh`` command) on first use and throws it away after any failure to reach
+the engine, so an engine that restarts or comes back is picked up on the next call.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+
+from exporter.config import ContainersSettings, Role
+from exporter.errors import SourceError
+from exporter.sources.files import LogEntry
+
+T = TypeVar("T")
+
+SERVICE_LABEL = "com.docker.compose.service"
+PROJECT_LABEL = "com.docker.compose.project"
+# Compose service names of the WA client (SPEC section 2): waweb; wacore, wacore1..;
+# master1.. in a multiconnect set.
+SERVICE_ROLES: tuple[tuple[re.Pattern[str], Role], ...] = (
+    (re.compile(r"waweb"), "webapp"),
+    (re.compile(r"wacore\d*"), "coreapp"),
+    (re.compile(r"master\d*"), "master"),
+)
+
+
+class DockerError(SourceError):
+    """The engine could not be reached (``connect``), did not answer in time (``timeout``), or
+    refused a request (``api``); for one container: ``not_running`` or ``exec``."""
+
+
+class DockerEngine:
+    """A Docker client made on first use and remade after the engine was out of reach."""
+
+    def __init__(self, *, timeout: float,
+                 factory: Callable[..., docker.DockerClient] = docker.from_env) -> None:
+        self.timeout = timeout
+        self.factory = factory
+        self.where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    def call(self, request: Callable[[docker.APIClient], T]) -> T:
+        """Run ``request`` with the low-level API; engine trouble becomes a :class:`DockerError`.
+
+        ``APIError`` (the engine answered with an error) passes through for the caller.
+        """
+        client = self._get()
+        try:
+            return request(client.api)
+        except APIError:
+            raise
+        except (DockerException, requests.RequestException, OSError) as exc:
+            self._drop(client)
+            raise self._unreachable(exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _get(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                try:
+                    self._client = self.factory(timeout=max(1, round(self.timeout)),
+                                                use_ssh_client=True)
+                except (DockerException, requests.RequestException, OSError) as exc:
+                    raise self._unreachable(exc) from None
+            return self._client
+
+    def _drop(self, client: docker.DockerClient) -> None:
+        with self._lock:
+            current = self._client is client  # else another thread already replaced it
+            if current:
+                self._client = None
+        if current:
+            client.close()
+
+    def _unreachable(self, exc: BaseException) -> DockerError:
+        # The same text for every failure of one kind: the collectors log once per change.
+        chain: list[BaseException] = []
+        cause: BaseException | None = exc
+        while cause is not None and len(chain) < 10:
+            chain.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        if any(isinstance(e, requests.Timeout | TimeoutError) for e in chain):
+            return DockerError(f"Docker engine at {self.where} did not answer in time",
+                               kind="timeout")
+        return DockerError(f"Docker engine at {self.where} is unreachable", kind="connect")
+
+
+# --- finding the WA containers ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaContainer:
+    id: str
+    name: str
+    role: Role
+    running: bool
+
+
+def recognise(name: str, labels: Mapping[str, str], image: str,
+              settings: ContainersSettings) -> Role | None:
+    """The WA role of a container: by explicit name, else compose service, else image glob."""
+    if name in settings.names:
+        return settings.names[name]
+    if settings.compose_project is not None and \
+            labels.get(PROJECT_LABEL) != settings.compose_project:
+        return None
+    service = labels.get(SERVICE_LABEL)
+    if service is not None:
+        for pattern, role in SERVICE_ROLES:
+            if pattern.fullmatch(service):
+                return role
+    for rule in settings.images:
+        if fnmatch.fnmatchcase(image, rule.pattern):
+            return rule.role
+    return None
+
+
+class ContainerDirectory:
+    """The one place that discovers WA containers; every collector and action asks it."""
+
+    def __init__(self, engine: DockerEngine, settings: ContainersSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._known: dict[str, WaContainer] = {}
+        self._lock = threading.Lock()
+
+    def discover(self) -> list[WaContainer]:
+        """The WA containers on the engine now, running or not (one API call)."""
+        try:
+            listed = self.engine.call(lambda api: api.containers(all=True))
+        except APIError as exc:
+            raise DockerError(f"listing containers failed: {_explain(exc)}", kind="api") from None
+        found: list[WaContainer] = []
+        for item in listed:
+            name = _name(item)
+            role = recognise(name, item.get("Labels") or {}, item.get("Image") or "",
+                             self.settings)
+            if role is not None:
+                found.append(WaContainer(item["Id"], name, role, item.get("State") == "running"))
+        found.sort(key=lambda c: c.name)
+        with self._lock:
+            self._known = {c.name: c for c in found}
+        return found
+
+    def known(self) -> dict[str, WaContainer]:
+        """The containers of the last successful discovery, by name."""
+        with self._lock:
+            return dict(self._known)
+
+
+def _name(item: Mapping[str, Any]) -> str:
+    names = item.get("Names") or [item["Id"][:12]]
+    return str(names[0]).lstrip("/")
+
+
+def _explain(exc: APIError) -> str:
+    return " ".join(str(exc.explanation or exc).split())[:200]
+
+
+# --- log listings through docker exec --------------------------------------------------------
+
+# One fixed script for busybox and coreutils images alike. The log directory is its only
+# argument, never part of the script. ``stat`` prints ``size mtime path`` per file, and every
+# path starts with ``./`` or ``archive/``: a file name cannot hold a ``/``, so no name can fake
+# the start of the next record, even with newlines in it.
+LISTING_SCRIPT = (
+    'cd "$1" || exit 97\n'
+    "exec find . archive/ -maxdepth 1 -type f -exec stat -c '%s %Y %n' {} +\n"
+)
+_NO_LOG_DIR = 97
+_RECORD = re.compile(rb"(\d+) (\d+) (\./|archive/+)([^/]*)\n")
+
+
+def parse_listing(output: bytes) -> list[LogEntry]:
+    """Parse :data:`LISTING_SCRIPT` output; raise ``ValueError`` on anything else."""
+    entries: list[LogEntry] = []
+    position = 0
+    while position < len(output):
+        match = _RECORD.match(output, position)
+        if match is None:
+            raise ValueError(f"unexpected listing output at byte {position}: "
+                             f"{output[position:position + 60]!r}")
+        size, mtime, prefix, name = match.groups()
+        where: Literal["live", "archive"] = "live" if prefix == b"./" else "archive"
+        entries.append(LogEntry(where, name, int(size), float(mtime)))
+        position = match.end()
+    return entries
+
+
+def list_logs(engine: DockerEngine, container: WaContainer, log_dir: str) -> list[LogEntry]:
+    """List ``log_dir`` and its archive inside ``container`` with one ``docker exec``."""
+    command = ["sh", "-c", LISTING_SCRIPT, "wa-exporter", log_dir]
+
+    def run(api: docker.APIClient) -> tuple[int | None, bytes, bytes]:
+        exec_id = api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]
+        out, err = api.exec_start(exec_id, demux=True)
+        return api.exec_inspect(exec_id).get("ExitCode"), out or b"", err or b""
+
+    try:
+        code, out, err = engine.call(run)
+    except NotFound:
+        raise DockerError(f"{container.name} is gone", kind="not_running") from None
+    except APIError as exc:
+        if not _still_running(engine, container):
+            raise DockerError(f"{container.name} is not running", kind="not_running") from None
+        raise DockerError(f"exec in {container.name} failed: {_explain(exc)}",
+                          kind="exec") from None
+    if code == _NO_LOG_DIR:
+        raise DockerError(f"{container.name} has no {log_dir}", kind="exec")
+    if code not in (0, 1):  # 1: a file went away between find and stat, or no archive yet
+        if not _still_running(engine, container):
+            raise DockerError(f"{container.name} stopped during the listing", kind="not_running")
+        text = " ".join(err.decode(errors="replace").split())[:200]
+        raise DockerError(f"listing {log_dir} in {container.name} exited with {code}: {text}",
+                          kind="exec")
+    try:
+        return parse_listing(out)
+    except ValueError as exc:
+        raise DockerError(f"{container.name}: {exc}", kind="exec") from None
+
+
+def _still_running(engine: DockerEngine, container: WaContainer) -> bool:
+    try:
+        state = engine.call(lambda api: api.inspect_container(container.id))["State"]
+    except APIError:
+        return False  # NotFound included: it was removed
+    return bool(state.get("Running")) and not state.get("Paused")
+
+
+# --- the media volume ---------------------------------------------------------------------
+
+
+def find_volume(engine: DockerEngine, name: str, project: str | None) -> tuple[str, str]:
+    """``(volume name, mountpoint)`` of ``name`` or a compose-prefixed ``<project>_<name>``."""
+    try:
+        listed = engine.call(lambda api: api.volumes())
+    except APIError as exc:
+        raise DockerError(f"listing volumes failed: {_explain(exc)}", kind="api") from None
+    volumes: Sequence[Mapping[str, Any]] = listed.get("Volumes") or []
+    matches = {v["Name"]: v.get("Mountpoint") or "" for v in volumes
+               if v["Name"] == name or v["Name"].endswith("_" + name)}
+    preferred = [n for n in (f"{project}_{name}", name) if n in matches and (project or n == name)]
+    if preferred:
+        chosen = preferred[0]
+    elif len(matches) == 1:
+        chosen = next(iter(matches))
+    elif not matches:
+        raise DockerError(f"no Docker volume named {name} or <project>_{name}", kind="missing")
+    else:
+        raise DockerError(f"several Docker volumes match {name}: {', '.join(sorted(matches))}; "
+                          "fix: set collectors.volume.name to the full name", kind="ambiguous")
+    return chosen, matches[chosen]
