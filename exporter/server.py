@@ -47,8 +47,10 @@ class Server:
         self.ready = ready
         self.telemetry_path = telemetry_path
         handler = type("Handler", (_Handler,), {"app": self})
-        server_class = type("HTTPServer", (ThreadingHTTPServer,), {"address_family": family,
-                                                                   "daemon_threads": True})
+        # The socketserver default backlog of 5 drops SYNs under a burst of clients, which
+        # then wait a full second to retransmit.
+        server_class = type("HTTPServer", (ThreadingHTTPServer,), {
+            "address_family": family, "daemon_threads": True, "request_queue_size": 128})
         try:
             self.httpd = server_class((host, port), handler)
         except OSError as exc:
