@@ -1,8 +1,9 @@
-"""Wiring: settings -> sources -> collectors -> registry -> HTTP server, and a clean stop."""
+"""Wiring: settings -> sources -> collectors and actions -> registry -> HTTP server."""
 
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import signal
 import threading
@@ -13,45 +14,126 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
+from exporter.actions.audit import AuditLog, StateFile
+from exporter.actions.base import Action
+from exporter.actions.callbacks import CallbackInbox
+from exporter.actions.cleanup import CleanupAction
+from exporter.actions.gc import GcAction, MediaGcAction, open_counting_source
+from exporter.actions.runner import Runner
+from exporter.actions.schedule import Scheduler
+from exporter.actions.webhook import Webhooks
+from exporter.collectors.actions import ActionMetrics
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
 from exporter.collectors.volume import MediaVolume, VolumeCollector, VolumeScanCollector
-from exporter.config import Settings
+from exporter.config import ConfigError, Settings
 from exporter.server import Server
-from exporter.sources.database import open_source
+from exporter.sources.database import MessagesSource, open_source
 from exporter.sources.docker import ContainerDirectory, DockerEngine
+from exporter.sources.locks import FileLocks, cluster_lock
+from exporter.sources.wa_api import WaApiClient
 
 log = logging.getLogger(__name__)
 
 
-def build_collectors(settings: Settings) -> list[Collector]:
-    collectors: list[Collector] = []
-    messages = settings.collectors.messages
-    if messages.enabled and settings.database is not None:
-        collectors.append(MessagesCollector(open_source(settings.database, messages), messages))
+class Sources:
+    """Every connection to the outside world, made once and shared."""
+
+    def __init__(self, settings: Settings) -> None:
+        wanted = settings.collectors
+        self.database: MessagesSource | None = None
+        if settings.database is not None:
+            self.database = open_source(settings.database, wanted.messages)
+        self.engine = DockerEngine(timeout=max(wanted.containers.timeout or 0,
+                                               wanted.logs.timeout or 0,
+                                               wanted.volume.timeout or 0))
+        self.containers = ContainerDirectory(self.engine, wanted.containers)
+        self.media = MediaVolume(wanted.volume, self.engine, wanted.containers.compose_project)
+
+    def close(self) -> None:
+        if self.database is not None:
+            self.database.close()
+        self.engine.close()
+
+
+def build_collectors(settings: Settings, sources: Sources) -> list[Collector]:
     wanted = settings.collectors
-    # One engine client and one container directory for everything that talks to Docker.
-    engine = DockerEngine(timeout=max(wanted.containers.timeout or 0, wanted.logs.timeout or 0,
-                                      wanted.volume.timeout or 0))
-    directory = ContainerDirectory(engine, wanted.containers)
+    collectors: list[Collector] = []
+    if wanted.messages.enabled and sources.database is not None:
+        collectors.append(MessagesCollector(sources.database, wanted.messages))
     if wanted.containers.enabled:
-        collectors.append(ContainersCollector(directory, wanted.containers))
+        collectors.append(ContainersCollector(sources.containers, wanted.containers))
     if wanted.logs.enabled:
-        collectors.append(LogsCollector(directory, wanted.logs))
-    media = MediaVolume(wanted.volume, engine, wanted.containers.compose_project)
+        collectors.append(LogsCollector(sources.containers, wanted.logs))
     if wanted.volume.enabled:
-        collectors.append(VolumeCollector(media, wanted.volume))
+        collectors.append(VolumeCollector(sources.media, wanted.volume))
     if wanted.volume_scan.enabled:
-        collectors.append(VolumeScanCollector(media, wanted.volume_scan))
+        collectors.append(VolumeScanCollector(sources.media, wanted.volume_scan))
     return collectors
 
 
+class Actions:
+    """The runner and everything it needs; also what ``wa-exporter run`` uses."""
+
+    def __init__(self, settings: Settings, sources: Sources, registry: CollectorRegistry) -> None:
+        chosen = settings.actions
+        state_dir = chosen.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            probe = state_dir / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"actions.state_dir={str(state_dir)!r}: not writable: {exc.strerror or exc}; "
+                "fix: create it for the exporter's user or point actions.state_dir elsewhere"
+            ) from None
+        self.inbox = CallbackInbox()
+        self.api: WaApiClient | None = None
+        self.counting: MessagesSource | None = None
+        actions: dict[str, Action] = {"cleanup": CleanupAction(sources.containers,
+                                                               chosen.cleanup)}
+        if settings.wa_api is not None:
+            self.api = WaApiClient(settings.wa_api)
+            actions["media_gc"] = MediaGcAction(self.api)
+            if settings.database is not None:
+                self.counting = open_counting_source(settings.database,
+                                                     settings.collectors.messages)
+                actions["gc"] = GcAction(self.api, self.counting, self.inbox, chosen.gc)
+        actions = {name: action for name, action in actions.items() if name in chosen.allowed}
+        self.audit = AuditLog(state_dir / "audit.jsonl", max_bytes=chosen.audit_max_bytes)
+        self.state = StateFile(state_dir / "state.json")
+        self.metrics = ActionMetrics(registry, list(actions))
+        lock = (cluster_lock(sources.database, state_dir) if sources.database is not None
+                else FileLocks(state_dir / "locks"))
+        self.runner = Runner(actions, chosen, self.audit, self.state, lock, self.metrics)
+        self.metrics.watch_running(list(actions), self.runner.running)
+        self.runner.recover_interrupted()
+        self.metrics.restore(self.state.read())
+        self.scheduler = Scheduler(chosen.schedules, chosen.timezone, self.runner)
+
+    def deliver_callback(self, body: bytes) -> int:
+        callbacks = self.inbox.parse(body)
+        self.inbox.deliver(callbacks)
+        self.audit.append({"event": "gc_callback", "callbacks": [c.to_dict() for c in callbacks]})
+        return len(callbacks)
+
+    def close(self) -> None:
+        self.scheduler.stop()
+        if self.api is not None:
+            self.api.close()
+        if self.counting is not None:
+            self.counting.close()
+
+
 class App:
-    def __init__(self, settings: Settings, listen_address: str, telemetry_path: str) -> None:
+    def __init__(self, settings: Settings, listen_address: str, telemetry_path: str,
+                 webhook_without_auth: bool = False) -> None:
         self.settings = settings
-        self.collectors = build_collectors(settings)
+        self.sources = Sources(settings)
+        self.collectors = build_collectors(settings, self.sources)
         self.refreshers = [Refresher(c) for c in self.collectors]
         self.snapshots = SnapshotCollector(self.refreshers, {
             "version": __version__, "python_version": platform.python_version()})
@@ -59,22 +141,39 @@ class App:
         self.registry.register(self.snapshots)
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.server = Server(listen_address, self.registry, self.snapshots.ready, telemetry_path)
+        self.actions: Actions | None = None
+        webhooks = None
+        if settings.actions.allowed:
+            if not settings.webhook.has_auth and not webhook_without_auth:
+                raise ConfigError(
+                    "webhook: no authentication configured; fix: set webhook.bearer_token_file "
+                    "(or webhook.basic_auth_username and basic_auth_password_file) in "
+                    "--config.file, or pass --webhook.no-auth to accept anyone who can reach it")
+            self.actions = Actions(settings, self.sources, self.registry)
+            webhooks = Webhooks(settings.webhook, self.actions.runner,
+                                self.actions.deliver_callback)
+        self.server = Server(listen_address, self.registry, self.snapshots.ready, telemetry_path,
+                             webhooks)
         self._stop = threading.Event()
 
     def start(self) -> None:
         for refresher in self.refreshers:
             refresher.start()
+        if self.actions is not None:
+            self.actions.scheduler.start()
         self.server.start()
-        log.info("listening", extra={"address": self.server.address,
-                                     "collectors": ",".join(r.name for r in self.refreshers)})
+        log.info("listening", extra={"address": self.server.address, "pid": os.getpid(),
+                                     "collectors": ",".join(r.name for r in self.refreshers),
+                                     "actions": ",".join(self.actions.runner.actions)
+                                     if self.actions else ""})
 
     def stop(self) -> None:
         self.server.stop()
         for refresher in self.refreshers:
             refresher.stop()
-        for collector in self.collectors:
-            collector.close()
+        if self.actions is not None:
+            self.actions.close()
+        self.sources.close()
 
     def serve_until_signalled(self) -> None:
         def handle(signum: int, _frame: FrameType | None) -> None:

@@ -53,6 +53,9 @@ def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--db.env-file", dest="db_env_file", metavar="FILE", type=Path,
                         default=default(None),
                         help="the WA client's db.env, read as-is (optional)")
+    parser.add_argument("--webhook.no-auth", dest="webhook_no_auth", action="store_true",
+                        default=default(False),
+                        help="accept webhook calls without authentication (not recommended)")
     parser.add_argument("--log.level", dest="log_level", choices=sorted(logs.LEVELS),
                         default=default("info"), help="log level (default info)")
     parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"],
@@ -94,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     from exporter.app import App  # imported late: check-config needs no drivers
 
     try:
-        app = App(settings, args.listen_address, args.telemetry_path)
+        app = App(settings, args.listen_address, args.telemetry_path, args.webhook_no_auth)
+    except ConfigError as exc:
+        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
+        return 2
     except ListenAddressError as exc:
         print(f"wa-exporter: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -201,6 +202,70 @@ class DatabaseSettings(_Strict):
         return self
 
 
+# --- the WA client's REST API (the webapp) ---------------------------------------------------
+
+
+def _web_url(value: object) -> str:
+    url = str(value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("holds credentials; fix: remove them from WA_WEB_URL and set "
+                         "WA_WEB_USERNAME and WA_WEB_PASSWORD")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise ValueError("is not an http(s) URL")
+    parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+    return url
+
+
+class WaApiOptions(_Strict):
+    """YAML ``wa_api``: how to talk to the webapp (its address and login are ``WA_WEB_*``)."""
+
+    verify: Annotated[
+        bool | None, _fix("use false only for a self-signed certificate without a CA file")
+    ] = None  # unset: WA_WEB_VERIFY, else true
+    connect_timeout: Duration = 5.0
+    read_timeout: Duration = 30.0
+    retry_attempts: Annotated[int, _fix("use 1 to 10 attempts per call")] = Field(
+        default=3, ge=1, le=10)
+    retry_backoff: Duration = 0.5
+    token_refresh_margin: Duration = 300.0
+
+
+class WaApiSettings(WaApiOptions):
+    """The webapp's API: ``WA_WEB_*`` variables plus the ``wa_api`` options from the YAML."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    url: Annotated[
+        str, BeforeValidator(_web_url),
+        _fix("set WA_WEB_URL to the webapp's address, e.g. https://127.0.0.1:9090"),
+    ] = Field(alias="WA_WEB_URL")
+    username: Annotated[str, _fix("set WA_WEB_USERNAME to a WA API admin user")] = Field(
+        alias="WA_WEB_USERNAME", min_length=1)
+    password: Annotated[
+        SecretValue, _fix("set WA_WEB_PASSWORD or WA_WEB_PASSWORD_FILE")
+    ] = Field(alias="WA_WEB_PASSWORD")
+    ca_file: Annotated[
+        Path | None, _fix("point WA_WEB_CA_FILE at a readable PEM file with the webapp's CA")
+    ] = Field(alias="WA_WEB_CA_FILE", default=None)
+    verify: EnvBool = Field(alias="WA_WEB_VERIFY", default=True)
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"file {str(value)!r} is not readable")
+        return value
+
+    @model_validator(mode="after")
+    def _ca_needs_verify(self) -> WaApiSettings:
+        if self.ca_file is not None and not self.verify:
+            raise ValueError("WA_WEB_CA_FILE is set but TLS verification is off; fix: drop "
+                             "WA_WEB_VERIFY=false (wa_api.verify) or WA_WEB_CA_FILE")
+        return self
+
+
 # --- the exporter's own settings (YAML) -----------------------------------------------------
 
 
@@ -311,15 +376,196 @@ class CollectorsSettings(_Strict):
     volume_scan: VolumeScanSettings = VolumeScanSettings()
 
 
+# --- actions ----------------------------------------------------------------------------------
+
+ACTION_NAMES = ("gc", "media_gc", "cleanup")
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _action_name(value: object) -> str:
+    name = str(value).strip().lower().replace("-", "_")
+    if name not in ACTION_NAMES:
+        raise ValueError(f"is not an action; fix: use one of {', '.join(ACTION_NAMES)}")
+    return name
+
+
+ActionName = Annotated[str, BeforeValidator(_action_name)]
+
+
+def _clock_time(value: object) -> str:
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", str(value).strip())
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValueError("is not a time of day; fix: use HH:MM, e.g. 01:30")
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
+
+
+def _timezone(value: object) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not a time zone; fix: use an IANA name such as UTC or "
+                         "Europe/Berlin") from None
+    return str(value)
+
+
+TimeZone = Annotated[str, BeforeValidator(_timezone)]
+
+
+class WindowSettings(_Strict):
+    """Alerts and schedules start actions only inside this window (the CLI ignores it)."""
+
+    start: Annotated[str, BeforeValidator(_clock_time)]
+    end: Annotated[str, BeforeValidator(_clock_time)]
+    days: list[Annotated[str, BeforeValidator(lambda v: str(v).strip().lower()[:3])]] = list(
+        _WEEKDAYS)
+
+    @field_validator("days")
+    @classmethod
+    def _known_days(cls, days: list[str]) -> list[str]:
+        for day in days:
+            if day not in _WEEKDAYS:
+                raise ValueError(f"{day!r} is not a weekday; fix: use {', '.join(_WEEKDAYS)}")
+        return days
+
+
+def _cron(value: object) -> str:
+    from croniter import croniter
+
+    text = " ".join(str(value).split())
+    if not croniter.is_valid(text) or len(text.split()) != 5:
+        raise ValueError("is not a cron expression; fix: use five fields, e.g. '0 3 * * *'")
+    return text
+
+
+class ScheduleEntry(_Strict):
+    action: ActionName
+    cron: Annotated[str, BeforeValidator(_cron)]
+    target: str | None = None  # cleanup: one container; default every WA container
+    dry_run: bool = False
+
+
+class WebhookSettings(_Strict):
+    """Who may call the Alertmanager webhook and the GC callback endpoint."""
+
+    bearer_token: SecretValue | None = None
+    bearer_token_file: Path | None = None
+    basic_auth_username: str | None = None
+    basic_auth_password: SecretValue | None = None
+    basic_auth_password_file: Path | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> WebhookSettings:
+        for key, file_key in (("bearer_token", "bearer_token_file"),
+                              ("basic_auth_password", "basic_auth_password_file")):
+            path = getattr(self, file_key)
+            if path is None:
+                continue
+            if getattr(self, key) is not None:
+                raise ValueError(f"set {key} or {file_key}, not both; fix: keep only one")
+            try:
+                secret = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"{file_key}: cannot read {str(path)!r}: "
+                                 f"{exc.strerror or exc}; fix: make it readable") from None
+            object.__setattr__(self, key, Secret(secret))
+            object.__setattr__(self, file_key, None)  # read; a re-validation must not re-read
+        if (self.basic_auth_username is None) != (self.basic_auth_password is None):
+            raise ValueError("basic auth needs both basic_auth_username and a password; "
+                             "fix: set both or neither")
+        return self
+
+    @property
+    def has_auth(self) -> bool:
+        return self.bearer_token is not None or self.basic_auth_username is not None
+
+
+class GcSettings(_Strict):
+    """``actions.gc``: when a message GC round is complete, and when large tables get rounds."""
+
+    large_table_rows: Annotated[
+        int, _fix("use a row count; above it message GC repeats rounds")
+    ] = Field(default=10_000_000, ge=1)
+    target_rows: Annotated[
+        int | None, _fix("use the row count rounds aim below; unset means large_table_rows")
+    ] = Field(default=None, ge=0)
+    max_rounds: Annotated[int, _fix("use 1 to 100 rounds")] = Field(default=5, ge=1, le=100)
+    round_pause: Duration = 60.0
+    callback_timeout: Duration = 300.0
+    settle_interval: Duration = 30.0
+    round_timeout: Duration = 3600.0
+
+    @model_validator(mode="after")
+    def _round_outlasts_callback(self) -> GcSettings:
+        if self.round_timeout <= self.callback_timeout:
+            raise ValueError("round_timeout must be longer than callback_timeout; fix: raise "
+                             "round_timeout or lower callback_timeout")
+        return self
+
+
+class CleanupSettings(_Strict):
+    """``actions.cleanup``: ``docker exec`` of the WA cleanup script in each container."""
+
+    script: str = "/opt/whatsapp/bin/cleanup.sh"
+    timeout: Duration = 600.0
+    parallel: Annotated[int, _fix("use 1 to 64 containers at once")] = Field(
+        default=4, ge=1, le=64)
+    output_tail_bytes: int = Field(default=2048, ge=0, le=65536)
+
+
+class ActionsSettings(_Strict):
+    # Remediation is opt-in: list the actions this exporter may run (gc, media_gc, cleanup).
+    allowed: list[ActionName] = []
+    dry_run: bool = False
+    state_dir: Annotated[Path, _fix("name a directory the exporter may write, e.g. "
+                                    "/var/lib/wa-exporter")] = Path("/var/lib/wa-exporter")
+    audit_max_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+    cooldown: dict[ActionName, Duration] = {"gc": 3600.0, "media_gc": 6 * 3600.0,
+                                            "cleanup": 3600.0}
+    window: WindowSettings | None = None
+    timezone: TimeZone = "UTC"
+    alert_rules: dict[str, ActionName] = {}  # alertname -> action, when no action label
+    # Replaces the host cron job of the WA guide. gc needs the WA API settings to run.
+    schedules: list[ScheduleEntry] = [ScheduleEntry(action="cleanup", cron="0 3 * * *"),
+                                      ScheduleEntry(action="gc", cron="0 4 * * *")]
+    gc: GcSettings = GcSettings()
+    cleanup: CleanupSettings = CleanupSettings()
+
+    def cooldown_for(self, action: str) -> float:
+        return self.cooldown.get(action, 3600.0)
+
+    def window_open(self, timestamp: float) -> bool:
+        if self.window is None:
+            return True
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        local = datetime.fromtimestamp(timestamp, ZoneInfo(self.timezone))
+        now = local.strftime("%H:%M")
+        start, end = self.window.start, self.window.end
+        # A window such as 22:00-04:00 crosses midnight: its day is the one it started on.
+        inside = start <= now < end if start <= end else (now >= start or now < end)
+        day = local if start <= end or now >= start else local.fromordinal(local.toordinal() - 1)
+        return inside and _WEEKDAYS[day.weekday()] in self.window.days
+
+
 class FileSettings(_Strict):
     """Everything the YAML ``--config.file`` may hold."""
 
     collectors: CollectorsSettings = CollectorsSettings()
+    actions: ActionsSettings = ActionsSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    wa_api: WaApiOptions = WaApiOptions()
 
 
 class Settings(_Strict):
     database: DatabaseSettings | None
     collectors: CollectorsSettings = CollectorsSettings()
+    actions: ActionsSettings = ActionsSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    wa_api: WaApiSettings | None = None  # unset: no WA_WEB_* variables, so no API actions
 
 
 # --- loading --------------------------------------------------------------------------------
@@ -442,7 +688,22 @@ def load_settings(
             database = DatabaseSettings.model_validate(db_vars)
         except ValidationError as exc:
             raise ConfigError(_describe(exc, DatabaseSettings, prefix="")) from None
-    return Settings(database=database, collectors=file_settings.collectors)
+    return Settings(database=database, collectors=file_settings.collectors,
+                    actions=file_settings.actions, webhook=file_settings.webhook,
+                    wa_api=_wa_api(variables, file_settings.wa_api))
+
+
+def _wa_api(variables: Mapping[str, str], options: WaApiOptions) -> WaApiSettings | None:
+    """The API settings if any ``WA_WEB_*`` variable is set; a partial set is an error."""
+    web_vars = {k: v for k, v in variables.items() if k.startswith("WA_WEB_") and v.strip()}
+    if not web_vars:
+        return None
+    values: dict[str, Any] = {k: v for k, v in options if v is not None}
+    values.update(web_vars)
+    try:
+        return WaApiSettings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, WaApiSettings, prefix="")) from None
 
 
 # --- error messages --------------------------------------------------------------------------

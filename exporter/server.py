@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import gzip
 import html
+import json
 import logging
 import socket
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
+
+if TYPE_CHECKING:
+    from exporter.actions.webhook import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,9 @@ class Server:
     """A threaded HTTP server; each request gets its own thread, so one slow client blocks none."""
 
     def __init__(self, address: str, registry: CollectorRegistry, ready: Callable[[], bool],
-                 telemetry_path: str = "/metrics") -> None:
+                 telemetry_path: str = "/metrics", webhooks: Webhooks | None = None) -> None:
         host, port, family = parse_listen_address(address)
+        self.webhooks = webhooks
         self.registry = registry
         self.ready = ready
         self.telemetry_path = telemetry_path
@@ -74,12 +79,23 @@ class Server:
         self.httpd.server_close()
 
     def routes(self) -> dict[str, Callable[[_Handler], None]]:
-        return {
+        routes: dict[str, Callable[[_Handler], None]] = {
             self.telemetry_path: _Handler.metrics,
             "/-/healthy": _Handler.healthy,
             "/-/ready": _Handler.readiness,
             "/": _Handler.landing,
         }
+        if self.webhooks is not None:
+            routes["/actions"] = _Handler.actions
+        return routes
+
+    def post_routes(self) -> dict[str, Callable[[Webhooks, bytes], tuple[int, Any]]]:
+        if self.webhooks is None:
+            return {}
+        from exporter.actions.webhook import Webhooks
+
+        return {"/webhook/alertmanager": Webhooks.alertmanager,
+                "/webhook/wa-callback": Webhooks.wa_callback}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -104,14 +120,76 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        webhooks = self.app.webhooks
+        route = self.app.post_routes().get(path)
+        if route is None or webhooks is None:
+            self.close_connection = True
+            self.send_json(HTTPStatus.NOT_FOUND, {"status": "error", "error": "no such hook"})
+            return
+        if not webhooks.authorized(self.headers):
+            self.close_connection = True
+            self.send_json(HTTPStatus.UNAUTHORIZED, {"status": "error",
+                                                     "error": "authentication required"},
+                           {"WWW-Authenticate": 'Bearer realm="wa-exporter"'})
+            return
+        body = self._read_body(webhooks.settings.max_body_bytes)
+        if body is None:
+            return
+        try:
+            status, answer = route(webhooks, body)
+        except Exception:
+            log.exception("internal error in a webhook", extra={"path": path})
+            status, answer = HTTPStatus.INTERNAL_SERVER_ERROR, {"status": "error",
+                                                                "error": "internal error"}
+        self.send_json(status, answer)
+
+    def _read_body(self, limit: int) -> bytes | None:
+        """The request body, or None after answering 411/413/415."""
+        length_text = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or length_text is None \
+                or not length_text.isdigit():
+            self.close_connection = True
+            self.send_json(HTTPStatus.LENGTH_REQUIRED, {"status": "error",
+                                                        "error": "Content-Length required"})
+            return None
+        length = int(length_text)
+        if length > limit:
+            self.close_connection = True  # the unread body must not be parsed as a request
+            self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
+                "status": "error", "error": f"body larger than {limit} bytes"})
+            return None
+        content_type = self.headers.get("Content-Type", "application/json")
+        if not content_type.split(";")[0].strip().lower().endswith("json"):
+            self.close_connection = True
+            self.send_json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {
+                "status": "error", "error": "Content-Type must be application/json"})
+            return None
+        return self.rfile.read(length)
+
+    def send_json(self, status: int, data: object,
+                  headers: dict[str, str] | None = None) -> None:
+        self.send_text(status, json.dumps(data, default=str), "application/json", headers)
+
+    def actions(self) -> None:
+        assert self.app.webhooks is not None
+        query = self.path.partition("?")[2]
+        limit = 100
+        for part in query.split("&"):
+            key, _, value = part.partition("=")
+            if key == "limit" and value.isdigit():
+                limit = max(1, min(1000, int(value)))
+        self.send_json(HTTPStatus.OK, {"records": self.app.webhooks.recent(limit)})
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http request", extra={"client": self.client_address[0],
                                          "request": format % args})
 
     def send_text(self, status: int, body: str | bytes, content_type: str = "text/plain; "
-                  "charset=utf-8") -> None:
+                  "charset=utf-8", extra_headers: dict[str, str] | None = None) -> None:
         data = body.encode() if isinstance(body, str) else body
-        headers = {"Content-Type": content_type}
+        headers = {"Content-Type": content_type, **(extra_headers or {})}
         if len(data) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
             data = gzip.compress(data, compresslevel=1)
             headers["Content-Encoding"] = "gzip"

@@ -74,7 +74,7 @@ class MessagesSource:
         """A typed error whose text is short and never holds the password."""
         kind = classify(exc)
         orig = getattr(exc, "orig", None) or exc
-        args = getattr(orig, "args", ())
+        args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
         if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
             text = f"{args[1]} (MySQL error {args[0]})"
         else:
@@ -234,7 +234,7 @@ class PostgresSource(MessagesSource):
         self._engines: dict[str, sa.Engine] = {}
         self._lock = threading.Lock()
 
-    def _engine(self, database: str) -> sa.Engine:
+    def engine_for(self, database: str) -> sa.Engine:
         with self._lock:
             engine = self._engines.get(database)
             if engine is None:
@@ -269,7 +269,7 @@ class PostgresSource(MessagesSource):
     @contextmanager
     def _connect(self, database: str) -> Iterator[sa.Connection]:
         with client_deadline(self.settings.query_timeout + 2), \
-                self._engine(database).connect() as conn:
+                self.engine_for(database).connect() as conn:
             try:
                 yield conn
             except sa.exc.SQLAlchemyError as exc:

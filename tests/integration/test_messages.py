@@ -151,9 +151,11 @@ def test_log_formats(flag: str, tmp_path: Path) -> None:
     with run_exporter(args=[flag], env=env) as exporter:
         wait_for(lambda: any("collector refresh failed" in line for line in exporter.lines),
                  what="the failure log line")
-    first = exporter.lines[0]
+    listening = next(line for line in exporter.lines if "listening" in line)
     if flag.endswith("json"):
         import json
-        assert json.loads(first)["level"] == "info"
+        assert all(json.loads(line)["level"] for line in exporter.lines)
+        assert json.loads(listening)["level"] == "info"
     else:
-        assert first.startswith("ts=") and " level=info " in first
+        assert all(line.startswith("ts=") for line in exporter.lines)
+        assert " level=info " in listening

@@ -1,0 +1,143 @@
+"""The append-only audit log (JSON lines) and the small state file that survives restarts.
+
+Every decision and every outcome is one line, flushed and fsynced before the call
+returns. The log rotates by size (``audit.jsonl`` -> ``audit.jsonl.1`` …). If a line
+cannot be written (a full disk), it is kept in memory and written before the next one,
+so nothing is lost while the process lives; ``whatsapp_audit_write_errors_total`` says so.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class AuditLog:
+    def __init__(self, path: Path, *, max_bytes: int = 10 * 1024 * 1024, backups: int = 5,
+                 keep_recent: int = 200) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._recent: deque[dict[str, Any]] = deque(maxlen=keep_recent)
+        self.write_errors = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._recent.extend(self._tail(keep_recent))
+
+    def append(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Write ``record`` (with a ``ts``) durably; return it as written."""
+        record = {"ts": round(time.time(), 3), **record}
+        line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._recent.append(record)
+            self._pending.append(line)
+            try:
+                self._rotate_if_needed()
+                with open(self.path, "a", encoding="utf-8") as fh:
+                    fh.write("".join(self._pending))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                self._pending.clear()
+            except OSError as exc:
+                self.write_errors += 1
+                if self.write_errors == 1 or len(self._pending) == 1:
+                    log.error("audit log write failed; records kept in memory",
+                              extra={"path": str(self.path), "err": exc.strerror or str(exc),
+                                     "pending": len(self._pending)})
+        return record
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._recent)[-limit:]
+
+    def _rotate_if_needed(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self.max_bytes:
+            return
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+
+    def _tail(self, limit: int) -> list[dict[str, Any]]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()[-limit:]
+        except (FileNotFoundError, UnicodeDecodeError):
+            return []
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash mid-write
+        return records
+
+
+class StateFile:
+    """Small JSON state (cooldowns, runs in flight, last results), replaced atomically.
+
+    Shared with ``wa-exporter run`` in another process: every change re-reads the file under
+    an ``flock``, so neither process overwrites the other's cooldowns.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.data: dict[str, Any] = self._load()
+
+    def read(self) -> dict[str, Any]:
+        """The current state on disk (kept in ``data`` as well)."""
+        with self._lock:
+            self.data = self._load()
+            return self.data
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError) as exc:
+            log.error("state file unreadable; starting without cooldowns",
+                      extra={"path": str(self.path), "err": str(exc)})
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        for key in ("last_start", "running", "last_run", "last_success", "roles"):
+            data.setdefault(key, {})
+        return dict(data)
+
+    def update(self, change: Any) -> None:
+        """Apply ``change(data)`` and write the file; a failed write is logged, not raised."""
+        with self._lock:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            try:
+                with open(self.path.with_name(self.path.name + ".lock"), "a") as guard:
+                    fcntl.flock(guard, fcntl.LOCK_EX)
+                    self.data = self._load()
+                    change(self.data)
+                    with open(tmp, "w", encoding="utf-8") as fh:
+                        json.dump(self.data, fh, separators=(",", ":"))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    tmp.replace(self.path)
+            except OSError as exc:
+                log.error("state file write failed", extra={"path": str(self.path),
+                                                            "err": exc.strerror or str(exc)})

@@ -1,0 +1,53 @@
+"""What every action is: a named piece of work the runner starts, with one result record."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Results, as in whatsapp_gc_runs_total{result}.
+SUCCESS, FAILED, ERROR, TIMEOUT, DRY_RUN = "success", "failed", "error", "timeout", "dry_run"
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class RunContext:
+    """Handed to :meth:`Action.run`: who asked, and how to report progress."""
+
+    run_id: str
+    action: str
+    trigger: str  # alert, schedule, manual
+    dry_run: bool = False
+    target: str | None = None  # e.g. the one container an alert names, for cleanup
+    targets: list[str] = field(default_factory=list)  # what the runner cleared to act on
+    cancel: threading.Event = field(default_factory=threading.Event)
+    # Appends a progress record to the audit log: progress("round", rows_before=…, …).
+    progress: Callable[..., object] = lambda event, **fields: None
+
+
+@dataclass
+class ActionResult:
+    result: str  # SUCCESS, FAILED (the WA side said no), ERROR (we could not ask), TIMEOUT
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-safe, never a secret
+    per_target: dict[str, str] = field(default_factory=dict)  # cleanup: container -> result
+
+
+class UnknownTarget(ValueError):
+    """A request named a target (container) that discovery does not know: rejected."""
+
+
+class Action:
+    """Base for ``gc``, ``media_gc`` and ``cleanup``."""
+
+    name: str = "action"
+
+    def targets(self, requested: str | None) -> list[str]:
+        """The keys this run would act on; one empty key means the action as a whole."""
+        if requested:
+            raise UnknownTarget(f"{self.name} takes no target; got {requested!r}")
+        return [""]
+
+    def run(self, ctx: RunContext) -> ActionResult:
+        raise NotImplementedError

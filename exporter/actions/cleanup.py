@@ -1,0 +1,106 @@
+"""``cleanup``: the WA cleanup script, through ``docker exec``, on every WA container at once
+(with a bound), or on the one container an alert names."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import docker
+from docker.errors import APIError, NotFound
+
+from exporter.actions.base import (
+    ERROR,
+    FAILED,
+    SUCCESS,
+    TIMEOUT,
+    Action,
+    ActionResult,
+    RunContext,
+    UnknownTarget,
+)
+from exporter.config import CleanupSettings
+from exporter.errors import SourceError
+from exporter.sources.docker import ContainerDirectory, DockerEngine, WaContainer
+
+log = logging.getLogger(__name__)
+
+# `timeout` exists in busybox and coreutils; it ends a stuck script inside the container.
+# Exit codes: coreutils 124, busybox 143 (killed by TERM).
+_TIMED_OUT = (124, 143)
+
+
+class CleanupAction(Action):
+    name = "cleanup"
+
+    def __init__(self, directory: ContainerDirectory, settings: CleanupSettings) -> None:
+        self.directory = directory
+        self.settings = settings
+        # Its own client: a script may run for minutes, longer than the collectors' timeout.
+        self.engine = DockerEngine(timeout=settings.timeout + 30)
+
+    def _containers(self) -> dict[str, WaContainer]:
+        known = self.directory.known()
+        if not known:
+            try:
+                known = {c.name: c for c in self.directory.discover()}
+            except SourceError as exc:
+                raise UnknownTarget(f"cannot list the WA containers: {exc}") from None
+        return known
+
+    def targets(self, requested: str | None) -> list[str]:
+        known = self._containers()
+        if requested:
+            if requested not in known:
+                raise UnknownTarget(f"{requested!r} is not a known WA container")
+            return [requested]
+        running = sorted(name for name, c in known.items() if c.running)
+        if not running:
+            raise UnknownTarget("no running WA container found")
+        return running
+
+    def run(self, ctx: RunContext) -> ActionResult:
+        known = self._containers()
+        targets = [known[name] for name in ctx.targets if name in known]
+        if ctx.dry_run:
+            plan = {c.name: {"role": c.role, "result": "dry_run",
+                             "command": self._command()} for c in targets}
+            return ActionResult("dry_run", {"containers": plan},
+                                {c.name: "dry_run" for c in targets})
+        with ThreadPoolExecutor(max_workers=self.settings.parallel,
+                                thread_name_prefix="cleanup") as pool:
+            outcomes = dict(zip((c.name for c in targets),
+                                pool.map(self._run_one, targets), strict=True))
+        per_target = {name: info["result"] for name, info in outcomes.items()}
+        overall = SUCCESS if all(r == SUCCESS for r in per_target.values()) else FAILED
+        return ActionResult(overall, {"containers": outcomes}, per_target)
+
+    def _command(self) -> list[str]:
+        return ["timeout", "-s", "TERM", str(round(self.settings.timeout)), self.settings.script]
+
+    def _run_one(self, container: WaContainer) -> dict[str, Any]:
+        command = self._command()
+
+        def run(api: docker.APIClient) -> tuple[int | None, bytes]:
+            exec_id = api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]
+            output = api.exec_start(exec_id)
+            return api.exec_inspect(exec_id).get("ExitCode"), output or b""
+
+        info: dict[str, Any] = {"role": container.role}
+        try:
+            code, output = self.engine.call(run)
+        except NotFound:
+            return {**info, "result": ERROR, "error": "container is gone"}
+        except APIError as exc:
+            return {**info, "result": ERROR, "error": str(exc.explanation or exc)[:300]}
+        except SourceError as exc:
+            kind = TIMEOUT if exc.kind == "timeout" else ERROR
+            return {**info, "result": kind, "error": str(exc)}
+        tail = output[-self.settings.output_tail_bytes:].decode(errors="replace") \
+            if self.settings.output_tail_bytes else ""
+        result = SUCCESS if code == 0 else TIMEOUT if code in _TIMED_OUT else FAILED
+        if result != SUCCESS:
+            log.warning("cleanup failed in a container", extra={
+                "container": container.name, "exit_code": code, "result": result})
+        return {**info, "result": result, "exit_code": code, "output_tail": tail}

@@ -1,0 +1,331 @@
+"""The one runner every trigger goes through: alert, schedule or a person at the CLI.
+
+It decides, records and starts. The rules, in order: only allow-listed actions; targets
+from discovery only; an optional maintenance window (alerts and schedules); one run per
+action (per container for cleanup) in this process and, through the database lock,
+across replicas; a cooldown that survives restarts; dry-run. Every decision and every
+outcome is one audit record and one ``whatsapp_action_requests_total`` increment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from exporter.actions.audit import AuditLog, StateFile
+from exporter.actions.base import (
+    DRY_RUN,
+    ERROR,
+    INTERRUPTED,
+    SUCCESS,
+    Action,
+    ActionResult,
+    RunContext,
+    UnknownTarget,
+)
+from exporter.config import ActionsSettings
+
+log = logging.getLogger(__name__)
+
+STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING = "started", "skipped_cooldown", "skipped_running"
+SKIPPED_WINDOW, REJECTED, SKIPPED_RESOLVED = "skipped_window", "rejected", "skipped_resolved"
+SKIPPED_LOCK = "skipped_lock_unavailable"
+OUTCOMES = (STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING, SKIPPED_WINDOW, DRY_RUN, REJECTED,
+            SKIPPED_RESOLVED, SKIPPED_LOCK)
+TRIGGERS = ("alert", "schedule", "manual")
+INSTANCE = uuid.uuid4().hex  # this process, as named in the runs it records
+
+
+@dataclass(frozen=True)
+class Request:
+    action: str
+    trigger: str
+    target: str | None = None
+    dry_run: bool = False
+    origin: Mapping[str, str] = field(default_factory=dict)  # alertname, schedule… for audit
+
+
+@dataclass
+class Decision:
+    action: str
+    outcome: str
+    reason: str = ""
+    run_id: str | None = None
+    targets: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, "", [])}
+
+
+class HeldLock(Protocol):
+    def release(self) -> None: ...
+
+
+class ClusterLock(Protocol):
+    """Mutual exclusion across replicas; ``try_acquire`` never blocks."""
+
+    def try_acquire(self, key: str) -> HeldLock | None: ...
+
+
+class RunObserver(Protocol):
+    """Who hears about decisions and finished runs (the action metrics)."""
+
+    def decided(self, action: str, outcome: str) -> None: ...
+
+    def finished(self, request: Request, targets: list[str], result: ActionResult,
+                 started: float, ended: float) -> None: ...
+
+
+def _key(action: str, target: str) -> str:
+    return f"{action}:{target}" if target else action
+
+
+class Runner:
+    def __init__(self, actions: Mapping[str, Action], settings: ActionsSettings,
+                 audit: AuditLog, state: StateFile, lock: ClusterLock | None,
+                 observer: RunObserver, clock: Callable[[], float] = time.time) -> None:
+        self.actions = dict(actions)
+        self.settings = settings
+        self.audit = audit
+        self.state = state
+        self.lock = lock
+        self.observer = observer
+        self.clock = clock
+        self._mutex = threading.Lock()
+        self._running: set[str] = set()
+        self._threads: dict[str, threading.Thread] = {}
+        self._idle = threading.Condition(self._mutex)
+
+    # --- start-up -------------------------------------------------------------------------
+
+    def recover_interrupted(self) -> list[str]:
+        """Runs the state file says were in flight when the process died: record, don't redo.
+
+        Their start time stays in ``last_start``, so the cooldown still holds.
+        """
+        def orphaned(run: dict[str, Any]) -> bool:
+            if run.get("host") != socket.gethostname():
+                return False  # another machine's run in a shared state directory
+            pid = int(run.get("pid", 0))
+            if run.get("instance") == INSTANCE:
+                return False
+            if pid == os.getpid():
+                return True  # a restarted container gets the same pid: the entry is old
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            return False  # e.g. the CLI's run while the service runs, or the other way round
+
+        interrupted = {k: v for k, v in self.state.read()["running"].items() if orphaned(v)}
+        for run_id, run in interrupted.items():
+            self.audit.append({"event": "finished", "run_id": run_id, "action": run["action"],
+                               "targets": run.get("targets", []), "result": INTERRUPTED,
+                               "reason": "the exporter stopped while this run was in flight"})
+            log.warning("run was interrupted by a restart",
+                        extra={"run_id": run_id, "action": run["action"]})
+        if interrupted:
+            self.state.update(lambda d: [d["running"].pop(k, None) for k in interrupted])
+        return list(interrupted)
+
+    # --- deciding -------------------------------------------------------------------------
+
+    def submit(self, request: Request) -> Decision:
+        """Decide now, run in the background; returns at once."""
+        decision, run = self._decide(request)
+        if run is not None:
+            thread = threading.Thread(target=run, name=f"action-{decision.run_id}", daemon=True)
+            with self._mutex:
+                assert decision.run_id is not None
+                self._threads[decision.run_id] = thread
+            thread.start()
+        return decision
+
+    def run_now(self, request: Request) -> tuple[Decision, ActionResult | None]:
+        """Decide and, if started, run in this thread (the CLI)."""
+        decision, run = self._decide(request)
+        return decision, (run() if run is not None else None)
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._threads:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def running(self) -> list[str]:
+        with self._mutex:
+            return sorted(self._running)
+
+    def record_ignored(self, request: Request, outcome: str, reason: str) -> Decision:
+        """A request turned away before the rules (resolved alert, no action mapped)."""
+        decision = Decision(request.action, outcome, reason)
+        self._record(request, decision)
+        return decision
+
+    def _record(self, request: Request, decision: Decision) -> None:
+        self.audit.append({"event": "decision", "trigger": request.trigger,
+                           "dry_run": request.dry_run, **dict(request.origin),
+                           **decision.as_dict()})
+        self.observer.decided(decision.action, decision.outcome)
+
+    def _decide(self, request: Request) -> tuple[Decision, Callable[[], ActionResult] | None]:
+        with self._mutex:
+            decision, keys, locks = self._check(request)
+            run = None
+            if decision.outcome in (STARTED, DRY_RUN):
+                decision.run_id = uuid.uuid4().hex[:12]
+                run = self._prepare(request, decision, keys, locks)
+        self._record(request, decision)
+        return decision, run
+
+    def validate(self, request: Request) -> str:
+        """Why the request must be rejected (not allowed, unknown target), or ``""``."""
+        action = self.actions.get(request.action)
+        if action is None or request.action not in self.settings.allowed:
+            allowed = ", ".join(a for a in self.settings.allowed if a in self.actions)
+            return f"action {request.action!r} not allowed; allowed: {allowed or 'none'}"
+        try:
+            action.targets(request.target)
+        except UnknownTarget as exc:
+            return str(exc)
+        return ""
+
+    def _check(self, request: Request) -> tuple[Decision, list[str], list[HeldLock]]:
+        name = request.action
+        reason = self.validate(request)
+        if reason:
+            return Decision(name, REJECTED, reason), [], []
+        targets = self.actions[name].targets(request.target)
+        if request.trigger != "manual" and not self.settings.window_open(self.clock()):
+            return Decision(name, SKIPPED_WINDOW, "outside the maintenance window"), [], []
+
+        now = self.clock()
+        state = self.state.read()
+        cooldown = self.settings.cooldown_for(name)
+        free, reasons = [], []
+        for target in targets:
+            key = _key(name, target)
+            last = state["last_start"].get(key)
+            if key in self._running:
+                reasons.append((SKIPPED_RUNNING, f"{key} is running"))
+            elif not request.dry_run and last is not None and now - last < cooldown:
+                reasons.append((SKIPPED_COOLDOWN, f"{key} started {now - last:.0f}s ago; "
+                                f"cooldown {cooldown:.0f}s"))
+            else:
+                free.append(target)
+        if not free:
+            outcome, reason = min(reasons, key=lambda r: OUTCOMES.index(r[0]))
+            return Decision(name, outcome, reason, targets=list(targets)), [], []
+
+        dry_run = request.dry_run or self.settings.dry_run
+        if dry_run:
+            return Decision(name, DRY_RUN, "dry run: nothing is changed", targets=free), [], []
+
+        locks: list[HeldLock] = []
+        held: list[str] = []
+        for target in free:
+            key = _key(name, target)
+            try:
+                lock = self.lock.try_acquire(key) if self.lock is not None else _NoLock()
+            except Exception as exc:  # the lock's database is out of reach
+                for other in locks:
+                    other.release()
+                return Decision(name, SKIPPED_LOCK, f"cluster lock unavailable: {exc}"), [], []
+            if lock is None:
+                reasons.append((SKIPPED_RUNNING, f"{key} is running on another replica"))
+            else:
+                locks.append(lock)
+                held.append(target)
+        if not held:
+            outcome, reason = reasons[-1]
+            return Decision(name, outcome, reason, targets=free), [], []
+        skipped = "; ".join(r for _, r in reasons)
+        return Decision(name, STARTED, skipped, targets=held), held, locks
+
+    # --- running --------------------------------------------------------------------------
+
+    def _prepare(self, request: Request, decision: Decision, targets: list[str],
+                 locks: list[HeldLock]) -> Callable[[], ActionResult]:
+        assert decision.run_id is not None
+        run_id, name = decision.run_id, request.action
+        dry_run = decision.outcome == DRY_RUN
+        keys = [_key(name, t) for t in targets]
+        started = self.clock()
+        if not dry_run:
+            self._running.update(keys)
+
+            def mark(data: dict[str, Any]) -> None:
+                data["running"][run_id] = {"action": name, "targets": targets,
+                                           "trigger": request.trigger, "started": started,
+                                           "pid": os.getpid(), "host": socket.gethostname(),
+                                           "instance": INSTANCE}
+                for key in keys:
+                    data["last_start"][key] = started
+
+            self.state.update(mark)
+        ctx = RunContext(run_id=run_id, action=name, trigger=request.trigger, dry_run=dry_run,
+                         target=request.target, targets=list(decision.targets),
+                         progress=lambda event, **fields: self.audit.append(
+                             {"event": event, "run_id": run_id, "action": name, **fields}))
+
+        def run() -> ActionResult:
+            try:
+                try:
+                    result = self.actions[name].run(ctx)
+                except Exception as exc:  # an action bug must still end in a record
+                    log.exception("action failed unexpectedly", extra={"run_id": run_id})
+                    result = ActionResult(ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+                ended = self.clock()
+                self.audit.append({"event": "finished", "run_id": run_id, "action": name,
+                                   "trigger": request.trigger, "targets": decision.targets,
+                                   "result": result.result,
+                                   "duration_seconds": round(ended - started, 3),
+                                   **result.details})
+                if not dry_run:
+                    self._settle(run_id, targets, keys, result, ended)
+                self.observer.finished(request, decision.targets, result, started, ended)
+                log.info("action finished", extra={"run_id": run_id, "action": name,
+                                                   "result": result.result})
+                return result
+            finally:
+                for lock in locks:
+                    lock.release()
+                with self._idle:
+                    self._running.difference_update(keys)
+                    self._threads.pop(run_id, None)
+                    self._idle.notify_all()
+
+        return run
+
+    def _settle(self, run_id: str, targets: list[str], keys: list[str], result: ActionResult,
+                ended: float) -> None:
+        def settle(data: dict[str, Any]) -> None:
+            data["running"].pop(run_id, None)
+            containers = result.details.get("containers", {})
+            for target, key in zip(targets, keys, strict=True):
+                role = containers.get(target, {}).get("role") if target else None
+                if role:
+                    data["roles"][target] = role
+                data["last_run"][key] = ended
+                if result.per_target.get(target, result.result) == SUCCESS:
+                    data["last_success"][key] = ended
+
+        self.state.update(settle)
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass

@@ -1,0 +1,64 @@
+"""The exporter's inbound hooks, independent of HTTP plumbing: authentication, the
+Alertmanager notification, forwarded WA GC callbacks, and the recent action records."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from exporter.actions import alertmanager
+from exporter.actions.runner import Runner
+from exporter.config import WebhookSettings
+
+log = logging.getLogger(__name__)
+
+
+class Webhooks:
+    def __init__(self, settings: WebhookSettings, runner: Runner,
+                 gc_callback: Callable[[bytes], int] | None = None) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.gc_callback = gc_callback
+
+    def authorized(self, headers: Any) -> bool:
+        """Bearer token or basic auth, compared in constant time; no auth configured: open."""
+        if not self.settings.has_auth:
+            return True
+        header = headers.get("Authorization", "")
+        scheme, _, credentials = header.partition(" ")
+        token = self.settings.bearer_token
+        if scheme.lower() == "bearer" and token is not None:
+            return hmac.compare_digest(credentials.strip().encode(), token.reveal().encode())
+        user, password = self.settings.basic_auth_username, self.settings.basic_auth_password
+        if scheme.lower() == "basic" and user is not None and password is not None:
+            try:
+                given = base64.b64decode(credentials.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            expected = f"{user}:{password.reveal()}".encode()
+            return hmac.compare_digest(given, expected)
+        return False
+
+    def alertmanager(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            return alertmanager.handle(body, self.runner)
+        except alertmanager.PayloadError as exc:
+            log.warning("webhook notification refused", extra={"err": str(exc)})
+            return exc.status, {"status": "error", "error": str(exc)}
+
+    def wa_callback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        if self.gc_callback is None:
+            return 404, {"status": "error", "error": "message GC is not configured"}
+        try:
+            accepted = self.gc_callback(body)
+        except ValueError as exc:
+            log.warning("GC callback refused", extra={"err": str(exc)})
+            return 400, {"status": "error", "error": str(exc)}
+        return 200, {"status": "ok", "accepted": accepted}
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        return self.runner.audit.recent(limit)

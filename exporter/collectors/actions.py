@@ -1,0 +1,103 @@
+"""Metrics of decisions and finished runs: ``whatsapp_action_*``, ``whatsapp_gc_*``,
+``whatsapp_cleanup_*``. Updated when things happen, so a scrape only reads them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from exporter.actions.base import ActionResult
+from exporter.actions.runner import OUTCOMES, TRIGGERS, Request
+
+GC_KINDS = {"gc": "message", "media_gc": "media"}
+GC_RESULTS = ("success", "failed", "error", "timeout", "dry_run", "interrupted")
+
+
+class ActionMetrics:
+    def __init__(self, registry: CollectorRegistry, actions: list[str]) -> None:
+        self.requests = Counter("whatsapp_action_requests", "Every decision the webhook, a "
+                                "schedule or the CLI made.", ["action", "outcome"],
+                                registry=registry)
+        self.gc_runs = Counter("whatsapp_gc_runs", "Finished GC runs.",
+                               ["kind", "trigger", "result"], registry=registry)
+        self.gc_deleted = Counter("whatsapp_gc_messages_deleted", "Messages deleted by message "
+                                  "GC, from callbacks or row deltas.", registry=registry)
+        self.gc_last_run = Gauge("whatsapp_gc_last_run_timestamp_seconds",
+                                 "When the last GC run of this kind finished.", ["kind"],
+                                 registry=registry)
+        self.gc_last_success = Gauge("whatsapp_gc_last_success_timestamp_seconds",
+                                     "When the last successful GC run of this kind finished.",
+                                     ["kind"], registry=registry)
+        self.gc_duration = Histogram("whatsapp_gc_duration_seconds",
+                                     "GC runs from request to completion.", ["kind"],
+                                     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+                                     registry=registry)
+        self.cleanup_runs = Counter("whatsapp_cleanup_runs", "cleanup.sh runs per container.",
+                                    ["container", "role", "trigger", "result"], registry=registry)
+        self.cleanup_last_run = Gauge("whatsapp_cleanup_last_run_timestamp_seconds",
+                                      "When cleanup.sh last finished on this container.",
+                                      ["container", "role"], registry=registry)
+        self.cleanup_last_success = Gauge("whatsapp_cleanup_last_success_timestamp_seconds",
+                                          "When cleanup.sh last succeeded on this container.",
+                                          ["container", "role"], registry=registry)
+        self.running = Gauge("whatsapp_action_running", "1 while a run of this action is in "
+                             "flight in this exporter.", ["action"], registry=registry)
+        # Pre-created so dashboards and rate() see every series before the first event.
+        for action in actions:
+            for outcome in OUTCOMES:
+                self.requests.labels(action, outcome)
+            kind = GC_KINDS.get(action)
+            if kind is not None:
+                for trigger in TRIGGERS:
+                    for result in GC_RESULTS:
+                        self.gc_runs.labels(kind, trigger, result)
+
+    def watch_running(self, actions: list[str], running: Callable[[], list[str]]) -> None:
+        def busy(action: str) -> Callable[[], float]:
+            return lambda: float(any(k.partition(":")[0] == action for k in running()))
+
+        for action in actions:
+            self.running.labels(action).set_function(busy(action))
+
+    def decided(self, action: str, outcome: str) -> None:
+        self.requests.labels(action, outcome).inc()
+
+    def finished(self, request: Request, targets: list[str], result: ActionResult,
+                 started: float, ended: float) -> None:
+        kind = GC_KINDS.get(request.action)
+        if kind is not None:
+            self.gc_runs.labels(kind, request.trigger, result.result).inc()
+            if result.result != "dry_run":
+                self.gc_last_run.labels(kind).set(ended)
+                self.gc_duration.labels(kind).observe(max(0.0, ended - started))
+                if result.result == "success":
+                    self.gc_last_success.labels(kind).set(ended)
+            deleted = result.details.get("messages_deleted")
+            if isinstance(deleted, int) and deleted > 0:
+                self.gc_deleted.inc(deleted)
+        elif request.action == "cleanup":
+            containers: dict[str, Any] = result.details.get("containers", {})
+            for name in targets:
+                info = containers.get(name, {})
+                role = str(info.get("role", ""))
+                outcome = result.per_target.get(name, result.result)
+                self.cleanup_runs.labels(name, role, request.trigger, outcome).inc()
+                if outcome != "dry_run":
+                    self.cleanup_last_run.labels(name, role).set(ended)
+                    if outcome == "success":
+                        self.cleanup_last_success.labels(name, role).set(ended)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Last-run timestamps from the state file, so alerts on age survive a restart."""
+        roles: dict[str, str] = state.get("roles", {})
+        for section, gc_gauge, cleanup_gauge in (
+                ("last_run", self.gc_last_run, self.cleanup_last_run),
+                ("last_success", self.gc_last_success, self.cleanup_last_success)):
+            for key, when in state.get(section, {}).items():
+                action, _, target = key.partition(":")
+                if action in GC_KINDS:
+                    gc_gauge.labels(GC_KINDS[action]).set(when)
+                elif action == "cleanup" and target in roles:
+                    cleanup_gauge.labels(target, roles[target]).set(when)

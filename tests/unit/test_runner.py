@@ -1,0 +1,164 @@
+"""The runner: allow-list, one run at a time, cooldown across restarts, window, dry run,
+and the audit trail — with a real action class whose run the test controls."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.actions.audit import AuditLog, StateFile
+from exporter.actions.base import Action, ActionResult, RunContext
+from exporter.actions.runner import Request, Runner
+from exporter.actions.schedule import next_fire
+from exporter.collectors.actions import ActionMetrics
+from exporter.config import ActionsSettings, ScheduleEntry
+from exporter.sources.locks import FileLocks
+
+
+class Gate(Action):
+    """An action that runs until the test opens the gate."""
+
+    name = "gc"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.runs: list[RunContext] = []
+
+    def run(self, ctx: RunContext) -> ActionResult:
+        self.runs.append(ctx)
+        self.entered.set()
+        if ctx.dry_run:
+            return ActionResult("dry_run", {"plan": "would call gc"})
+        assert self.gate.wait(10)
+        return ActionResult("success", {"messages_deleted": 3})
+
+
+class Clock:
+    def __init__(self, now: float = 1_790_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_runner(state_dir: Path, action: Action, clock: Clock | None = None,
+                **settings: object) -> tuple[Runner, CollectorRegistry]:
+    registry = CollectorRegistry()
+    chosen = ActionsSettings.model_validate({"allowed": ["gc"], "state_dir": str(state_dir),
+                                             **settings})
+    metrics = ActionMetrics(registry, ["gc"])
+    runner = Runner({"gc": action}, chosen, AuditLog(state_dir / "audit.jsonl"),
+                    StateFile(state_dir / "state.json"), FileLocks(state_dir / "locks"),
+                    metrics, clock=clock or Clock())
+    return runner, registry
+
+
+def audit(state_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (state_dir / "audit.jsonl").read_text().splitlines()]
+
+
+def requests_total(registry: CollectorRegistry, outcome: str) -> float:
+    return registry.get_sample_value("whatsapp_action_requests_total",
+                                     {"action": "gc", "outcome": outcome}) or 0.0
+
+
+def test_one_run_at_a_time_then_cooldown_then_free(tmp_path: Path) -> None:
+    clock, action = Clock(), Gate()
+    runner, registry = make_runner(tmp_path, action, clock, cooldown={"gc": "1h"})
+    first = runner.submit(Request("gc", "alert"))
+    assert first.outcome == "started" and action.entered.wait(5)
+    assert runner.submit(Request("gc", "alert")).outcome == "skipped_running"
+    action.gate.set()
+    assert runner.wait_idle(5)
+    assert runner.submit(Request("gc", "schedule")).outcome == "skipped_cooldown"
+    clock.now += 3601
+    assert runner.submit(Request("gc", "manual")).outcome == "started"
+    assert runner.wait_idle(5)
+    assert requests_total(registry, "started") == 2
+    assert requests_total(registry, "skipped_running") == 1
+    assert requests_total(registry, "skipped_cooldown") == 1
+    assert registry.get_sample_value("whatsapp_gc_runs_total", {
+        "kind": "message", "trigger": "alert", "result": "success"}) == 1
+    assert registry.get_sample_value("whatsapp_gc_messages_deleted_total") == 6
+    # Pre-created at 0 before they ever happen:
+    assert requests_total(registry, "skipped_window") == 0
+    events = [(r["event"], r.get("outcome") or r.get("result")) for r in audit(tmp_path)]
+    assert events == [("decision", "started"), ("decision", "skipped_running"),
+                      ("finished", "success"), ("decision", "skipped_cooldown"),
+                      ("decision", "started"), ("finished", "success")]
+
+
+def test_cooldown_survives_a_restart(tmp_path: Path) -> None:
+    clock, action = Clock(), Gate()
+    action.gate.set()
+    runner, _ = make_runner(tmp_path, action, clock)
+    assert runner.submit(Request("gc", "alert")).outcome == "started"
+    assert runner.wait_idle(5)
+    again, _ = make_runner(tmp_path, Gate(), clock)  # a new process on the same state
+    decision = again.submit(Request("gc", "alert"))
+    assert decision.outcome == "skipped_cooldown" and "cooldown 3600s" in decision.reason
+
+
+def test_not_allowed_and_unknown_are_rejected_and_start_nothing(tmp_path: Path) -> None:
+    action = Gate()
+    runner, registry = make_runner(tmp_path, action)
+    assert runner.submit(Request("cleanup", "alert")).outcome == "rejected"
+    assert runner.submit(Request("gc", "alert", target="db1")).outcome == "rejected"
+    assert not action.runs and requests_total(registry, "rejected") == 1
+
+
+def test_maintenance_window_applies_to_alerts_not_people(tmp_path: Path) -> None:
+    # 1_790_000_000 is 2026-09-21 14:13 UTC, a Monday.
+    action = Gate()
+    action.gate.set()
+    runner, _ = make_runner(tmp_path, action, Clock(),
+                            window={"start": "01:00", "end": "05:00"})
+    assert runner.submit(Request("gc", "alert")).outcome == "skipped_window"
+    assert runner.submit(Request("gc", "schedule")).outcome == "skipped_window"
+    assert runner.submit(Request("gc", "manual")).outcome == "started"
+    assert runner.wait_idle(5)
+
+
+def test_dry_run_changes_nothing_and_sets_no_cooldown(tmp_path: Path) -> None:
+    action = Gate()
+    runner, registry = make_runner(tmp_path, action)
+    decision = runner.submit(Request("gc", "alert", dry_run=True))
+    assert decision.outcome == "dry_run"
+    assert runner.wait_idle(5)
+    assert action.runs[0].dry_run
+    assert runner.submit(Request("gc", "alert", dry_run=True)).outcome == "dry_run"
+    assert runner.wait_idle(5)
+    assert registry.get_sample_value("whatsapp_gc_runs_total", {
+        "kind": "message", "trigger": "alert", "result": "dry_run"}) == 2
+    assert StateFile(tmp_path / "state.json").read()["last_start"] == {}
+
+
+def test_an_action_that_raises_still_ends_in_a_record(tmp_path: Path) -> None:
+    class Broken(Gate):
+        def run(self, ctx: RunContext) -> ActionResult:
+            raise RuntimeError("bug")
+
+    runner, _ = make_runner(tmp_path, Broken())
+    runner.submit(Request("gc", "alert"))
+    assert runner.wait_idle(5)
+    finished = [r for r in audit(tmp_path) if r["event"] == "finished"]
+    assert finished[0]["result"] == "error" and "RuntimeError: bug" in finished[0]["error"]
+    assert runner.running() == []
+
+
+@pytest.mark.parametrize(("timezone", "after", "expected_hour_utc"), [
+    ("UTC", 1_790_000_000.0, 3), ("Europe/Berlin", 1_790_000_000.0, 1),
+    ("America/New_York", 1_790_000_000.0, 7)])
+def test_schedule_fires_at_local_time(timezone: str, after: float,
+                                      expected_hour_utc: int) -> None:
+    from datetime import UTC, datetime
+
+    when = next_fire(ScheduleEntry(action="cleanup", cron="0 3 * * *"), after, timezone)
+    fired = datetime.fromtimestamp(when, UTC)
+    assert fired.hour == expected_hour_utc and fired.minute == 0
+    assert 0 < when - after <= 86400
