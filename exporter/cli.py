@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -29,12 +31,15 @@ EPILOG = """\
 commands:
   serve          run the exporter (the default)
   check-config   validate the configuration, print it with secrets hidden, exit
+  run ACTION     run gc, media-gc or cleanup once, now, through the same rules
+                 (allow-list, cooldown, lock, audit log) as alerts and schedules
 
 examples:
   wa-exporter --db.env-file /opt/whatsapp/db.env
   wa-exporter check-config --db.env-file db.env --config.file wa-exporter.yml
 
-exit codes: 0 ok, 1 runtime error, 2 bad configuration or flags.
+exit codes: 0 ok, 1 runtime error or failed action, 2 bad configuration or flags,
+3 action skipped (cooldown, already running).
 """
 
 
@@ -74,7 +79,48 @@ def make_parser() -> argparse.ArgumentParser:
                        ("check-config", "validate and print the effective configuration")):
         sub = commands.add_parser(name, help=text, description=text)
         _flags(sub, suppress=True)
+    run = commands.add_parser("run", help="run one action now",
+                              description="Run one action now, as a person: the allow-list, "
+                              "cooldown, cluster lock and audit log apply; the maintenance "
+                              "window does not. Prints the decision and result as JSON.")
+    run.add_argument("action", choices=["gc", "media-gc", "cleanup"])
+    run.add_argument("--container", metavar="NAME",
+                     help="cleanup: only this WA container (default: every one)")
+    run.add_argument("--dry-run", action="store_true", help="decide and plan, change nothing")
+    _flags(run, suppress=True)
     return parser
+
+
+def _run_action(settings: Settings, args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry
+
+    from exporter.actions.base import DRY_RUN, SUCCESS
+    from exporter.actions.runner import REJECTED, STARTED, Request
+    from exporter.app import Actions, Sources
+
+    sources = Sources(settings)
+    try:
+        actions = Actions(settings, sources, CollectorRegistry())
+    except ConfigError as exc:
+        sources.close()
+        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        request = Request(args.action.replace("-", "_"), "manual", args.container,
+                          dry_run=args.dry_run, origin={"user": os.environ.get("USER", "")})
+        decision, result = actions.runner.run_now(request)
+    finally:
+        actions.close()
+        sources.close()
+    report: dict[str, object] = {"decision": decision.as_dict()}
+    if result is not None:
+        report["result"] = {"result": result.result, **result.details}
+    print(json.dumps(report, indent=2, default=str))
+    if decision.outcome == REJECTED:
+        return 2
+    if decision.outcome not in (STARTED, DRY_RUN):
+        return 3
+    return 0 if result is not None and result.result in (SUCCESS, DRY_RUN) else 1
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -93,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "check-config":
         sys.stdout.write(render(settings))
         return 0
+    if command == "run":
+        return _run_action(settings, args)
 
     from exporter.app import App  # imported late: check-config needs no drivers
 

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import DatabaseServer, connect_server
+from tests.support import IN_CI, DatabaseServer, connect_server
 
 
 @pytest.fixture
@@ -27,3 +27,13 @@ def db_server(request: pytest.FixtureRequest) -> Iterator[DatabaseServer]:
     server = connect_server(request.param)
     yield server
     server.cleanup()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """In CI every service must be there: a skipped test (a missing service) fails the run."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which must have every service: {report.longrepr}"

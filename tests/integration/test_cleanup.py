@@ -1,0 +1,158 @@
+"""cleanup.sh through docker exec on real stand-in WA containers; the DB lock across replicas."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.actions.audit import AuditLog, StateFile
+from exporter.actions.base import Action, ActionResult, RunContext
+from exporter.actions.runner import Request, Runner
+from exporter.collectors.actions import ActionMetrics
+from exporter.config import ActionsSettings, MessagesSettings
+from exporter.sources.database import open_source
+from exporter.sources.locks import cluster_lock
+from tests.docker_support import (
+    ARCHIVE_DIR,
+    build_standin_image,
+    ensure_docker,
+    fill_archive,
+    list_dir,
+    remove_test_containers,
+    start_wa_container,
+)
+from tests.support import ROOT, DatabaseServer, new_prefix, unavailable
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    try:
+        client = ensure_docker()
+    except Exception as exc:
+        unavailable("the Docker engine", exc)
+    build_standin_image(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def install(client: docker.DockerClient) -> Iterator[dict[str, docker.models.containers.Container]]:
+    project = f"wacleanup{os.getpid()}"
+    containers = {
+        "waweb": start_wa_container(client, role="webapp", service="waweb", project=project),
+        "wacore": start_wa_container(client, role="coreapp", service="wacore", project=project),
+        "master1": start_wa_container(client, role="master", service="master1", project=project,
+                                      env={"WA_CLEANUP_FAIL": "1"}),
+    }
+    yield containers
+    remove_test_containers(client, project)
+
+
+def _run_cli(tmp_path: Path, *args: str, project: str) -> tuple[int, dict]:
+    config = tmp_path / "cfg.yml"
+    config.write_text(f"""
+collectors:
+  messages: {{enabled: false}}
+  containers: {{compose_project: {project}}}
+actions:
+  allowed: [cleanup]
+  state_dir: {tmp_path / 'state'}
+  cleanup: {{parallel: 3, timeout: 60s}}
+""")
+    result = subprocess.run([sys.executable, "-m", "exporter", "run", "cleanup", *args,
+                             "--config.file", str(config)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PATH": os.environ["PATH"]})
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.mark.docker
+def test_cli_cleanup_runs_on_every_wa_container_and_records_each(install: dict,
+                                                                 tmp_path: Path) -> None:
+    fill_archive(install["wacore"], 40, prefix="coreapp.log")
+    project = install["waweb"].labels["com.docker.compose.project"]
+    code, report = _run_cli(tmp_path, project=project)
+    containers = report["result"]["containers"]
+    assert code == 1  # the master's script fails on purpose
+    assert report["decision"]["outcome"] == "started"
+    by_service = {name.split("-")[1]: info for name, info in containers.items()}
+    assert by_service["wacore"]["result"] == "success"
+    assert by_service["wacore"]["role"] == "coreapp"
+    assert "archive now 30 files" in by_service["wacore"]["output_tail"]
+    assert by_service["master1"]["result"] == "failed" and by_service["master1"]["exit_code"] == 1
+    assert by_service["waweb"]["result"] == "success"
+    assert len(list_dir(install["wacore"], ARCHIVE_DIR)) == 30
+
+    # A second run inside the cooldown is refused for every container: exit code 3.
+    code, report = _run_cli(tmp_path, project=project)
+    assert code == 3 and report["decision"]["outcome"] == "skipped_cooldown"
+
+
+@pytest.mark.docker
+def test_cli_cleanup_of_one_named_container_and_unknown_names(install: dict,
+                                                              tmp_path: Path) -> None:
+    project = install["waweb"].labels["com.docker.compose.project"]
+    name = install["wacore"].name
+    code, report = _run_cli(tmp_path, "--container", name, project=project)
+    assert code == 0 and list(report["result"]["containers"]) == [name]
+    code, report = _run_cli(tmp_path, "--container", "not-a-wa-container", project=project)
+    assert code == 2 and report["decision"]["outcome"] == "rejected"
+    code, report = _run_cli(tmp_path, "--dry-run", project=project)
+    assert code == 0 and report["decision"]["outcome"] == "dry_run"
+
+
+class Slow(Action):
+    name = "gc"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, ctx: RunContext) -> ActionResult:
+        self.entered.set()
+        assert self.release.wait(20)
+        return ActionResult("success")
+
+
+def test_two_replicas_on_one_database_run_once(db_server: DatabaseServer, tmp_path: Path) -> None:
+    """Two runners, each with its own state directory and DB session, like two exporters."""
+    prefix = new_prefix()
+    db_server.create_database(prefix + "main", messages=1)
+    from exporter.config import DatabaseSettings
+
+    db = DatabaseSettings.model_validate(db_server.env(prefix))
+    replicas = []
+    for index in range(2):
+        state_dir = tmp_path / f"replica{index}"
+        source = open_source(db, MessagesSettings())
+        settings = ActionsSettings(allowed=["gc"], state_dir=state_dir)
+        action = Slow()
+        runner = Runner({"gc": action}, settings, AuditLog(state_dir / "audit.jsonl"),
+                        StateFile(state_dir / "state.json"), cluster_lock(source, state_dir),
+                        ActionMetrics(CollectorRegistry(), ["gc"]))
+        replicas.append((runner, action, source))
+    try:
+        (first, first_action, _), (second, second_action, _) = replicas
+        assert first.submit(Request("gc", "alert")).outcome == "started"
+        assert first_action.entered.wait(5)
+        decision = second.submit(Request("gc", "alert"))
+        assert decision.outcome == "skipped_running"
+        assert "another replica" in decision.reason
+        first_action.release.set()
+        assert first.wait_idle(10)
+        # Released with the run: the other replica may run now.
+        second_action.release.set()
+        assert second.submit(Request("gc", "alert")).outcome == "started"
+        assert second.wait_idle(10)
+    finally:
+        for _, action, source in replicas:
+            action.release.set()
+            source.close()
