@@ -22,6 +22,7 @@ from tests.wa_standin.schema import create_messages_table, insert_messages
 ROOT = Path(__file__).resolve().parent.parent
 WORLD = ROOT / ".demo"
 PREFIX = "wademo_"
+TOKEN = (ROOT / "demo" / "webhook-token").read_text().strip()
 ROWS = 60_000
 
 
@@ -44,10 +45,13 @@ def build_world() -> Path:
     return db_dir
 
 
-def start_wa_api(db_dir: Path) -> tuple[subprocess.Popen[str], str]:
+def start_wa_api(db_dir: Path, callback_url: str) -> tuple[subprocess.Popen[str], str]:
+    """The WA API stand-in; its GC callbacks go to the exporter, as the WA webhook would."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.wa_standin", "--listen", "127.0.0.1:0",
-         "--db-url", f"sqlite:///{db_dir / (PREFIX + 'messagestore.db')}"],
+         "--db-url", f"sqlite:///{db_dir / (PREFIX + 'messagestore.db')}",
+         "--callback-url", callback_url,
+         "--callback-header", f"Authorization: Bearer {TOKEN}", "--gc-delay", "1"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
@@ -65,15 +69,20 @@ def main() -> int:
     args = parser.parse_args()
 
     db_dir = build_world()
-    wa_api, wa_url = start_wa_api(db_dir)
-    env = {**os.environ, "WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
-           "WA_DB_NAME_PREFIX": PREFIX, "WA_WEB_URL": wa_url}
     port = args.address.rsplit(":", 1)[1]
+    wa_api, wa_url = start_wa_api(db_dir, f"http://127.0.0.1:{port}/webhook/wa-callback")
+    env = {**os.environ, "WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
+           "WA_DB_NAME_PREFIX": PREFIX, "WA_WEB_URL": wa_url, "WA_WEB_USERNAME": "admin",
+           "WA_WEB_PASSWORD": "secret"}
     print(f"""
 demo: the simulated WA API listens on {wa_url}
 demo: the exporter starts on {args.address}; open
         http://localhost:{port}/metrics
         http://localhost:{port}/
+      Fire the webhook as Alertmanager would (message GC on the demo table):
+        curl -s -H 'Authorization: Bearer {TOKEN}' -H 'Content-Type: application/json' \\
+          -d @demo/alert.json http://localhost:{port}/webhook/alertmanager
+      then watch http://localhost:{port}/actions and whatsapp_gc_* in /metrics.
       Ctrl-C stops everything.
 """, flush=True)
     exporter = subprocess.Popen(

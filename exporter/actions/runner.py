@@ -61,7 +61,9 @@ class Decision:
     targets: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v not in (None, "", [])}
+        data = asdict(self)
+        data["targets"] = [t for t in self.targets if t]  # "" stands for the whole action
+        return {k: v for k, v in data.items() if v not in (None, "", [])}
 
 
 class HeldLock(Protocol):
