@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -131,6 +132,12 @@ def _env_bool(value: object) -> bool:
     raise ValueError("is not a boolean")
 
 
+def _readable_file(value: Path | None) -> Path | None:
+    if value is not None and not os.access(value, os.R_OK):
+        raise ValueError(f"file {str(value)!r} is not readable")
+    return value
+
+
 EnvBool = Annotated[
     bool, BeforeValidator(_env_bool), _fix("use true or false (1/0, yes/no are accepted too)")
 ]
@@ -191,9 +198,7 @@ class DatabaseSettings(_Strict):
     @field_validator("ssl_ca", "ssl_cert", "ssl_key")
     @classmethod
     def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None and not os.access(value, os.R_OK):
-            raise ValueError(f"file {str(value)!r} is not readable")
-        return value
+        return _readable_file(value)
 
     @model_validator(mode="after")
     def _default_port(self) -> DatabaseSettings:
@@ -247,16 +252,10 @@ class WaApiSettings(WaApiOptions):
         SecretValue, _fix("set WA_WEB_PASSWORD or WA_WEB_PASSWORD_FILE")
     ] = Field(alias="WA_WEB_PASSWORD")
     ca_file: Annotated[
-        Path | None, _fix("point WA_WEB_CA_FILE at a readable PEM file with the webapp's CA")
+        Path | None, AfterValidator(_readable_file),
+        _fix("point WA_WEB_CA_FILE at a readable PEM file with the webapp's CA"),
     ] = Field(alias="WA_WEB_CA_FILE", default=None)
     verify: EnvBool = Field(alias="WA_WEB_VERIFY", default=True)
-
-    @field_validator("ca_file")
-    @classmethod
-    def _readable(cls, value: Path | None) -> Path | None:
-        if value is not None and not os.access(value, os.R_OK):
-            raise ValueError(f"file {str(value)!r} is not readable")
-        return value
 
     @model_validator(mode="after")
     def _ca_needs_verify(self) -> WaApiSettings:

@@ -56,7 +56,8 @@ class RowCount:
 def count_rows(source: MessagesSource) -> RowCount:
     """Rows of every WA ``messages`` table; :class:`DatabaseError` if any cannot be counted."""
     reading = source.read()
-    for name, error in sorted(reading.errors.items()):
+    if reading.errors:
+        name, error = min(reading.errors.items())
         raise DatabaseError(f"{name}: {error}", kind=error.kind)
     return RowCount({name: table.rows for name, table in sorted(reading.tables.items())})
 
