@@ -14,6 +14,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Literal, TypeVar
 
 import docker
@@ -187,6 +188,7 @@ LISTING_SCRIPT = (
     "exec find . archive/ -maxdepth 1 -type f -exec stat -c '%s %Y %n' {} +\n"
 )
 _NO_LOG_DIR = 97
+_SETTLE_SECONDS = 3
 _RECORD = re.compile(rb"(\d+) (\d+) (\./|archive/+)([^/]*)\n")
 
 
@@ -211,7 +213,8 @@ def list_logs(engine: DockerEngine, container: WaContainer, log_dir: str) -> lis
     command = ["sh", "-c", LISTING_SCRIPT, "wa-exporter", log_dir]
 
     def run(api: docker.APIClient) -> tuple[int | None, bytes, bytes]:
-        exec_id = api.exec_create(container.id, command, stdout=True, stderr=True)["Id"]
+        exec_id = api.exec_create(container.id, command, stdout=True, stderr=True,
+                                  environment={"LC_ALL": "C"})["Id"]
         out, err = api.exec_start(exec_id, demux=True)
         return api.exec_inspect(exec_id).get("ExitCode"), out or b"", err or b""
 
@@ -220,15 +223,18 @@ def list_logs(engine: DockerEngine, container: WaContainer, log_dir: str) -> lis
     except NotFound:
         raise DockerError(f"{container.name} is gone", kind="not_running") from None
     except APIError as exc:
-        if not _still_running(engine, container):
+        if exc.status_code == HTTPStatus.CONFLICT:  # not running, paused or restarting
             raise DockerError(f"{container.name} is not running", kind="not_running") from None
         raise DockerError(f"exec in {container.name} failed: {_explain(exc)}",
                           kind="exec") from None
+    if code is None or code > 128:  # killed by a signal: usually the container stopping
+        if _stops(engine, container):
+            raise DockerError(f"{container.name} stopped during the listing", kind="not_running")
+        raise DockerError(f"listing {log_dir} in {container.name} was killed (exit {code})",
+                          kind="exec")
     if code == _NO_LOG_DIR:
         raise DockerError(f"{container.name} has no {log_dir}", kind="exec")
-    if code not in (0, 1):  # 1: a file went away between find and stat, or no archive yet
-        if not _still_running(engine, container):
-            raise DockerError(f"{container.name} stopped during the listing", kind="not_running")
+    if code != 0 and not (code == 1 and _only_missing_paths(err)):
         text = " ".join(err.decode(errors="replace").split())[:200]
         raise DockerError(f"listing {log_dir} in {container.name} exited with {code}: {text}",
                           kind="exec")
@@ -238,12 +244,25 @@ def list_logs(engine: DockerEngine, container: WaContainer, log_dir: str) -> lis
         raise DockerError(f"{container.name}: {exc}", kind="exec") from None
 
 
-def _still_running(engine: DockerEngine, container: WaContainer) -> bool:
-    try:
-        state = engine.call(lambda api: api.inspect_container(container.id))["State"]
-    except APIError:
-        return False  # NotFound included: it was removed
-    return bool(state.get("Running")) and not state.get("Paused")
+def _only_missing_paths(stderr: bytes) -> bool:
+    """Exit 1 with only these complaints: no archive yet, or a file rotated away mid-listing."""
+    return all(b"No such file or directory" in line for line in stderr.splitlines())
+
+
+def _stops(engine: DockerEngine, container: WaContainer) -> bool:
+    """Whether the container stops within a moment. The engine may report an exec killed by
+    ``docker stop``/``kill`` a little before the container's own exit."""
+
+    def wait(api: docker.APIClient) -> bool:
+        try:
+            api.wait(container.id, timeout=_SETTLE_SECONDS, condition="not-running")
+        except NotFound:
+            return True
+        except requests.Timeout:
+            return False
+        return True
+
+    return engine.call(wait)
 
 
 # --- the media volume ---------------------------------------------------------------------

@@ -1,0 +1,207 @@
+"""Log metrics of WA containers through ``docker exec`` and from bind-mounted directories."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from docker.models.containers import Container
+
+from tests.docker_support import (
+    LIVE_LOGS,
+    DockerUnavailable,
+    build_standin_image,
+    ensure_docker,
+    exec_sh,
+    fill_archive,
+    remove_test_containers,
+    start_wa_container,
+    write_live_log,
+)
+from tests.support import run_exporter, series, value, wait_for
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    try:
+        client = ensure_docker()
+    except DockerUnavailable as exc:
+        pytest.skip(str(exc))
+    build_standin_image(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def project(client: docker.DockerClient) -> Iterator[str]:
+    name = f"waxl{secrets.token_hex(3)}"
+    yield name
+    remove_test_containers(client, project=name)
+
+
+def config(project: str, logs: str = "") -> str:
+    return f"""
+collectors:
+  messages: {{enabled: false}}
+  volume: {{enabled: false}}
+  volume_scan: {{enabled: false}}
+  containers: {{enabled: false, compose_project: {project}}}
+  logs:
+    interval: 200ms
+    timeout: 20s
+{logs}"""
+
+
+def live_sizes(samples: dict, container: str) -> dict[str, float]:  # type: ignore[type-arg]
+    return {dict(labels)["file"]: v
+            for labels, v in series(samples, "whatsapp_log_file_size_bytes").items()
+            if dict(labels)["container"] == container}
+
+
+ODD_LIVE = {  # printf-escaped name in the container -> label value
+    "with space.log": "with space.log",
+    "new\\nline.log": "new\nline.log",
+    "latin1-\\351.log": "latin1-\\xe9.log",
+}
+
+
+def make_odd_files(container: Container) -> None:
+    """Odd live names, an odd archived name, a symlink and a subdirectory (neither counted)."""
+    script = (
+        'cd /var/log/whatsapp || exit 1\n'
+        'for name in "$@"; do printf abc > "$(printf "$name")"; done\n'
+        'printf 12345 > "archive/$(printf "odd\\nname \\377.gz")"\n'
+        'touch -d @1600000000 "archive/$(printf "odd\\nname \\377.gz")"\n'
+        'ln -s web.log link.log && mkdir -p subdir && printf x > subdir/inner.log\n'
+    )
+    result = exec_sh(container, script, *ODD_LIVE)
+    assert result.exit_code == 0, result
+
+
+def test_live_sizes_and_archive_figures_per_container_through_one_exec(
+        client: docker.DockerClient, project: str, tmp_path: Path) -> None:
+    web = start_wa_container(client, role="webapp", service="waweb", project=project)
+    core = start_wa_container(client, role="coreapp", service="wacore", project=project)
+    write_live_log(web, "web.log", 5000)
+    write_live_log(core, "coreapp.log", 7777)
+    names = fill_archive(core, 4, prefix="coreapp.log", newest_mtime=1_700_000_000,
+                         step_seconds=3600)
+    make_odd_files(web)
+    archived_bytes = sum(int(exec_sh(core, 'stat -c %s "/var/log/whatsapp/archive/$1"',
+                                     name).stdout) for name in names)
+
+    with run_exporter(config=config(project), tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_log_archive_files", 4.0, container=core.name,
+                                       role="coreapp")
+
+    assert live_sizes(samples, core.name) == {"coreapp.log": 7777, "wa-service-coreapp.log": 0}
+    assert live_sizes(samples, web.name) == {"web.log": 5000, "access.log": 0, "error.log": 0,
+                                             **dict.fromkeys(ODD_LIVE.values(), 3.0)}
+    labels = {"container": core.name, "role": "coreapp"}
+    assert value(samples, "whatsapp_log_archive_size_bytes", **labels) == archived_bytes
+    assert value(samples, "whatsapp_log_archive_oldest_timestamp_seconds",
+                 **labels) == 1_700_000_000 - 3 * 3600
+    web_labels = {"container": web.name, "role": "webapp"}
+    assert value(samples, "whatsapp_log_archive_files", **web_labels) == 1
+    assert value(samples, "whatsapp_log_archive_size_bytes", **web_labels) == 5
+    assert value(samples, "whatsapp_log_archive_oldest_timestamp_seconds",
+                 **web_labels) == 1_600_000_000
+    assert value(samples, "whatsapp_log_listing_success", **web_labels) == 1
+    assert value(samples, "whatsapp_exporter_collector_success", collector="logs") == 1
+
+
+def busybox(container: Container, *argv: str) -> int:
+    """Run a busybox applet directly: the tests below replace /bin/sh."""
+    exit_code, _ = container.exec_run(["/bin/busybox", *argv])
+    return int(exit_code)
+
+
+def test_a_container_stopping_mid_exec_is_skipped_and_the_others_reported(
+        client: docker.DockerClient, project: str, tmp_path: Path) -> None:
+    # Listed first (names sort). Its `sh` hangs once the listing exec starts, until the
+    # container is killed. (busybox runs its own applets, so only sh itself can be swapped.)
+    doomed = start_wa_container(client, role="coreapp", service="wacore", project=project)
+    web = start_wa_container(client, role="webapp", service="waweb", project=project)
+    assert busybox(doomed, "sh", "-c", 'rm /bin/sh && printf "#!/bin/busybox sh\\n'
+                                       'touch /tmp/listing-started\\nexec sleep 120\\n" '
+                                       "> /bin/sh && chmod +x /bin/sh") == 0
+
+    with run_exporter(config=config(project), tmp_path=tmp_path) as exporter:
+        wait_for(lambda: busybox(doomed, "test", "-e", "/tmp/listing-started") == 0,
+                 what="the listing exec to start in the doomed container")
+        write_live_log(web, "written-during-the-hung-exec.log", 42)
+        doomed.kill()
+
+        samples = exporter.wait_metric("whatsapp_log_file_size_bytes", 42.0, container=web.name,
+                                       role="webapp", file="written-during-the-hung-exec.log")
+        assert live_sizes(samples, doomed.name) == {}
+        assert value(samples, "whatsapp_exporter_collector_success", collector="logs") == 1, \
+            exporter.log
+        assert not [line for line in exporter.lines
+                    if "refresh failed" in line and "collector=logs" in line]
+
+
+def test_a_container_without_a_log_directory_is_marked_and_the_others_reported(
+        client: docker.DockerClient, project: str, tmp_path: Path) -> None:
+    broken = start_wa_container(client, role="master", service="master1", project=project)
+    web = start_wa_container(client, role="webapp", service="waweb", project=project)
+    assert exec_sh(broken, "rm -rf /var/log/whatsapp").exit_code == 0
+
+    with run_exporter(config=config(project), tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_log_listing_success", 0.0,
+                                       container=broken.name, role="master")
+        assert value(samples, "whatsapp_log_listing_success", container=web.name,
+                     role="webapp") == 1
+        assert set(live_sizes(samples, web.name)) == set(LIVE_LOGS["webapp"])
+        assert value(samples, "whatsapp_exporter_collector_success", collector="logs") == 0
+        assert any(f"{broken.name} has no /var/log/whatsapp" in line for line in exporter.lines)
+
+
+def test_stopped_containers_drop_out_and_new_files_show_up(
+        client: docker.DockerClient, project: str, tmp_path: Path) -> None:
+    web = start_wa_container(client, role="webapp", service="waweb", project=project)
+    core = start_wa_container(client, role="coreapp", service="wacore", project=project)
+    with run_exporter(config=config(project), tmp_path=tmp_path) as exporter:
+        exporter.wait_metric("whatsapp_log_listing_success", 1.0, container=core.name,
+                             role="coreapp")
+        core.stop(timeout=5)
+        write_live_log(web, "after-stop.log", 9)
+        samples = exporter.wait_metric("whatsapp_log_file_size_bytes", 9.0, container=web.name,
+                                       role="webapp", file="after-stop.log")
+        assert value(samples, "whatsapp_log_listing_success", container=core.name,
+                     role="coreapp") is None
+        assert live_sizes(samples, core.name) == {}
+
+
+def test_host_mode_reads_bind_mounted_directories(
+        client: docker.DockerClient, project: str, tmp_path: Path) -> None:
+    web = start_wa_container(client, role="webapp", service="waweb", project=project)
+    logs = tmp_path / "waweb-logs"
+    (logs / "archive").mkdir(parents=True)
+    (logs / "web.log").write_bytes(b"x" * 321)
+    os.symlink("web.log", logs / "link.log")
+    for i in range(3):
+        archived = logs / "archive" / f"web.log.{i}.gz"
+        archived.write_bytes(b"z" * 10)
+        os.utime(archived, (1_650_000_000 + i, 1_650_000_000 + i))
+    missing = f"{project}-not-mounted"
+    host = (f"    mode: host\n    host_paths: {{{web.name}: {logs}, "
+            f"{missing}: {tmp_path / 'absent'}}}\n")
+
+    with run_exporter(config=config(project, host), tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_log_file_size_bytes", 321.0,
+                                       container=web.name, role="webapp", file="web.log")
+        assert live_sizes(samples, web.name) == {"web.log": 321}
+        labels = {"container": web.name, "role": "webapp"}
+        assert value(samples, "whatsapp_log_archive_files", **labels) == 3
+        assert value(samples, "whatsapp_log_archive_size_bytes", **labels) == 30
+        assert value(samples, "whatsapp_log_archive_oldest_timestamp_seconds",
+                     **labels) == 1_650_000_000
+        assert value(samples, "whatsapp_log_listing_success", container=missing,
+                     role="unknown") == 0
