@@ -57,6 +57,7 @@ class _State:
     duration: float = 0.0
     last_success: float = 0.0
     last_error: str = ""
+    last_kind: str = ""  # a new log line only when the kind of failure changes
     finished_once: threading.Event = field(default_factory=threading.Event)
 
 
@@ -135,7 +136,8 @@ class Refresher:
         now = self.clock()
         state = self.state
         message = str(error) or type(error).__name__
-        if state.success or not state.finished_once.is_set() or message != state.last_error:
+        kind = getattr(error, "kind", type(error).__name__)
+        if state.success or not state.finished_once.is_set() or kind != state.last_kind:
             # One line per change of state, not one per refresh.
             unexpected = not isinstance(error, SourceError)
             log.warning("collector refresh failed", exc_info=error if unexpected else None,
@@ -147,6 +149,7 @@ class Refresher:
         if replacement is not None:
             state.snapshot = replacement
         state.success, state.duration, state.last_error = False, duration, message
+        state.last_kind = kind
         state.finished_once.set()
 
     def fresh_families(self) -> Sequence[Metric]:

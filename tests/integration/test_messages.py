@@ -20,6 +20,14 @@ from tests.support import (
 
 FAST = """
 collectors:
+  containers:
+    enabled: false
+  logs:
+    enabled: false
+  volume:
+    enabled: false
+  volume_scan:
+    enabled: false
   messages:
     interval: 500ms
     timeout: 3s
