@@ -208,3 +208,44 @@ def test_killed_mid_gc_leaves_an_interrupted_record_and_no_duplicate(
     finished = [r for r in audit(tmp_path) if r["event"] == "finished"]
     assert len(finished) == 1 and finished[0]["result"] == "interrupted"
     assert started_runs(tmp_path) == 1
+
+
+def test_gc_completes_by_the_forwarded_callback(db_server: DatabaseServer,
+                                                tmp_path: Path) -> None:
+    """Alert -> webhook -> WA GC -> the WA client's callback forwarded to us -> metrics."""
+    prefix = new_prefix()
+    engine = db_server.create_database(prefix + "main", messages=300)
+    with engine.connect() as conn:
+        import sqlalchemy as sa
+        read = conn.execute(sa.text("SELECT COUNT(*) FROM messages WHERE status = 'read'")
+                            ).scalar_one()
+    cfg = config(tmp_path).replace("allowed: [media_gc]", "allowed: [gc]")
+    with StandIn(db_server.url(prefix + "main"), gc_delay=0.2) as standin:
+        env = {**db_server.env(prefix), **wa_env(standin)}
+        with run_exporter(env=env, config=cfg, tmp_path=tmp_path) as exp:
+            standin.set_callback(exp.url + "/webhook/wa-callback", AUTH)
+            assert post(exp, notification(alert(action="gc"))).status_code == 200
+            finished = wait_for(lambda: [r for r in audit(tmp_path)
+                                         if r["event"] == "finished"], timeout=30,
+                                what="the GC run to finish")
+            samples = exp.metrics()
+    assert finished[0]["result"] == "success"
+    assert finished[0]["messages_deleted"] == read
+    assert finished[0]["rows_after"] == 300 - read
+    rounds = [r for r in audit(tmp_path) if r["event"] == "round"]
+    assert rounds[0]["completed_by"] == "callback"
+    assert samples[("whatsapp_gc_messages_deleted_total", ())] == read
+    assert samples[("whatsapp_gc_runs_total", (("kind", "message"), ("result", "success"),
+                                               ("trigger", "alert")))] == 1
+    assert samples[("whatsapp_gc_last_success_timestamp_seconds", (("kind", "message"),))] > 0
+
+
+def test_callback_endpoint_needs_auth_and_valid_json(wa_api: StandIn, tmp_path: Path) -> None:
+    cfg = config(tmp_path).replace("allowed: [media_gc]", "allowed: [media_gc]")
+    with run_exporter(env=wa_env(wa_api), config=cfg, tmp_path=tmp_path) as exp:
+        url = exp.url + "/webhook/wa-callback"
+        body = {"services": [{"message": {"gc": {"messages_deleted": 5, "status": "complete"}}}]}
+        assert requests.post(url, json=body, timeout=5).status_code == 401
+        assert requests.post(url, json=body, headers=AUTH, timeout=5).status_code == 200
+        bad = requests.post(url, json={"services": "x"}, headers=AUTH, timeout=5)
+        assert bad.status_code == 400

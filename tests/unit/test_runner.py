@@ -162,3 +162,33 @@ def test_schedule_fires_at_local_time(timezone: str, after: float,
     fired = datetime.fromtimestamp(when, UTC)
     assert fired.hour == expected_hour_utc and fired.minute == 0
     assert 0 < when - after <= 86400
+
+
+def test_scheduler_submits_through_the_runner_when_due(tmp_path: Path) -> None:
+    import time as real_time
+
+    from exporter.actions.schedule import Scheduler
+
+    # A clock that runs at real speed but starts 0.2 s before a minute boundary.
+    start, origin = 1_790_000_039.8, real_time.monotonic()
+
+    def clock() -> float:
+        return start + (real_time.monotonic() - origin)
+
+    action = Gate()
+    action.gate.set()
+    runner, registry = make_runner(tmp_path, action, clock)
+    scheduler = Scheduler([ScheduleEntry(action="gc", cron="* * * * *"),
+                           ScheduleEntry(action="cleanup", cron="* * * * *")], "UTC", runner,
+                          clock=clock)
+    assert [e.action for e in scheduler.entries] == ["gc"]  # cleanup is not configured here
+    scheduler.start()
+    try:
+        assert action.entered.wait(5)
+    finally:
+        scheduler.stop()
+    assert runner.wait_idle(5)
+    decision = next(r for r in audit(tmp_path) if r["event"] == "decision")
+    assert decision["trigger"] == "schedule" and decision["cron"] == "* * * * *"
+    assert registry.get_sample_value("whatsapp_gc_runs_total", {
+        "kind": "message", "trigger": "schedule", "result": "success"}) == 1
