@@ -7,6 +7,8 @@ a ``file`` label; archived files are only counted, so the label set stays bounde
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.collectors.base import Collector
 from exporter.config import LogsSettings
 from exporter.errors import Degraded, SourceError
-from exporter.sources.docker import ContainerDirectory, DockerError, list_logs
+from exporter.sources.docker import ContainerDirectory, DockerError, WaContainer, list_logs
 from exporter.sources.files import LogEntry, list_log_dir
 
 
@@ -50,6 +52,8 @@ class _Reading:
     at: float
 
 
+# Listings run side by side: each is mostly the engine's own exec overhead.
+_PARALLEL_LISTINGS = 4
 _Readings = dict[str, tuple[str, LogSummary]]  # container -> (role, summary)
 _Failures = dict[str, tuple[str, SourceError]]  # container -> (role, error)
 
@@ -84,22 +88,57 @@ class LogsCollector(Collector):
         return families
 
     def _read_exec(self) -> tuple[_Readings, _Failures]:
+        running = [c for c in self.directory.discover() if c.running]
+        listed = self._list_all(running)
         readings: _Readings = {}
         failures: _Failures = {}
-        for container in self.directory.discover():
-            if not container.running:
+        for container in running:
+            result = listed.get(container.name)
+            if result is None:
+                result = DockerError(f"listing in {container.name} did not finish in time",
+                                     kind="timeout")
+            if isinstance(result, DockerError):
+                if result.kind == "connect":
+                    raise result  # the engine itself went away: the whole refresh failed
+                if result.kind != "not_running":  # stopped under us: nothing wrong
+                    failures[container.name] = (container.role, result)
                 continue
-            try:
-                entries = list_logs(self.directory.engine, container, self.settings.log_dir)
-            except DockerError as exc:
-                if exc.kind in ("connect", "timeout"):
-                    raise  # the engine itself went away: the whole refresh failed
-                if exc.kind == "not_running":
-                    continue  # it stopped under us: nothing to list, nothing wrong
-                failures[container.name] = (container.role, exc)
-                continue
-            readings[container.name] = (container.role, summarise(entries))
+            readings[container.name] = (container.role, summarise(result))
         return readings, failures
+
+    def _list_all(self, containers: list[WaContainer]) -> dict[str, list[LogEntry] | DockerError]:
+        """List every container, a few at a time, until most of the timeout has passed; a
+        listing that hangs is left behind (on a daemon thread) and missing from the answer."""
+        todo: queue.SimpleQueue[WaContainer] = queue.SimpleQueue()
+        for container in containers:
+            todo.put(container)
+        results: dict[str, list[LogEntry] | DockerError] = {}
+        lock = threading.Lock()
+        finished = threading.Semaphore(0)
+
+        def work() -> None:
+            while True:
+                try:
+                    container = todo.get_nowait()
+                except queue.Empty:
+                    return
+                result: list[LogEntry] | DockerError
+                try:
+                    result = list_logs(self.directory.engine, container, self.settings.log_dir)
+                except DockerError as exc:
+                    result = exc
+                with lock:
+                    results[container.name] = result
+                finished.release()
+
+        for _ in range(min(_PARALLEL_LISTINGS, len(containers))):
+            threading.Thread(target=work, name="logs-listing", daemon=True).start()
+        deadline = time.monotonic() + self.timeout * 0.8
+        for _ in containers:
+            if not finished.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                break
+        with lock:
+            return dict(results)
 
     def _read_host(self) -> tuple[_Readings, _Failures]:
         try:

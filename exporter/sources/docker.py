@@ -64,6 +64,9 @@ class DockerEngine:
             return request(client.api)
         except APIError:
             raise
+        except requests.Timeout as exc:
+            # The connection is discarded, the client is fine: others may be using it now.
+            raise self._unreachable(exc) from None
         except (DockerException, requests.RequestException, OSError) as exc:
             self._drop(client)
             raise self._unreachable(exc) from None

@@ -147,6 +147,29 @@ def test_a_container_stopping_mid_exec_is_skipped_and_the_others_reported(
                     if "refresh failed" in line and "collector=logs" in line]
 
 
+def test_a_hung_listing_marks_its_container_and_the_others_stay_fresh(
+        client: docker.DockerClient, project: str, tmp_path: Path) -> None:
+    hung = start_wa_container(client, role="coreapp", service="wacore", project=project)
+    web = start_wa_container(client, role="webapp", service="waweb", project=project)
+    assert busybox(hung, "sh", "-c", 'rm /bin/sh && printf "#!/bin/busybox sh\\n'
+                                     'exec sleep 600\\n" > /bin/sh && chmod +x /bin/sh') == 0
+    fast = config(project).replace("timeout: 20s", "timeout: 2s")
+
+    with run_exporter(config=fast, tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_log_listing_success", 0.0, container=hung.name,
+                                       role="coreapp")
+        assert value(samples, "whatsapp_log_listing_success", container=web.name,
+                     role="webapp") == 1
+        # A file written now shows up while the hung listing is still pending.
+        write_live_log(web, "fresh.log", 11)
+        samples = exporter.wait_metric("whatsapp_log_file_size_bytes", 11.0, container=web.name,
+                                       role="webapp", file="fresh.log")
+        assert (value(samples, "whatsapp_exporter_collector_duration_seconds",
+                      collector="logs") or 99) < 2
+        assert any(f"listing in {hung.name} did not finish in time" in line
+                   for line in exporter.lines)
+
+
 def test_a_container_without_a_log_directory_is_marked_and_the_others_reported(
         client: docker.DockerClient, project: str, tmp_path: Path) -> None:
     broken = start_wa_container(client, role="master", service="master1", project=project)
