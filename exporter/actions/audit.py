@@ -1,7 +1,8 @@
 """The append-only audit log (JSON lines) and the small state file that survives restarts.
 
-Every decision and every outcome is one line, flushed and fsynced before the call
-returns. The log rotates by size (``audit.jsonl`` -> ``audit.jsonl.1`` …). If a line
+Every decision and every outcome is one line, written to the file before the call
+returns (so a killed process loses nothing); lines that start or finish a run are also
+fsynced, so they survive a power cut too. The log rotates by size (``audit.jsonl`` -> ``audit.jsonl.1`` …). If a line
 cannot be written (a full disk), it is kept in memory and written before the next one,
 so nothing is lost while the process lives; ``whatsapp_audit_write_errors_total`` says so.
 """
@@ -34,8 +35,8 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._recent.extend(self._tail(keep_recent))
 
-    def append(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Write ``record`` (with a ``ts``) durably; return it as written."""
+    def append(self, record: dict[str, Any], *, sync: bool = False) -> dict[str, Any]:
+        """Write ``record`` (with a ``ts``); ``sync`` also fsyncs it. Return it as written."""
         record = {"ts": round(time.time(), 3), **record}
         line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
         with self._lock:
@@ -46,7 +47,8 @@ class AuditLog:
                 with open(self.path, "a", encoding="utf-8") as fh:
                     fh.write("".join(self._pending))
                     fh.flush()
-                    os.fsync(fh.fileno())
+                    if sync:
+                        os.fsync(fh.fileno())
                 self._pending.clear()
             except OSError as exc:
                 self.write_errors += 1
@@ -101,15 +103,25 @@ class StateFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._seen: tuple[int, int, int] | None = None
         self.data: dict[str, Any] = self._load()
 
     def read(self) -> dict[str, Any]:
-        """The current state on disk (kept in ``data`` as well)."""
+        """The current state on disk (kept in ``data`` as well); re-parsed only if it changed."""
         with self._lock:
-            self.data = self._load()
+            if self._stamp() != self._seen:
+                self.data = self._load()
             return self.data
 
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
     def _load(self) -> dict[str, Any]:
+        self._seen = self._stamp()
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:

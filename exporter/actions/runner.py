@@ -180,7 +180,7 @@ class Runner:
     def _record(self, request: Request, decision: Decision) -> None:
         self.audit.append({"event": "decision", "trigger": request.trigger,
                            "dry_run": request.dry_run, **dict(request.origin),
-                           **decision.as_dict()})
+                           **decision.as_dict()}, sync=decision.outcome == STARTED)
         self.observer.decided(decision.action, decision.outcome)
 
     def _decide(self, request: Request) -> tuple[Decision, Callable[[], ActionResult] | None]:
@@ -295,7 +295,7 @@ class Runner:
                                    "trigger": request.trigger, "targets": decision.targets,
                                    "result": result.result,
                                    "duration_seconds": round(ended - started, 3),
-                                   **result.details})
+                                   **result.details}, sync=True)
                 if not dry_run:
                     self._settle(run_id, targets, keys, result, ended)
                 self.observer.finished(request, decision.targets, result, started, ended)
