@@ -64,7 +64,7 @@ class DockerEngine:
             return request(client.api)
         except APIError:
             raise
-        except requests.Timeout as exc:
+        except (requests.Timeout, TimeoutError) as exc:
             # The connection is discarded, the client is fine: others may be using it now.
             raise self._unreachable(exc) from None
         except (DockerException, requests.RequestException, OSError) as exc:
@@ -105,7 +105,11 @@ class DockerEngine:
         if any(isinstance(e, requests.Timeout | TimeoutError) for e in chain):
             return DockerError(f"Docker engine at {self.where} did not answer in time",
                                kind="timeout")
-        return DockerError(f"Docker engine at {self.where} is unreachable", kind="connect")
+        if any(isinstance(e, requests.ConnectionError | OSError) for e in chain):
+            return DockerError(f"Docker engine at {self.where} is unreachable", kind="connect")
+        # Not the network: the client's own settings (TLS files, an unknown URL scheme).
+        text = " ".join(str(exc).split())[:200]
+        return DockerError(f"Docker client for {self.where} failed: {text}", kind="connect")
 
 
 # --- finding the WA containers ----------------------------------------------------------------

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -48,13 +49,22 @@ class VolumeStats:
     files_free: int
 
 
-def volume_stats(path: Path) -> VolumeStats:
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn the OS's errors about ``path`` into :class:`FilesError`."""
     try:
-        st = os.statvfs(path)
+        yield
     except FileNotFoundError:
         raise FilesError(f"{path} does not exist", kind="missing") from None
+    except PermissionError as exc:
+        raise FilesError(f"cannot read {path}: {exc.strerror}", kind="permission") from None
     except OSError as exc:
-        raise FilesError(f"cannot statvfs {path}: {exc.strerror or exc}") from None
+        raise FilesError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def volume_stats(path: Path) -> VolumeStats:
+    with _reading(path):
+        st = os.statvfs(path)
     return VolumeStats(
         size_bytes=st.f_blocks * st.f_frsize,
         free_bytes=st.f_bfree * st.f_frsize,
@@ -140,12 +150,10 @@ def _list_dir(path: bytes, tally: _Tally) -> list[bytes]:
     return subdirs
 
 
-def _walk(root: bytes, tally: _Tally, deadline: float | None = None, path: Path | None = None
-          ) -> None:
+def _walk(root: bytes, tally: _Tally, deadline: float | None = None) -> None:
     stack = [root]
     while stack:
-        if deadline is not None:
-            _check_deadline(deadline, path)
+        _check_deadline(deadline, root)
         stack.extend(_list_dir(stack.pop(), tally))
 
 
@@ -153,12 +161,8 @@ def scan_tree(path: Path, *, workers: int = 1, timeout: float | None = None) -> 
     """Scan ``path`` like ``du -s`` (the path itself is followed if it is a symlink)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     root = os.fsencode(path)
-    try:
+    with _reading(path):
         st = os.stat(root)
-    except FileNotFoundError:
-        raise FilesError(f"{path} does not exist", kind="missing") from None
-    except OSError as exc:
-        raise FilesError(f"cannot stat {path}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(st.st_mode):
         raise FilesError(f"{path} is not a directory", kind="missing")
     tally = _Tally(blocks=st.st_blocks)
@@ -171,14 +175,14 @@ def scan_tree(path: Path, *, workers: int = 1, timeout: float | None = None) -> 
         _WorkerPool(min(workers, len(pending)), deadline, path).run(pending, tally)
     else:
         for unit in pending:
-            _walk(unit, tally, deadline, path)
+            _walk(unit, tally, deadline)
     _check_deadline(deadline, path)
     return tally.usage()
 
 
-def _check_deadline(deadline: float | None, path: Path | None) -> None:
+def _check_deadline(deadline: float | None, path: Path | bytes) -> None:
     if deadline is not None and time.monotonic() > deadline:
-        raise FilesError(f"scanning {path} took too long", kind="timeout")
+        raise FilesError(f"scanning {os.fsdecode(path)} took too long", kind="timeout")
 
 
 class _WorkerPool:
@@ -287,27 +291,23 @@ class LogEntry:
 def list_log_dir(path: Path) -> list[LogEntry]:
     """The regular files directly in ``path`` and in ``path/archive``; symlinks are not followed,
     except ``archive`` itself (operators move archives to other disks with a link)."""
-    root = os.fsencode(path)
-    if not os.path.isdir(root):
-        raise FilesError(f"log directory {path} does not exist", kind="missing")
+    with _reading(path):
+        found = _regular_files(os.fsencode(path), "live")
+    with _reading(path / ARCHIVE), contextlib.suppress(FileNotFoundError):  # none yet: fine
+        found += _regular_files(os.fsencode(path / ARCHIVE), "archive")
+    return found
+
+
+def _regular_files(directory: bytes, where: Literal["live", "archive"]) -> list[LogEntry]:
     found: list[LogEntry] = []
-    for where, directory in (("live", root), ("archive", os.path.join(root, b"archive"))):
-        try:
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # rotated away between listing and lstat
-                    if stat.S_ISREG(st.st_mode):
-                        found.append(LogEntry(where, entry.name, st.st_size,  # type: ignore[arg-type]
-                                              st.st_mtime))
-        except FileNotFoundError:
-            if where == "live":
-                raise FilesError(f"log directory {path} went away", kind="missing") from None
-        except PermissionError as exc:
-            raise FilesError(f"cannot read {os.fsdecode(directory)}: {exc.strerror}",
-                             kind="permission") from None
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # rotated away between listing and lstat
+            if stat.S_ISREG(st.st_mode):
+                found.append(LogEntry(where, entry.name, st.st_size, st.st_mtime))
     return found
 
 
