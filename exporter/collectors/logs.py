@@ -7,6 +7,7 @@ a ``file`` label; archived files are only counted, so the label set stays bounde
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -137,6 +138,9 @@ class LogsCollector(Collector):
         for _ in containers:
             if not finished.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 break
+        with contextlib.suppress(queue.Empty):
+            while True:
+                todo.get_nowait()  # out of time: start no more listings for this refresh
         with lock:
             return dict(results)
 
