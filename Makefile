@@ -33,6 +33,7 @@ lint: venv
 
 ## bench: speed and memory figures, each against a reference measured in the same run
 bench: venv services
+	@command -v ab >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq apache2-utils >/dev/null; } || echo "bench: install apache2-utils for the webhook benchmark" >&2
 	$(PY) -m bench
 
 clean:

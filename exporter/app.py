@@ -22,7 +22,7 @@ from exporter.actions.gc import GcAction, MediaGcAction, open_counting_source
 from exporter.actions.runner import Runner
 from exporter.actions.schedule import Scheduler
 from exporter.actions.webhook import Webhooks
-from exporter.collectors.actions import ActionMetrics
+from exporter.collectors.actions import ActionMetrics, AuditMetrics
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
@@ -109,6 +109,7 @@ class Actions:
         self.audit = AuditLog(state_dir / "audit.jsonl", max_bytes=chosen.audit_max_bytes)
         self.state = StateFile(state_dir / "state.json")
         self.metrics = ActionMetrics(registry, list(actions))
+        registry.register(AuditMetrics(self.audit))
         lock = (cluster_lock(sources.database, state_dir) if sources.database is not None
                 else FileLocks(state_dir / "locks"))
         self.runner = Runner(actions, chosen, self.audit, self.state, lock, self.metrics)

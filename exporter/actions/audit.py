@@ -2,9 +2,10 @@
 
 Every decision and every outcome is one line, written to the file before the call
 returns (so a killed process loses nothing); lines that start or finish a run are also
-fsynced, so they survive a power cut too. The log rotates by size (``audit.jsonl`` -> ``audit.jsonl.1`` …). If a line
-cannot be written (a full disk), it is kept in memory and written before the next one,
-so nothing is lost while the process lives; ``whatsapp_audit_write_errors_total`` says so.
+fsynced, so they survive a power cut too. The log rotates by size (``audit.jsonl`` ->
+``audit.jsonl.1`` …). If a line cannot be written (a full disk), it is kept in memory and
+written before the next one, so nothing is lost while the process lives;
+``whatsapp_audit_write_errors_total`` and ``whatsapp_audit_pending_records`` say so.
 """
 
 from __future__ import annotations

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from exporter.actions.audit import AuditLog
 from exporter.actions.base import ActionResult
 from exporter.actions.runner import OUTCOMES, TRIGGERS, Request
 
@@ -101,3 +104,19 @@ class ActionMetrics:
                     gc_gauge.labels(GC_KINDS[action]).set(when)
                 elif action == "cleanup" and target in roles:
                     cleanup_gauge.labels(target, roles[target]).set(when)
+
+
+class AuditMetrics(Collector):
+    """Whether the audit log keeps up: write errors, and records held in memory meanwhile."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def collect(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily("whatsapp_audit_write_errors",
+                                     "Audit log writes that failed (e.g. a full disk).")
+        errors.add_metric([], float(self.audit.write_errors))
+        pending = GaugeMetricFamily("whatsapp_audit_pending_records",
+                                    "Audit records kept in memory until the log can be written.")
+        pending.add_metric([], float(self.audit.pending))
+        yield from (errors, pending)
