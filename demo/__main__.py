@@ -2,6 +2,10 @@
 
 - ``.demo/db/``: SQLite databases standing in for the WA client's (``WA_DB_ENGINE=SQLITE``,
   ``WA_DB_HOSTNAME`` is this directory): one with a ``messages`` table, one without;
+- ``.demo/logs/<container>/``: the ``/var/log/whatsapp`` trees of a webapp and a coreapp,
+  read as bind-mounted host paths (``collectors.logs.mode: host``), the coreapp's archive
+  holding more than the 30 files the WA guide keeps;
+- ``.demo/media/``: a media volume with a few hundred files;
 - the WA API stand-in from ``tests/wa_standin`` on a loopback port, backed by that table;
 - the exporter on ``--web.listen-address`` (default ``:9864``) until Ctrl-C.
 """
@@ -45,6 +49,41 @@ def build_world() -> Path:
     return db_dir
 
 
+LOG_TREES = {
+    "demo-waweb-1": (("web.log", 3_500_000), ("access.log", 900_000), ("error.log", 12_000)),
+    "demo-wacore-1": (("coreapp.log", 16_200_000), ("wa-service-coreapp.log", 2_100_000)),
+}
+ARCHIVED = {"demo-waweb-1": 12, "demo-wacore-1": 34}
+
+
+def build_logs() -> Path:
+    """Live logs and archives like the WA containers keep (sparse files: sizes cost no disk)."""
+    root = WORLD / "logs"
+    day = 86400
+    for container, live in LOG_TREES.items():
+        archive = root / container / "archive"
+        archive.mkdir(parents=True, exist_ok=True)
+        for name, size in live:
+            with (root / container / name).open("ab") as fh:
+                fh.truncate(size)
+        for i in range(ARCHIVED[container]):
+            path = archive / f"{live[0][0]}.{20261001 + i}.gz"
+            path.write_bytes(b"\x1f\x8b" + bytes(200 + i))
+            when = 1_790_000_000 - (ARCHIVED[container] - i) * day
+            os.utime(path, (when, when))
+    return root
+
+
+def build_media() -> Path:
+    media = WORLD / "media"
+    if not media.exists():
+        for i in range(400):
+            folder = media / f"{i % 16:02x}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"media-{i:05d}.jpg").write_bytes(os.urandom(2048 + (i * 97) % 30000))
+    return media
+
+
 def start_wa_api(db_dir: Path, callback_url: str) -> tuple[subprocess.Popen[str], str]:
     """The WA API stand-in; its GC callbacks go to the exporter, as the WA webhook would."""
     proc = subprocess.Popen(
@@ -69,6 +108,7 @@ def main() -> int:
     args = parser.parse_args()
 
     db_dir = build_world()
+    logs, media = build_logs(), build_media()
     port = args.address.rsplit(":", 1)[1]
     wa_api, wa_url = start_wa_api(db_dir, f"http://127.0.0.1:{port}/webhook/wa-callback")
     env = {**os.environ, "WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
@@ -85,9 +125,12 @@ demo: the exporter starts on {args.address}; open
       then watch http://localhost:{port}/actions and whatsapp_gc_* in /metrics.
       Ctrl-C stops everything.
 """, flush=True)
+    config = WORLD / "demo.yml"
+    config.write_text((ROOT / "demo" / "demo.yml").read_text().format(
+        logs=logs, media=media, state=WORLD / "state", token=ROOT / "demo" / "webhook-token"))
     exporter = subprocess.Popen(
         [sys.executable, "-m", "exporter", "--web.listen-address", args.address,
-         "--config.file", str(ROOT / "demo" / "demo.yml")], env=env, cwd=ROOT)
+         "--config.file", str(config)], env=env, cwd=ROOT)
     try:
         return exporter.wait()
     except KeyboardInterrupt:
