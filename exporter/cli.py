@@ -17,14 +17,22 @@ log = logging.getLogger("exporter")
 
 DESCRIPTION = """\
 Prometheus exporter and alert-driven remediation for the WhatsApp Business API
-on-premises client: rows and bytes of the messages table in every WA database.
+on-premises client: rows and bytes of the messages table in every WA database, live
+logs and log archives of the WA containers, the media volume; and, when an alert,
+a schedule or a person asks, message GC, media GC and cleanup.sh in the containers.
 
 The database comes from the WA client's own variables (WA_DB_ENGINE,
 WA_DB_HOSTNAME, WA_DB_PORT, WA_DB_USERNAME, WA_DB_PASSWORD or
 WA_DB_PASSWORD_FILE, WA_DB_NAME_PREFIX, WA_DB_CONNECTION_IDLE_TIMEOUT,
 WA_DB_SSL_CA/CERT/KEY/VERIFY, WA_DB_READ_TIMEOUT), read from --db.env-file
-and then from the environment, which wins. Everything else is in the optional
-YAML --config.file; `wa-exporter check-config` prints the effective settings.
+and then from the environment, which wins; the WA API likewise from WA_WEB_URL,
+WA_WEB_USERNAME, WA_WEB_PASSWORD or WA_WEB_PASSWORD_FILE, WA_WEB_CA_FILE,
+WA_WEB_VERIFY. Docker from DOCKER_HOST (unix, tcp+TLS, ssh). Everything else is in
+the optional YAML --config.file; `wa-exporter check-config` prints the effective
+settings, and the README lists every key.
+
+endpoints: /metrics, /-/healthy, /-/ready, /, and with actions on:
+POST /webhook/alertmanager, POST /webhook/wa-callback, GET /actions.
 """
 
 EPILOG = """\
