@@ -34,6 +34,7 @@ from exporter.sources.database import MessagesSource, open_source
 from exporter.sources.docker import ContainerDirectory, DockerEngine
 from exporter.sources.locks import FileLocks, cluster_lock
 from exporter.sources.wa_api import WaApiClient
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class Actions:
 
 class App:
     def __init__(self, settings: Settings, listen_address: str, telemetry_path: str,
-                 webhook_without_auth: bool = False) -> None:
+                 webhook_without_auth: bool = False, web: WebConfig | None = None) -> None:
         self.settings = settings
         self.sources = Sources(settings)
         self.collectors = build_collectors(settings, self.sources)
@@ -148,16 +149,18 @@ class App:
         self.actions: Actions | None = None
         webhooks = None
         if settings.actions.allowed:
-            if not settings.webhook.has_auth and not webhook_without_auth:
+            guarded = settings.webhook.has_auth or (web is not None and web.basic_auth_users)
+            if not guarded and not webhook_without_auth:
                 raise ConfigError(
                     "webhook: no authentication configured; fix: set webhook.bearer_token_file "
                     "(or webhook.basic_auth_username and basic_auth_password_file) in "
-                    "--config.file, or pass --webhook.no-auth to accept anyone who can reach it")
+                    "--config.file, or basic_auth_users in --web.config.file, or pass "
+                    "--webhook.no-auth to accept anyone who can reach it")
             self.actions = Actions(settings, self.sources, self.registry)
             webhooks = Webhooks(settings.webhook, self.actions.runner,
                                 self.actions.deliver_callback)
         self.server = Server(listen_address, self.registry, self.snapshots.ready, telemetry_path,
-                             webhooks)
+                             webhooks, web)
         self._stop = threading.Event()
 
     def start(self) -> None:

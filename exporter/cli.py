@@ -61,6 +61,10 @@ def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH",
                         default=default("/metrics"),
                         help="path under which to expose metrics (default /metrics)")
+    parser.add_argument("--web.config.file", dest="web_config_file", metavar="FILE",
+                        type=Path, default=default(None),
+                        help="TLS and basic auth, in the Prometheus exporter-toolkit "
+                        "web-config.yml format (optional)")
     parser.add_argument("--config.file", dest="config_file", metavar="FILE", type=Path,
                         default=default(None), help="YAML settings file (optional)")
     parser.add_argument("--db.env-file", dest="db_env_file", metavar="FILE", type=Path,
@@ -151,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         return _run_action(settings, args)
 
     from exporter.app import App  # imported late: check-config needs no drivers
+    from exporter.webconfig import load_web_config
 
     try:
-        app = App(settings, args.listen_address, args.telemetry_path, args.webhook_no_auth)
+        web = load_web_config(args.web_config_file) if args.web_config_file else None
+        app = App(settings, args.listen_address, args.telemetry_path, args.webhook_no_auth, web)
     except ConfigError as exc:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import html
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -20,6 +21,10 @@ from exporter import __version__
 
 if TYPE_CHECKING:
     from exporter.actions.webhook import Webhooks
+
+from exporter.webconfig import BasicAuth, WebConfig, server_context
+
+HANDSHAKE_TIMEOUT = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +50,22 @@ class Server:
     """A threaded HTTP server; each request gets its own thread, so one slow client blocks none."""
 
     def __init__(self, address: str, registry: CollectorRegistry, ready: Callable[[], bool],
-                 telemetry_path: str = "/metrics", webhooks: Webhooks | None = None) -> None:
+                 telemetry_path: str = "/metrics", webhooks: Webhooks | None = None,
+                 web: WebConfig | None = None) -> None:
         host, port, family = parse_listen_address(address)
         self.webhooks = webhooks
+        self.web = web or WebConfig()
+        self.basic_auth = BasicAuth(self.web.basic_auth_users)
+        self.tls = server_context(self.web)
         self.registry = registry
         self.ready = ready
         self.telemetry_path = telemetry_path
         handler = type("Handler", (_Handler,), {"app": self})
         # The socketserver default backlog of 5 drops SYNs under a burst of clients, which
         # then wait a full second to retransmit.
-        server_class = type("HTTPServer", (ThreadingHTTPServer,), {
-            "address_family": family, "daemon_threads": True, "request_queue_size": 128})
+        server_class = type("HTTPServer", (_TlsAwareServer,), {
+            "address_family": family, "daemon_threads": True, "request_queue_size": 128,
+            "tls": self.tls})
         try:
             self.httpd = server_class((host, port), handler)
         except OSError as exc:
@@ -98,6 +108,24 @@ class Server:
                 "/webhook/wa-callback": Webhooks.wa_callback}
 
 
+class _TlsAwareServer(ThreadingHTTPServer):
+    """Wraps each accepted socket in TLS, with the handshake in the request's own thread,
+    so one slow or broken client never holds up ``accept`` for the others."""
+
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Failed handshakes (plain HTTP, no client certificate) and dropped clients are
+        # everyday events, not tracebacks.
+        log.debug("connection failed", exc_info=True, extra={"client": client_address[0]})
+
+
 class _Handler(BaseHTTPRequestHandler):
     app: Server
     server_version = f"wa-exporter/{__version__}"
@@ -106,8 +134,34 @@ class _Handler(BaseHTTPRequestHandler):
     # for the delayed ACK before the body arrives.
     disable_nagle_algorithm = True
 
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
+
+    def _authorized(self, path: str) -> bool:
+        """web-config basic auth guards everything but /-/healthy; a webhook with its own
+        credentials (``webhook:`` settings) is checked by those instead."""
+        webhooks = self.app.webhooks
+        if path.startswith("/webhook/") and webhooks is not None and \
+                webhooks.settings.has_auth:
+            return webhooks.authorized(self.headers)
+        if not self.app.basic_auth or path == "/-/healthy":
+            return True
+        if self.app.basic_auth.check(self.headers.get("Authorization", "")):
+            return True
+        self.close_connection = True
+        self.send_json(HTTPStatus.UNAUTHORIZED, {"status": "error",
+                                                 "error": "authentication required"},
+                       {"WWW-Authenticate": 'Basic realm="wa-exporter"'})
+        return False
+
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        if not self._authorized(path):
+            return
         route = self.app.routes().get(path)
         if route is None:
             self.send_text(HTTPStatus.NOT_FOUND, "404 page not found\n")
@@ -128,11 +182,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.send_json(HTTPStatus.NOT_FOUND, {"status": "error", "error": "no such hook"})
             return
-        if not webhooks.authorized(self.headers):
+        if webhooks.settings.has_auth and not webhooks.authorized(self.headers):
             self.close_connection = True
             self.send_json(HTTPStatus.UNAUTHORIZED, {"status": "error",
                                                      "error": "authentication required"},
                            {"WWW-Authenticate": 'Bearer realm="wa-exporter"'})
+            return
+        if not webhooks.settings.has_auth and not self._authorized(path):
             return
         body = self._read_body(webhooks.settings.max_body_bytes)
         if body is None:
@@ -189,7 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_text(self, status: int, body: str | bytes, content_type: str = "text/plain; "
                   "charset=utf-8", extra_headers: dict[str, str] | None = None) -> None:
         data = body.encode() if isinstance(body, str) else body
-        headers = {"Content-Type": content_type, **(extra_headers or {})}
+        headers = {"Content-Type": content_type, **self.app.web.http_server_config.headers,
+                   **(extra_headers or {})}
         if len(data) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
             data = gzip.compress(data, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
