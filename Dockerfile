@@ -48,7 +48,13 @@ LABEL org.opencontainers.image.title="wa-exporter" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
 
+# DOCKER_HOST=ssh://… runs the ssh client; bases that already have it skip the install.
 RUN set -eu; \
+    if ! command -v ssh >/dev/null; then \
+        apt-get update; \
+        apt-get install -y --no-install-recommends openssh-client; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi; \
     groupadd --gid 10001 wa-exporter; \
     useradd --uid 10001 --gid wa-exporter --home-dir /var/lib/wa-exporter \
         --no-create-home --shell /usr/sbin/nologin wa-exporter; \

@@ -8,6 +8,7 @@ import platform
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.gc_collector import GCCollector
@@ -160,8 +161,16 @@ class App:
             webhooks = Webhooks(settings.webhook, self.actions.runner,
                                 self.actions.deliver_callback)
         self.server = Server(listen_address, self.registry, self.snapshots.ready, telemetry_path,
-                             webhooks, web)
+                             webhooks, web, self.status)
         self._stop = threading.Event()
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each collector's health, for the landing page."""
+        return [{"name": r.name, "success": r.state.success,
+                 "finished": r.state.finished_once.is_set(),
+                 "last_success": r.state.last_success, "duration": r.state.duration,
+                 "interval": r.collector.interval, "error": r.state.last_error}
+                for r in self.refreshers]
 
     def start(self) -> None:
         for refresher in self.refreshers:

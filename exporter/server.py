@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import html
 import json
 import logging
 import socket
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__
+from exporter import __version__, landing
 
 if TYPE_CHECKING:
     from exporter.actions.webhook import Webhooks
@@ -51,8 +50,10 @@ class Server:
 
     def __init__(self, address: str, registry: CollectorRegistry, ready: Callable[[], bool],
                  telemetry_path: str = "/metrics", webhooks: Webhooks | None = None,
-                 web: WebConfig | None = None) -> None:
+                 web: WebConfig | None = None,
+                 status: Callable[[], list[dict[str, Any]]] = list) -> None:
         host, port, family = parse_listen_address(address)
+        self.status = status
         self.webhooks = webhooks
         self.web = web or WebConfig()
         self.basic_auth = BasicAuth(self.web.basic_auth_users)
@@ -272,10 +273,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready: first refresh running\n")
 
     def landing(self) -> None:
-        links = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a></li>'
-                        for p in (self.app.telemetry_path, "/-/healthy", "/-/ready"))
-        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>wa-exporter</title>"
-                f"</head><body><h1>wa-exporter {html.escape(__version__)}</h1>"
-                f"<p>Prometheus exporter for the WhatsApp Business API client.</p>"
-                f"<ul>{links}</ul></body></html>")
+        records = self.app.webhooks.recent(15) if self.app.webhooks is not None else None
+        page = landing.render(self.app.status(), records, self.app.telemetry_path)
         self.send_text(HTTPStatus.OK, page, "text/html; charset=utf-8")
