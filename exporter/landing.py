@@ -77,7 +77,10 @@ def render(collectors: Iterable[Mapping[str, Any]], records: list[dict[str, Any]
             what = r.get("outcome") or r.get("result") or ""
             cls = "bad" if what in ("failed", "error", "timeout", "rejected", "interrupted") \
                 else "ok" if what in ("started", "success") else "muted"
-            detail = r.get("reason") or ", ".join(t for t in r.get("targets", []) if t)
+            error = r.get("error")
+            if isinstance(error, dict):
+                error = error.get("message") or error.get("title")
+            detail = r.get("reason") or error or ", ".join(t for t in r.get("targets", []) if t)
             lines.append(f"<tr><td>{_when(float(r.get('ts', 0)))}</td>"
                          f"<td>{escape(str(r.get('event', '')))}</td>"
                          f"<td><code>{escape(str(r.get('action', '')))}</code></td>"
