@@ -60,6 +60,18 @@ class Secret:
         return hash(self._value)
 
 
+def scrub(text: str, *secrets: Secret | None) -> str:
+    """``text`` with every secret replaced by ``<secret>``, for error messages from libraries.
+
+    Secrets shorter than 4 characters are left alone: replacing them would mangle ordinary
+    words ("b" in "establish") and such a secret hides nothing anyway.
+    """
+    for secret in secrets:
+        if secret is not None and len(secret.reveal()) >= 4:
+            text = text.replace(secret.reveal(), "<secret>")
+    return text
+
+
 def _to_secret(value: object) -> Secret:
     if isinstance(value, Secret):
         return value

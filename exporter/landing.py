@@ -77,7 +77,7 @@ def render(collectors: Iterable[Mapping[str, Any]], records: list[dict[str, Any]
             what = r.get("outcome") or r.get("result") or ""
             cls = "bad" if what in ("failed", "error", "timeout", "rejected", "interrupted") \
                 else "ok" if what in ("started", "success") else "muted"
-            error = r.get("error")
+            error: Any = r.get("error")
             if isinstance(error, dict):
                 error = error.get("message") or error.get("title")
             detail = r.get("reason") or error or ", ".join(t for t in r.get("targets", []) if t)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.pool import NullPool
 
-from exporter.config import DatabaseSettings, MessagesSettings
+from exporter.config import DatabaseSettings, MessagesSettings, scrub
 from exporter.errors import SourceError
 
 MESSAGES_TABLE = "messages"
@@ -80,9 +80,7 @@ class MessagesSource:
         else:
             text = str(orig)
         text = " ".join(text.split())[:300] or type(orig).__name__
-        if self.db.password is not None and self.db.password.reveal():
-            text = text.replace(self.db.password.reveal(), "<secret>")
-        return DatabaseError(text, kind=kind)
+        return DatabaseError(scrub(text, self.db.password), kind=kind)
 
     def _measure(self, conn: sa.Connection, database: str, estimate: int | None, size: int,
                  table: str) -> TableReading:

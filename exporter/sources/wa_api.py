@@ -25,7 +25,7 @@ import requests
 import urllib3
 
 from exporter import __version__
-from exporter.config import Secret, WaApiSettings
+from exporter.config import Secret, WaApiSettings, scrub
 from exporter.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -311,10 +311,7 @@ class WaApiClient:
         return body
 
     def _scrub(self, text: str) -> str:
-        for secret in (self._password, self._token):
-            if secret is not None and secret.reveal():
-                text = text.replace(secret.reveal(), "<secret>")
-        return text
+        return scrub(text, self._password, self._token)
 
 
 def _parse_expiry(value: object) -> dt.datetime | None:
