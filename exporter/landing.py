@@ -58,10 +58,10 @@ def render(collectors: Iterable[Mapping[str, Any]], records: list[dict[str, Any]
                  '<span class="bad">failing</span>' if c["finished"] else
                  '<span class="muted">starting</span>')
         last = _age(now - c["last_success"]) if c["last_success"] else "never"
-        error = escape(c["error"]) if c["error"] else '<span class="muted">—</span>'
+        last_error = escape(c["error"]) if c["error"] else '<span class="muted">—</span>'
         rows.append(f"<tr><td><code>{escape(c['name'])}</code></td><td>{state}</td>"
                     f"<td>{last}</td><td>{c['duration'] * 1000:.0f} ms</td>"
-                    f"<td>every {c['interval']:g} s</td><td>{error}</td></tr>")
+                    f"<td>every {c['interval']:g} s</td><td>{last_error}</td></tr>")
     collectors_html = ("<table><tr><th>collector</th><th>state</th><th>last success</th>"
                        "<th>took</th><th>interval</th><th>last error</th></tr>"
                        + "".join(rows) + "</table>") if rows else \
@@ -77,10 +77,10 @@ def render(collectors: Iterable[Mapping[str, Any]], records: list[dict[str, Any]
             what = r.get("outcome") or r.get("result") or ""
             cls = "bad" if what in ("failed", "error", "timeout", "rejected", "interrupted") \
                 else "ok" if what in ("started", "success") else "muted"
-            error: Any = r.get("error")
-            if isinstance(error, dict):
-                error = error.get("message") or error.get("title")
-            detail = r.get("reason") or error or ", ".join(t for t in r.get("targets", []) if t)
+            failure: Any = r.get("error")
+            if isinstance(failure, dict):
+                failure = failure.get("message") or failure.get("title")
+            detail = r.get("reason") or failure or ", ".join(t for t in r.get("targets", []) if t)
             lines.append(f"<tr><td>{_when(float(r.get('ts', 0)))}</td>"
                          f"<td>{escape(str(r.get('event', '')))}</td>"
                          f"<td><code>{escape(str(r.get('action', '')))}</code></td>"
