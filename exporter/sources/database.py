@@ -70,7 +70,7 @@ class MessagesSource:
     def _wanted(self, name: str) -> bool:
         return name.startswith(self.prefix)
 
-    def _error(self, exc: BaseException) -> DatabaseError:
+    def describe_error(self, exc: BaseException) -> DatabaseError:
         """A typed error whose text is short and never holds the password."""
         kind = classify(exc)
         orig = getattr(exc, "orig", None) or exc
@@ -168,7 +168,7 @@ class MySQLSource(MessagesSource):
                     "AND TABLE_SCHEMA LIKE :pattern"),
                     {"table": MESSAGES_TABLE, "pattern": like_prefix(self.prefix)}).all()
         except sa.exc.SQLAlchemyError as exc:
-            raise self._error(exc) from None
+            raise self.describe_error(exc) from None
         quote = self.engine.dialect.identifier_preparer.quote
         for schema, estimate, size in found:
             if not self._wanted(schema):
@@ -179,7 +179,7 @@ class MySQLSource(MessagesSource):
                         conn, schema, None if estimate is None else int(estimate), int(size),
                         f"{quote(schema)}.{quote(MESSAGES_TABLE)}")
             except sa.exc.SQLAlchemyError as exc:
-                reading.errors[schema] = self._error(exc)
+                reading.errors[schema] = self.describe_error(exc)
         return reading
 
     def close(self) -> None:
@@ -284,7 +284,7 @@ class PostgresSource(MessagesSource):
                     "AND datname LIKE :pattern ORDER BY datname"),
                     {"pattern": like_prefix(self.prefix)}).scalars().all()
         except sa.exc.SQLAlchemyError as exc:
-            raise self._error(exc) from None
+            raise self.describe_error(exc) from None
         candidates = {n for n in names if self._wanted(n)}
         self._forget(candidates)
         for database in sorted(candidates):
@@ -299,7 +299,7 @@ class PostgresSource(MessagesSource):
                     reading.tables[database] = self._measure(conn, database, estimate,
                                                              int(row[1]), MESSAGES_TABLE)
             except sa.exc.SQLAlchemyError as exc:
-                error = self._error(exc)
+                error = self.describe_error(exc)
                 if error.kind == "connect" and "does not exist" in str(error):
                     continue  # dropped between listing and connecting
                 reading.errors[database] = error
@@ -340,7 +340,7 @@ class SQLiteSource(MessagesSource):
                     reading.tables[database] = self._measure(conn, database, None, size,
                                                              MESSAGES_TABLE)
             except sa.exc.SQLAlchemyError as exc:
-                reading.errors[database] = self._error(exc)
+                reading.errors[database] = self.describe_error(exc)
             finally:
                 engine.dispose()
         return reading

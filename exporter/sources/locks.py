@@ -33,8 +33,10 @@ class SessionLocks:
     """Named locks on one dedicated session, shared by every run, closed when none is held."""
 
     def __init__(self, connect: Callable[[], sa.Connection], acquire_sql: str, release_sql: str,
-                 name_of: Callable[[str], object]) -> None:
+                 name_of: Callable[[str], object],
+                 describe: Callable[[BaseException], Exception]) -> None:
         self._connect = connect
+        self._describe = describe
         self._acquire = sa.text(acquire_sql)
         self._release = sa.text(release_sql)
         self._name_of = name_of
@@ -44,14 +46,14 @@ class SessionLocks:
 
     def try_acquire(self, key: str) -> Held | None:
         with self._mutex, client_deadline(10):
-            if self._conn is None:
-                self._conn = self._connect()
             try:
+                if self._conn is None:
+                    self._conn = self._connect()
                 got = self._conn.execute(self._acquire, {"name": self._name_of(key)}).scalar()
                 self._conn.commit()
-            except sa.exc.SQLAlchemyError:
+            except sa.exc.SQLAlchemyError as exc:
                 self._drop()
-                raise
+                raise self._describe(exc) from None
             if got not in (1, True):
                 self._close_if_unused()
                 return None
@@ -112,11 +114,13 @@ def cluster_lock(source: MessagesSource, state_dir: Path) -> SessionLocks | File
         # MySQL lock names are at most 64 characters.
         return SessionLocks(source.engine.connect, "SELECT GET_LOCK(:name, 0)",
                             "SELECT RELEASE_LOCK(:name)",
-                            lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60])
+                            lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60],
+                            source.describe_error)
     if isinstance(source, PostgresSource):
         engine = source.engine_for(source.settings.maintenance_database)
         return SessionLocks(engine.connect, "SELECT pg_try_advisory_lock(:name)",
                             "SELECT pg_advisory_unlock(:name)",
                             lambda key: int.from_bytes(hashlib.sha256(
-                                (label + key).encode()).digest()[:8], "big", signed=True))
+                                (label + key).encode()).digest()[:8], "big", signed=True),
+                            source.describe_error)
     return FileLocks(state_dir / "locks")
