@@ -222,3 +222,53 @@ def run_exporter(args: list[str] | None = None, env: dict[str, str] | None = Non
         yield process
     finally:
         process.stop()
+
+
+def exported_metrics() -> dict[str, str]:
+    """Every metric family the exporter's code can expose, read from its source, with its
+    type: the first argument of each call that is (or builds from string constants) a
+    ``whatsapp_`` name. Counters are named with ``_total``, as exposed."""
+    import ast
+
+    families: dict[str, str] = {}
+    for path in (ROOT / "exporter").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = {node.targets[0].id: node.value.value for node in ast.walk(tree)
+                     if isinstance(node, ast.Assign) and len(node.targets) == 1
+                     and isinstance(node.targets[0], ast.Name)
+                     and isinstance(node.value, ast.Constant)
+                     and isinstance(node.value.value, str)}
+
+        def text(node: ast.expr, constants: dict[str, str] = constants) -> str | None:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                return node.value
+            if isinstance(node, ast.Name):
+                return constants.get(node.id)
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+                left, right = text(node.left), text(node.right)
+                return left + right if left is not None and right is not None else None
+            return None
+
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args):
+            name = text(call.args[0])
+            if name is None or not re.fullmatch(r"whatsapp_[a-z0-9_]+", name):
+                continue
+            func = ast.unparse(call.func)
+            if "Counter" in func:
+                families[name.removesuffix("_total") + "_total"] = "counter"
+            elif "Histogram" in func:
+                families[name] = "histogram"
+            else:
+                families[name] = "gauge"
+    return families
+
+
+def exported_series_names() -> set[str]:
+    """The names of the series themselves: histograms as ``_bucket``, ``_sum``, ``_count``."""
+    names: set[str] = set()
+    for name, kind in exported_metrics().items():
+        if kind == "histogram":
+            names.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(name)
+    return names

@@ -3,7 +3,6 @@ checked with the real promtool and amtool and against the metrics the code expor
 
 from __future__ import annotations
 
-import ast
 import re
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from exporter.config import ACTION_NAMES
-from tests.support import ROOT, unavailable
+from tests.support import ROOT, exported_series_names, unavailable
 
 ALERTS = ROOT / "alerts"
 RULES = ALERTS / "wa-exporter.rules.yml"
@@ -127,21 +126,10 @@ def test_action_labels_name_actions_the_webhook_knows_and_cleanup_keeps_the_cont
     assert checked == cleanup
 
 
-def exported_metric_names() -> set[str]:
-    """Every ``whatsapp_*`` string in the exporter's code, and ``prefix + "suffix"`` pairs
-    from one file (the media volume gauges are built that way)."""
-    names: set[str] = set()
-    for path in (ROOT / "exporter").rglob("*.py"):
-        strings = {node.value for node in ast.walk(ast.parse(path.read_text()))
-                   if isinstance(node, ast.Constant) and isinstance(node.value, str)}
-        literal = {s for s in strings if re.fullmatch(r"whatsapp_[a-z0-9_]+", s)}
-        names |= literal
-        names |= {p + s for p in literal if p.endswith("_") for s in strings}
-    return names
 
 
 def test_every_metric_in_the_rules_is_exported_by_the_code() -> None:
-    exported = exported_metric_names()
+    exported = exported_series_names()
     used = {name for rule in alerts() for name in METRIC.findall(str(rule["expr"]))}
     assert used
     # prometheus_client adds _total to a counter's name, and _bucket/_sum/_count to histograms.

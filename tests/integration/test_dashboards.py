@@ -4,7 +4,6 @@ compose file mounts what the README promises. Fast: no Grafana, Prometheus or Do
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import shutil
@@ -24,7 +23,7 @@ from tests.dashboard_queries import (
     panels,
     substitute,
 )
-from tests.support import ROOT, unavailable
+from tests.support import ROOT, exported_series_names, unavailable
 
 DEPLOY = ROOT / "deploy"
 ALERTS = ROOT / "alerts"
@@ -148,46 +147,11 @@ def test_every_range_is_the_rate_interval(dashboard: dict[str, Any]) -> None:
     assert not bad, f"ranges other than [$__rate_interval]: {bad}"
 
 
-def exported_metric_names() -> set[str]:
-    """Every series name the code can expose, read from the exporter's source: the first
-    argument of each call that is (or builds, from string constants) a ``whatsapp_`` name,
-    with the suffixes prometheus_client adds to counters and histograms."""
-    names: set[str] = set()
-    for path in (ROOT / "exporter").rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        constants = {node.targets[0].id: node.value.value for node in ast.walk(tree)
-                     if isinstance(node, ast.Assign) and len(node.targets) == 1
-                     and isinstance(node.targets[0], ast.Name)
-                     and isinstance(node.value, ast.Constant)
-                     and isinstance(node.value.value, str)}
-
-        def text(node: ast.expr) -> str | None:
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                return node.value
-            if isinstance(node, ast.Name):
-                return constants.get(node.id)
-            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-                left, right = text(node.left), text(node.right)
-                return left + right if left is not None and right is not None else None
-            return None
-
-        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args):
-            name = text(call.args[0])
-            if name is None or not name.startswith("whatsapp_"):
-                continue
-            func = ast.unparse(call.func)
-            if "Counter" in func:
-                names.add(name.removesuffix("_total") + "_total")
-            elif "Histogram" in func:
-                names.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
-            else:
-                names.add(name)
-    return names
 
 
 def test_every_metric_in_the_dashboard_is_exported_by_the_code(
         dashboard: dict[str, Any]) -> None:
-    exported = exported_metric_names()
+    exported = exported_series_names()
     assert "whatsapp_media_volume_avail_bytes" in exported  # built from a prefix in volume.py
     assert "whatsapp_gc_runs_total" in exported and "whatsapp_gc_duration_seconds_bucket" in \
         exported

@@ -1,0 +1,47 @@
+"""The README's metric table is the list of what the code exports: no more, no fewer."""
+
+from __future__ import annotations
+
+import re
+
+from tests.support import ROOT, exported_metrics
+
+SPEC_CONTRACT = {  # SPEC.md section 3: names other tools rely on
+    "whatsapp_db_up", "whatsapp_messages_table_rows", "whatsapp_messages_table_rows_exact",
+    "whatsapp_messages_table_size_bytes", "whatsapp_log_file_size_bytes",
+    "whatsapp_log_archive_files", "whatsapp_log_archive_size_bytes",
+    "whatsapp_log_archive_oldest_timestamp_seconds", "whatsapp_media_volume_size_bytes",
+    "whatsapp_media_volume_avail_bytes", "whatsapp_media_volume_free_bytes",
+    "whatsapp_media_volume_files", "whatsapp_media_volume_files_free",
+    "whatsapp_media_volume_used_bytes", "whatsapp_media_volume_file_count",
+    "whatsapp_container_up", "whatsapp_gc_runs_total", "whatsapp_gc_messages_deleted_total",
+    "whatsapp_gc_last_run_timestamp_seconds", "whatsapp_gc_last_success_timestamp_seconds",
+    "whatsapp_gc_duration_seconds", "whatsapp_cleanup_runs_total",
+    "whatsapp_cleanup_last_run_timestamp_seconds",
+    "whatsapp_cleanup_last_success_timestamp_seconds", "whatsapp_action_requests_total",
+    "whatsapp_exporter_collector_success", "whatsapp_exporter_collector_duration_seconds",
+    "whatsapp_exporter_collector_last_success_timestamp_seconds",
+    "whatsapp_exporter_build_info",
+}
+
+
+def readme_metrics() -> set[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `whatsapp_"):
+            first_cell = line.split("|")[1]
+            names.update(re.findall(r"`(whatsapp_[a-z0-9_]+)`", first_cell))
+    return names
+
+
+def test_readme_lists_exactly_the_exported_metrics() -> None:
+    exported = set(exported_metrics())
+    documented = readme_metrics()
+    assert documented - exported == set(), "in the README but not exported"
+    assert exported - documented == set(), "exported but not in the README"
+
+
+def test_the_spec_contract_is_exported() -> None:
+    assert SPEC_CONTRACT - set(exported_metrics()) == set()
