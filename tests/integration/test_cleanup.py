@@ -23,25 +23,17 @@ from exporter.sources.database import open_source
 from exporter.sources.locks import cluster_lock
 from tests.docker_support import (
     ARCHIVE_DIR,
-    build_standin_image,
-    ensure_docker,
     fill_archive,
     list_dir,
     remove_test_containers,
     start_wa_container,
 )
-from tests.support import ROOT, DatabaseServer, new_prefix, unavailable
+from tests.support import ROOT, DatabaseServer, new_prefix
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    try:
-        client = ensure_docker()
-    except Exception as exc:
-        unavailable("the Docker engine", exc)
-    build_standin_image(client)
-    yield client
-    client.close()
+@pytest.fixture
+def client(docker_client: docker.DockerClient, standin_image: str) -> docker.DockerClient:
+    return docker_client
 
 
 @pytest.fixture

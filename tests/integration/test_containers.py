@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,11 +14,7 @@ import pytest
 from tests.docker_support import (
     DEFAULT_TAG,
     TEST_LABEL,
-    DockerUnavailable,
-    build_standin_image,
     compose_name,
-    ensure_docker,
-    remove_test_containers,
     start_wa_container,
     wait_for_log_line,
 )
@@ -30,23 +25,14 @@ pytestmark = pytest.mark.docker
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    try:
-        client = ensure_docker()
-    except DockerUnavailable as exc:
-        pytest.skip(str(exc))
-    build_standin_image(client)
-    yield client
-    client.close()
+@pytest.fixture
+def client(docker_client: docker.DockerClient, standin_image: str) -> docker.DockerClient:
+    return docker_client
 
 
 @pytest.fixture
-def project(client: docker.DockerClient) -> Iterator[str]:
-    """A compose project name of this test's own: other runs on the engine are not touched."""
-    name = f"waxc{secrets.token_hex(3)}"
-    yield name
-    remove_test_containers(client, project=name)
+def project(compose_project: str) -> str:
+    return compose_project
 
 
 def config(project: str, extra: str = "") -> str:

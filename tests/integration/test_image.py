@@ -18,7 +18,7 @@ from docker.models.containers import Container
 from docker.models.images import Image
 
 from exporter import __version__
-from tests.docker_support import TEST_LABEL, DockerUnavailable, ensure_docker, wait_for_log_line
+from tests.docker_support import TEST_LABEL, wait_for_log_line
 from tests.image_support import (
     BuiltImage,
     ImageUnavailable,
@@ -38,13 +38,8 @@ CONFIG = "collectors:\n  messages:\n    enabled: false\n"  # no database in this
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    try:
-        client = ensure_docker()
-    except DockerUnavailable as exc:
-        unavailable("Docker engine", exc)
-    yield client
-    client.close()
+def client(docker_client: docker.DockerClient) -> docker.DockerClient:
+    return docker_client
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -13,12 +11,8 @@ from docker.models.containers import Container
 
 from tests.docker_support import (
     LIVE_LOGS,
-    DockerUnavailable,
-    build_standin_image,
-    ensure_docker,
     exec_sh,
     fill_archive,
-    remove_test_containers,
     start_wa_container,
     write_live_log,
 )
@@ -27,22 +21,14 @@ from tests.support import run_exporter, series, value, wait_for
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    try:
-        client = ensure_docker()
-    except DockerUnavailable as exc:
-        pytest.skip(str(exc))
-    build_standin_image(client)
-    yield client
-    client.close()
+@pytest.fixture
+def client(docker_client: docker.DockerClient, standin_image: str) -> docker.DockerClient:
+    return docker_client
 
 
 @pytest.fixture
-def project(client: docker.DockerClient) -> Iterator[str]:
-    name = f"waxl{secrets.token_hex(3)}"
-    yield name
-    remove_test_containers(client, project=name)
+def project(compose_project: str) -> str:
+    return compose_project
 
 
 def config(project: str, logs: str = "") -> str:

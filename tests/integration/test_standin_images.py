@@ -20,10 +20,8 @@ from tests.docker_support import (
     LOG_DIR,
     ROTATE_BOUND,
     TEST_LABEL,
-    DockerUnavailable,
     build_standin_image,
     context_hash,
-    ensure_docker,
     exec_sh,
     fill_archive,
     list_dir,
@@ -43,15 +41,10 @@ TS = r"\d{8}T\d{6}Z"  # cleanup.sh's UTC timestamp in archive names
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    try:
-        client = ensure_docker()
-    except DockerUnavailable as exc:
-        pytest.skip(str(exc))
-    build_standin_image(client)
-    yield client
-    remove_test_containers(client, project=PROJECT)
-    client.close()
+def client(docker_client: docker.DockerClient) -> Iterator[docker.DockerClient]:
+    build_standin_image(docker_client)  # the build itself is under test here
+    yield docker_client
+    remove_test_containers(docker_client, project=PROJECT)
 
 
 @pytest.fixture(scope="module")
