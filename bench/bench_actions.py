@@ -72,10 +72,11 @@ webhook:
                "WA_WEB_USERNAME": "admin", "WA_WEB_PASSWORD": "secret"}
         with run_exporter(env=env, config=config, tmp_path=tmp) as exporter:
             # ab (apache2-utils) is the client: a C program, so the 2 cores go to the server.
+            # Keep-alive, as Alertmanager's HTTP client does.
             payload = tmp / "notification.json"
             payload.write_text(body)
             output = subprocess.run(
-                ["ab", "-q", "-n", str(NOTIFICATIONS), "-c", str(SENDERS),
+                ["ab", "-q", "-k", "-n", str(NOTIFICATIONS), "-c", str(SENDERS),
                  "-p", str(payload), "-T", "application/json",
                  "-H", headers["Authorization"].join(("Authorization: ", "")),
                  exporter.url + "/webhook/alertmanager"],

@@ -248,6 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = body.encode() if isinstance(body, str) else body
         headers = {"Content-Type": content_type, **self.app.web.http_server_config.headers,
                    **(extra_headers or {})}
+        if self.request_version == "HTTP/1.0" and not self.close_connection:
+            headers["Connection"] = "keep-alive"  # HTTP/1.0 clients must be told it stays open
         if len(data) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
             data = gzip.compress(data, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
