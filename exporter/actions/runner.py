@@ -195,22 +195,24 @@ class Runner:
 
     def validate(self, request: Request) -> str:
         """Why the request must be rejected (not allowed, unknown target), or ``""``."""
+        return self._targets(request)[1]
+
+    def _targets(self, request: Request) -> tuple[list[str], str]:
+        """The targets the request would act on, or a reason to reject it."""
         action = self.actions.get(request.action)
         if action is None or request.action not in self.settings.allowed:
             allowed = ", ".join(a for a in self.settings.allowed if a in self.actions)
-            return f"action {request.action!r} not allowed; allowed: {allowed or 'none'}"
+            return [], f"action {request.action!r} not allowed; allowed: {allowed or 'none'}"
         try:
-            action.targets(request.target)
+            return action.targets(request.target), ""
         except UnknownTarget as exc:
-            return str(exc)
-        return ""
+            return [], str(exc)
 
     def _check(self, request: Request) -> tuple[Decision, list[str], list[HeldLock]]:
         name = request.action
-        reason = self.validate(request)
+        targets, reason = self._targets(request)
         if reason:
             return Decision(name, REJECTED, reason), [], []
-        targets = self.actions[name].targets(request.target)
         if request.trigger != "manual" and not self.settings.window_open(self.clock()):
             return Decision(name, SKIPPED_WINDOW, "outside the maintenance window"), [], []
 
