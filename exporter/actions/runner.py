@@ -185,11 +185,20 @@ class Runner:
 
     def _decide(self, request: Request) -> tuple[Decision, Callable[[], ActionResult] | None]:
         with self._mutex:
-            decision, keys, locks = self._check(request)
+            decision = self._check(request)
+            free = decision.targets if decision.outcome == STARTED else []
+            # Reserved while the cluster lock is taken, outside the mutex: a slow database
+            # delays this request only, and a concurrent one sees "running".
+            self._running.update(_key(request.action, t) for t in free)
+        locks: list[HeldLock] = []
+        if free:
+            decision, locks = self._lock(request.action, free, decision)
+        with self._mutex:
+            self._running.difference_update(_key(request.action, t) for t in free)
             run = None
             if decision.outcome in (STARTED, DRY_RUN):
                 decision.run_id = uuid.uuid4().hex[:12]
-                run = self._prepare(request, decision, keys, locks)
+                run = self._prepare(request, decision, decision.targets if locks else [], locks)
         self._record(request, decision)
         return decision, run
 
@@ -208,13 +217,14 @@ class Runner:
         except UnknownTarget as exc:
             return [], str(exc)
 
-    def _check(self, request: Request) -> tuple[Decision, list[str], list[HeldLock]]:
+    def _check(self, request: Request) -> Decision:
+        """Every rule but the cluster lock; a STARTED decision names the free targets."""
         name = request.action
         targets, reason = self._targets(request)
         if reason:
-            return Decision(name, REJECTED, reason), [], []
+            return Decision(name, REJECTED, reason)
         if request.trigger != "manual" and not self.settings.window_open(self.clock()):
-            return Decision(name, SKIPPED_WINDOW, "outside the maintenance window"), [], []
+            return Decision(name, SKIPPED_WINDOW, "outside the maintenance window")
 
         now = self.clock()
         state = self.state.read()
@@ -232,14 +242,17 @@ class Runner:
                 free.append(target)
         if not free:
             outcome, reason = min(reasons, key=lambda r: OUTCOMES.index(r[0]))
-            return Decision(name, outcome, reason, targets=list(targets)), [], []
+            return Decision(name, outcome, reason, targets=list(targets))
+        if request.dry_run or self.settings.dry_run:
+            return Decision(name, DRY_RUN, "dry run: nothing is changed", targets=free)
+        return Decision(name, STARTED, "; ".join(r for _, r in reasons), targets=free)
 
-        dry_run = request.dry_run or self.settings.dry_run
-        if dry_run:
-            return Decision(name, DRY_RUN, "dry run: nothing is changed", targets=free), [], []
-
+    def _lock(self, name: str, free: list[str], decision: Decision
+              ) -> tuple[Decision, list[HeldLock]]:
+        """Take the cluster lock of every free target; those held elsewhere are skipped."""
         locks: list[HeldLock] = []
         held: list[str] = []
+        skipped: list[str] = [decision.reason] if decision.reason else []
         for target in free:
             key = _key(name, target)
             try:
@@ -247,17 +260,15 @@ class Runner:
             except Exception as exc:  # the lock's database is out of reach
                 for other in locks:
                     other.release()
-                return Decision(name, SKIPPED_LOCK, f"cluster lock unavailable: {exc}"), [], []
+                return Decision(name, SKIPPED_LOCK, f"cluster lock unavailable: {exc}"), []
             if lock is None:
-                reasons.append((SKIPPED_RUNNING, f"{key} is running on another replica"))
+                skipped.append(f"{key} is running on another replica")
             else:
                 locks.append(lock)
                 held.append(target)
         if not held:
-            outcome, reason = reasons[-1]
-            return Decision(name, outcome, reason, targets=free), [], []
-        skipped = "; ".join(r for _, r in reasons)
-        return Decision(name, STARTED, skipped, targets=held), held, locks
+            return Decision(name, SKIPPED_RUNNING, skipped[-1], targets=free), []
+        return Decision(name, STARTED, "; ".join(skipped), targets=held), locks
 
     # --- running --------------------------------------------------------------------------
 
