@@ -10,6 +10,7 @@ written before the next one, so nothing is lost while the process lives;
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -43,15 +44,22 @@ class AuditLog:
         with self._lock:
             self._recent.append(record)
             self._pending.append(line)
+            size = None
             try:
                 self._rotate_if_needed()
                 with open(self.path, "a", encoding="utf-8") as fh:
+                    size = fh.tell()
                     fh.write("".join(self._pending))
                     fh.flush()
                     if sync:
                         os.fsync(fh.fileno())
                 self._pending.clear()
             except OSError as exc:
+                if size is not None:
+                    # A write that failed half-way left a torn line: cut it off, so the
+                    # whole batch is written again, in order, once there is room.
+                    with contextlib.suppress(OSError):
+                        os.truncate(self.path, size)
                 self.write_errors += 1
                 if self.write_errors == 1 or len(self._pending) == 1:
                     log.error("audit log write failed; records kept in memory",
@@ -105,12 +113,13 @@ class StateFile:
         self.path = path
         self._lock = threading.Lock()
         self._seen: tuple[int, int, int] | None = None
+        self._unsaved = False  # the last write failed: memory is ahead of the file
         self.data: dict[str, Any] = self._load()
 
     def read(self) -> dict[str, Any]:
         """The current state on disk (kept in ``data`` as well); re-parsed only if it changed."""
         with self._lock:
-            if self._stamp() != self._seen:
+            if not self._unsaved and self._stamp() != self._seen:
                 self.data = self._load()
             return self.data
 
@@ -144,13 +153,21 @@ class StateFile:
             try:
                 with open(self.path.with_name(self.path.name + ".lock"), "a") as guard:
                     fcntl.flock(guard, fcntl.LOCK_EX)
-                    self.data = self._load()
+                    if not self._unsaved:
+                        self.data = self._load()
                     change(self.data)
                     with open(tmp, "w", encoding="utf-8") as fh:
                         json.dump(self.data, fh, separators=(",", ":"))
                         fh.flush()
                         os.fsync(fh.fileno())
                     tmp.replace(self.path)
+                self._seen = self._stamp()
+                self._unsaved = False
             except OSError as exc:
-                log.error("state file write failed", extra={"path": str(self.path),
-                                                            "err": exc.strerror or str(exc)})
+                # Keep the change in memory (cooldowns hold) and write it with the next one.
+                if not self._unsaved:
+                    log.error("state file write failed; kept in memory", extra={
+                        "path": str(self.path), "err": exc.strerror or str(exc)})
+                self._unsaved = True
+                with contextlib.suppress(OSError):
+                    tmp.unlink()

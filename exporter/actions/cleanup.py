@@ -41,13 +41,12 @@ class CleanupAction(Action):
         self.engine = DockerEngine(timeout=settings.timeout + 30)
 
     def _containers(self) -> dict[str, WaContainer]:
-        known = self.directory.known()
-        if not known:
-            try:
-                known = {c.name: c for c in self.directory.discover()}
-            except SourceError as exc:
-                raise UnknownTarget(f"cannot list the WA containers: {exc}") from None
-        return known
+        """The WA containers now (one API call): a stale list would aim at containers that
+        are gone, or at an engine that is down."""
+        try:
+            return {c.name: c for c in self.directory.discover()}
+        except SourceError as exc:
+            raise UnknownTarget(f"cannot list the WA containers: {exc}") from None
 
     def targets(self, requested: str | None) -> list[str]:
         known = self._containers()
@@ -61,7 +60,7 @@ class CleanupAction(Action):
         return running
 
     def run(self, ctx: RunContext) -> ActionResult:
-        known = self._containers()
+        known = self.directory.known()
         targets = [known[name] for name in ctx.targets if name in known]
         if ctx.dry_run:
             plan = {c.name: {"role": c.role, "result": "dry_run",
@@ -73,7 +72,8 @@ class CleanupAction(Action):
             outcomes = dict(zip((c.name for c in targets),
                                 pool.map(self._run_one, targets), strict=True))
         per_target = {name: info["result"] for name, info in outcomes.items()}
-        overall = SUCCESS if all(r == SUCCESS for r in per_target.values()) else FAILED
+        results = set(per_target.values())
+        overall = SUCCESS if results == {SUCCESS} else ERROR if results == {ERROR} else FAILED
         return ActionResult(overall, {"containers": outcomes}, per_target)
 
     def _command(self) -> list[str]:

@@ -102,6 +102,7 @@ class Runner:
         self.clock = clock
         self._mutex = threading.Lock()
         self._running: set[str] = set()
+        self._reserved: set[str] = set()  # deciding: the cluster lock is being taken
         self._threads: dict[str, threading.Thread] = {}
         self._idle = threading.Condition(self._mutex)
 
@@ -129,10 +130,17 @@ class Runner:
             return False  # e.g. the CLI's run while the service runs, or the other way round
 
         interrupted = {k: v for k, v in self.state.read()["running"].items() if orphaned(v)}
+        roles = self.state.data.get("roles", {})
         for run_id, run in interrupted.items():
+            targets = list(run.get("targets", []))
             self.audit.append({"event": "finished", "run_id": run_id, "action": run["action"],
-                               "targets": run.get("targets", []), "result": INTERRUPTED,
-                               "reason": "the exporter stopped while this run was in flight"})
+                               "targets": targets, "result": INTERRUPTED,
+                               "reason": "the exporter stopped while this run was in flight"},
+                              sync=True)
+            result = ActionResult(INTERRUPTED, {"containers": {
+                t: {"role": roles.get(t, "")} for t in targets if t}})
+            self.observer.finished(Request(run["action"], run.get("trigger", "manual")),
+                                   targets, result, float(run.get("started", 0)), self.clock())
             log.warning("run was interrupted by a restart",
                         extra={"run_id": run_id, "action": run["action"]})
         if interrupted:
@@ -184,17 +192,18 @@ class Runner:
         self.observer.decided(decision.action, decision.outcome)
 
     def _decide(self, request: Request) -> tuple[Decision, Callable[[], ActionResult] | None]:
+        targets, reason = self._targets(request)  # may ask Docker: not under the mutex
         with self._mutex:
-            decision = self._check(request)
+            decision = self._check(request, targets, reason)
             free = decision.targets if decision.outcome == STARTED else []
             # Reserved while the cluster lock is taken, outside the mutex: a slow database
             # delays this request only, and a concurrent one sees "running".
-            self._running.update(_key(request.action, t) for t in free)
+            self._reserved.update(_key(request.action, t) for t in free)
         locks: list[HeldLock] = []
         if free:
             decision, locks = self._lock(request.action, free, decision)
         with self._mutex:
-            self._running.difference_update(_key(request.action, t) for t in free)
+            self._reserved.difference_update(_key(request.action, t) for t in free)
             run = None
             if decision.outcome in (STARTED, DRY_RUN):
                 decision.run_id = uuid.uuid4().hex[:12]
@@ -217,10 +226,9 @@ class Runner:
         except UnknownTarget as exc:
             return [], str(exc)
 
-    def _check(self, request: Request) -> Decision:
+    def _check(self, request: Request, targets: list[str], reason: str) -> Decision:
         """Every rule but the cluster lock; a STARTED decision names the free targets."""
         name = request.action
-        targets, reason = self._targets(request)
         if reason:
             return Decision(name, REJECTED, reason)
         if request.trigger != "manual" and not self.settings.window_open(self.clock()):
@@ -233,7 +241,7 @@ class Runner:
         for target in targets:
             key = _key(name, target)
             last = state["last_start"].get(key)
-            if key in self._running:
+            if key in self._running or key in self._reserved:
                 reasons.append((SKIPPED_RUNNING, f"{key} is running"))
             elif not request.dry_run and last is not None and now - last < cooldown:
                 reasons.append((SKIPPED_COOLDOWN, f"{key} started {now - last:.0f}s ago; "
@@ -286,7 +294,8 @@ class Runner:
                 data["running"][run_id] = {"action": name, "targets": targets,
                                            "trigger": request.trigger, "started": started,
                                            "pid": os.getpid(), "host": socket.gethostname(),
-                                           "instance": INSTANCE}
+                                           "instance": INSTANCE, "previous_start": {
+                                               k: data["last_start"].get(k) for k in keys}}
                 for key in keys:
                     data["last_start"][key] = started
 
@@ -328,9 +337,17 @@ class Runner:
     def _settle(self, run_id: str, targets: list[str], keys: list[str], result: ActionResult,
                 ended: float) -> None:
         def settle(data: dict[str, Any]) -> None:
-            data["running"].pop(run_id, None)
+            run = data["running"].pop(run_id, {})
             containers = result.details.get("containers", {})
             for target, key in zip(targets, keys, strict=True):
+                if result.per_target.get(target, result.result) == ERROR:
+                    # Nothing was done (the API or engine could not be reached): give the
+                    # cooldown back, so the next alert may try again.
+                    previous = run.get("previous_start", {}).get(key)
+                    if previous is None:
+                        data["last_start"].pop(key, None)
+                    else:
+                        data["last_start"][key] = previous
                 role = containers.get(target, {}).get("role") if target else None
                 if role:
                     data["roles"][target] = role

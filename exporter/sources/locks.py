@@ -34,8 +34,9 @@ class SessionLocks:
 
     def __init__(self, connect: Callable[[], sa.Connection], acquire_sql: str, release_sql: str,
                  name_of: Callable[[str], object],
-                 describe: Callable[[BaseException], Exception]) -> None:
+                 describe: Callable[[BaseException], Exception], deadline: float) -> None:
         self._connect = connect
+        self._deadline = deadline
         self._describe = describe
         self._acquire = sa.text(acquire_sql)
         self._release = sa.text(release_sql)
@@ -45,7 +46,7 @@ class SessionLocks:
         self._held: set[str] = set()
 
     def try_acquire(self, key: str) -> Held | None:
-        with self._mutex, client_deadline(10):
+        with self._mutex, client_deadline(self._deadline):
             try:
                 if self._conn is None:
                     self._conn = self._connect()
@@ -61,7 +62,7 @@ class SessionLocks:
         return Held(lambda: self._release_key(key))
 
     def _release_key(self, key: str) -> None:
-        with self._mutex, client_deadline(10):
+        with self._mutex, client_deadline(self._deadline):
             self._held.discard(key)
             if self._conn is not None:
                 try:
@@ -110,17 +111,18 @@ class FileLocks:
 
 def cluster_lock(source: MessagesSource, state_dir: Path) -> SessionLocks | FileLocks:
     label = f"wa-exporter:{source.prefix}:"
+    deadline = source.settings.query_timeout + 2  # as every other query of the source
     if isinstance(source, MySQLSource):
         # MySQL lock names are at most 64 characters.
         return SessionLocks(source.engine.connect, "SELECT GET_LOCK(:name, 0)",
                             "SELECT RELEASE_LOCK(:name)",
                             lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60],
-                            source.describe_error)
+                            source.describe_error, deadline)
     if isinstance(source, PostgresSource):
         engine = source.engine_for(source.settings.maintenance_database)
         return SessionLocks(engine.connect, "SELECT pg_try_advisory_lock(:name)",
                             "SELECT pg_advisory_unlock(:name)",
                             lambda key: int.from_bytes(hashlib.sha256(
                                 (label + key).encode()).digest()[:8], "big", signed=True),
-                            source.describe_error)
+                            source.describe_error, deadline)
     return FileLocks(state_dir / "locks")

@@ -124,11 +124,6 @@ def test_a_full_audit_disk_keeps_answering_says_so_and_writes_every_record_later
     assert positions == sorted(positions)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: AuditLog.append() retries the whole pending batch after a failed write, but a "
-    "write that fails with ENOSPC after a short write has already put part of the batch "
-    "on disk: the log gets a torn line glued to the full copy, which no JSON-lines reader "
-    "(nor AuditLog's own tail at restart) can parse, so that record is lost"))
 def test_a_full_audit_disk_leaves_every_record_whole_and_once(
         small_fs: Path, wa_api: StandIn, tmp_path: Path) -> None:
     last = decide_through_a_full_disk(small_fs, wa_api, tmp_path)
@@ -139,11 +134,6 @@ def test_a_full_audit_disk_leaves_every_record_whole_and_once(
     assert [r["ts"] for r in records] == sorted(r["ts"] for r in records)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: StateFile.update() reloads state.json from disk before every change, so when a "
-    "write fails (full disk) the run's last_start, kept only in memory, is dropped as soon "
-    "as the run settles; the cooldown is forgotten and the next alert starts the action "
-    "again"))
 def test_a_full_state_disk_keeps_the_cooldown(small_fs: Path, wa_api: StandIn,
                                               tmp_path: Path) -> None:
     cfg = config(tmp_path, state_dir=small_fs, allowed=("media_gc",))

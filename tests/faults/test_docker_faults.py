@@ -146,11 +146,6 @@ def test_docker_engine_stopped_and_started_is_reported_and_followed_without_a_re
     assert_every_run_finished(records)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: while the engine is unreachable, cleanup targets the containers of the last "
-    "successful discovery (which whatsapp_container_up already reports 0), starts, fails at "
-    "once on every container with 'Docker engine ... is unreachable', and still takes each "
-    "container's cooldown, so the first cleanup after the engine returns is skipped_cooldown"))
 def test_a_cleanup_asked_for_while_the_engine_is_stopped_does_not_block_the_one_after(
         install: Install) -> None:
     exporter, proxy = install.exporter, install.proxy

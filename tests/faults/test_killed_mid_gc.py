@@ -66,10 +66,6 @@ def test_killed_mid_gc_on_postgres_is_interrupted_and_not_repeated(
     kill_mid_gc_and_start_again(postgres, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the run that Runner.recover_interrupted() records as interrupted at start-up goes "
-    "to the audit log only: whatsapp_gc_runs_total{result=\"interrupted\"} stays 0, and no "
-    "other code path in the service produces that result, so it never shows in the metric"))
 def test_killed_mid_gc_counts_the_interrupted_run_in_the_metrics(
         postgres: DatabaseServer, tmp_path: Path) -> None:
     samples = kill_mid_gc_and_start_again(postgres, tmp_path)
