@@ -128,6 +128,7 @@ class Actions:
 
     def close(self) -> None:
         self.scheduler.stop()
+        self.audit.flush()
         if self.api is not None:
             self.api.close()
         if self.counting is not None:

@@ -44,28 +44,51 @@ class AuditLog:
         with self._lock:
             self._recent.append(record)
             self._pending.append(line)
-            size = None
             try:
                 self._rotate_if_needed()
-                with open(self.path, "a", encoding="utf-8") as fh:
-                    size = fh.tell()
-                    fh.write("".join(self._pending))
-                    fh.flush()
-                    if sync:
-                        os.fsync(fh.fileno())
-                self._pending.clear()
+                self._write_pending(sync)
             except OSError as exc:
-                if size is not None:
-                    # A write that failed half-way left a torn line: cut it off, so the
-                    # whole batch is written again, in order, once there is room.
-                    with contextlib.suppress(OSError):
-                        os.truncate(self.path, size)
                 self.write_errors += 1
                 if self.write_errors == 1 or len(self._pending) == 1:
                     log.error("audit log write failed; records kept in memory",
                               extra={"path": str(self.path), "err": exc.strerror or str(exc),
                                      "pending": len(self._pending)})
         return record
+
+    def flush(self) -> bool:
+        """Try once more to write the records kept in memory (at exit); True if none is left."""
+        with self._lock:
+            if not self._pending:
+                return True
+            try:
+                self._write_pending(sync=True)
+            except OSError:
+                log.error("audit records lost at exit: the log cannot be written",
+                          extra={"path": str(self.path), "pending": len(self._pending)})
+                return False
+            return True
+
+    def _write_pending(self, sync: bool) -> None:
+        """Append every pending line, or none: a write that fails half-way is cut off, so the
+        whole batch is written again, in order, once there is room."""
+        data = "".join(self._pending).encode("utf-8")
+        # Unbuffered: nothing is left in a buffer for close() to write after the cut.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if sync:
+                    os.fsync(fd)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
+        self._pending.clear()
 
     @property
     def pending(self) -> int:
