@@ -313,22 +313,26 @@ class Runner:
                     log.exception("action failed unexpectedly", extra={"run_id": run_id})
                     result = ActionResult(ERROR, {"error": f"{type(exc).__name__}: {exc}"})
                 ended = self.clock()
+                if not dry_run:
+                    self._settle(run_id, targets, keys, result, ended)
+            finally:
+                # Free before the "finished" record: whoever reads it may ask again at once.
+                for lock in locks:
+                    lock.release()
+                with self._idle:
+                    self._running.difference_update(keys)
+            try:
                 self.audit.append({"event": "finished", "run_id": run_id, "action": name,
                                    "trigger": request.trigger, "targets": decision.targets,
                                    "result": result.result,
                                    "duration_seconds": round(ended - started, 3),
                                    **result.details}, sync=True)
-                if not dry_run:
-                    self._settle(run_id, targets, keys, result, ended)
                 self.observer.finished(request, decision.targets, result, started, ended)
                 log.info("action finished", extra={"run_id": run_id, "action": name,
                                                    "result": result.result})
                 return result
             finally:
-                for lock in locks:
-                    lock.release()
                 with self._idle:
-                    self._running.difference_update(keys)
                     self._threads.pop(run_id, None)
                     self._idle.notify_all()
 
