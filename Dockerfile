@@ -28,6 +28,7 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
 ARG WHEELS=
+ARG EXTRAS=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python3 -m venv /opt/wa-exporter
 COPY . /src
@@ -35,10 +36,11 @@ COPY . /src
 # running exporter never installs anything.
 RUN set -eu; \
     if [ -n "$WHEELS" ]; then set -- --no-index --find-links "/src/$WHEELS"; fi; \
-    /opt/wa-exporter/bin/pip install "$@" /src; \
+    /opt/wa-exporter/bin/pip install "$@" "/src${EXTRAS:+[$EXTRAS]}"; \
     /opt/wa-exporter/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE_IMAGE}
+ARG EXTRAS=
 ARG VERSION=unknown
 ARG SOURCE_URL=https://github.com/wa-exporter/wa-exporter
 ARG DOCKER_GID=
@@ -48,9 +50,9 @@ LABEL org.opencontainers.image.title="wa-exporter" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
 
-# DOCKER_HOST=ssh://… runs the ssh client; bases that already have it skip the install.
+# DOCKER_HOST=ssh://… (EXTRAS=ssh) runs the ssh client; bases that have it skip the install.
 RUN set -eu; \
-    if ! command -v ssh >/dev/null; then \
+    if [ "${EXTRAS#*ssh}" != "$EXTRAS" ] && ! command -v ssh >/dev/null; then \
         apt-get update; \
         apt-get install -y --no-install-recommends openssh-client; \
         rm -rf /var/lib/apt/lists/*; \

@@ -66,7 +66,7 @@ log=$(mktemp)
 trap 'rm -rf --one-file-system "$root" "$log"' EXIT
 
 echo "build-base-image: debootstrap $suite from $mirror into $root"
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates,openssh-client \
+debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
     "$suite" "$root" "$mirror" >"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
 
 python_version=$(chroot "$root" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
