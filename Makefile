@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench venv services clean
+.PHONY: demo test lint bench soak venv services clean
 
 venv: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ lint: venv
 bench: venv services
 	@command -v ab >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq apache2-utils >/dev/null; } || echo "bench: install apache2-utils for the webhook benchmark" >&2
 	$(PY) -m bench
+
+## soak: the real exporter for 10 minutes in a changing world; memory, fds and threads must stay flat
+## (SOAK_SECONDS=120 make soak for a shorter run; figures in docs/soak.md)
+soak: venv services
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .demo build dist *.egg-info
