@@ -28,6 +28,19 @@ MYSQL_URL = os.environ.get("WAX_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1
 PG_URL = os.environ.get("WAX_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
+# YAML lines under ``collectors:`` that switch off all but the messages collector.
+ONLY_MESSAGES = """\
+  containers:
+    enabled: false
+  logs:
+    enabled: false
+  volume:
+    enabled: false
+  volume_scan:
+    enabled: false
+"""
+
+
 def unavailable(what: str, why: object) -> None:
     """A missing service fails the run in CI and skips the test on a developer's machine."""
     message = f"{what} is not reachable: {why}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PromCollector
 
+from exporter.config import CollectorSettings
 from exporter.errors import Degraded, SourceError
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,11 @@ class Collector:
 
     name: str = "collector"
 
-    def __init__(self, *, interval: float, timeout: float, stale_after: float) -> None:
-        self.interval = interval
-        self.timeout = timeout
-        self.stale_after = stale_after
+    def __init__(self, settings: CollectorSettings) -> None:
+        assert settings.timeout is not None  # the settings model fills in its default
+        self.interval = settings.interval
+        self.timeout = settings.timeout
+        self.stale_after = settings.stale_after
 
     def refresh(self) -> Sequence[Metric]:
         raise NotImplementedError

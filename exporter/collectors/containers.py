@@ -24,9 +24,7 @@ class ContainersCollector(Collector):
 
     def __init__(self, directory: ContainerDirectory, settings: ContainersSettings,
                  clock: Callable[[], float] = time.time) -> None:
-        assert settings.timeout is not None
-        super().__init__(interval=settings.interval, timeout=settings.timeout,
-                         stale_after=settings.stale_after)
+        super().__init__(settings)
         self.directory = directory
         self.clock = clock
         # A container that disappears (removed, or between compose down and up) is reported

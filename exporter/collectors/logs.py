@@ -64,9 +64,7 @@ class LogsCollector(Collector):
 
     def __init__(self, directory: ContainerDirectory, settings: LogsSettings,
                  clock: Callable[[], float] = time.time) -> None:
-        assert settings.timeout is not None
-        super().__init__(interval=settings.interval, timeout=settings.timeout,
-                         stale_after=settings.stale_after)
+        super().__init__(settings)
         self.directory = directory
         self.settings = settings
         self.clock = clock

@@ -21,9 +21,7 @@ class MessagesCollector(Collector):
 
     def __init__(self, source: MessagesSource, settings: MessagesSettings,
                  clock: Callable[[], float] = time.time) -> None:
-        assert settings.timeout is not None
-        super().__init__(interval=settings.interval, timeout=settings.timeout,
-                         stale_after=settings.stale_after)
+        super().__init__(settings)
         self.source = source
         self.clock = clock
         # Last good reading per database and when it was taken: served until stale.

@@ -44,9 +44,7 @@ class VolumeCollector(Collector):
     name = "volume"
 
     def __init__(self, media: MediaVolume, settings: VolumeSettings) -> None:
-        assert settings.timeout is not None
-        super().__init__(interval=settings.interval, timeout=settings.timeout,
-                         stale_after=settings.stale_after)
+        super().__init__(settings)
         self.media = media
 
     def refresh(self) -> Sequence[Metric]:
@@ -70,9 +68,7 @@ class VolumeScanCollector(Collector):
     name = "volume_scan"
 
     def __init__(self, media: MediaVolume, settings: VolumeScanSettings) -> None:
-        assert settings.timeout is not None
-        super().__init__(interval=settings.interval, timeout=settings.timeout,
-                         stale_after=settings.stale_after)
+        super().__init__(settings)
         self.media = media
         self.workers = settings.workers or min(4, len(os.sched_getaffinity(0)))
 

@@ -32,11 +32,6 @@ from tests.support import ROOT, DatabaseServer, new_prefix
 
 
 @pytest.fixture
-def client(docker_client: docker.DockerClient, standin_image: str) -> docker.DockerClient:
-    return docker_client
-
-
-@pytest.fixture
 def install(client: docker.DockerClient) -> Iterator[dict[str, docker.models.containers.Container]]:
     project = f"wacleanup{os.getpid()}"
     containers = {

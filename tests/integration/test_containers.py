@@ -25,16 +25,6 @@ pytestmark = pytest.mark.docker
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
-@pytest.fixture
-def client(docker_client: docker.DockerClient, standin_image: str) -> docker.DockerClient:
-    return docker_client
-
-
-@pytest.fixture
-def project(compose_project: str) -> str:
-    return compose_project
-
-
 def config(project: str, extra: str = "") -> str:
     return f"""
 collectors:

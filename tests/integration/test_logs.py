@@ -21,16 +21,6 @@ from tests.support import run_exporter, series, value, wait_for
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def client(docker_client: docker.DockerClient, standin_image: str) -> docker.DockerClient:
-    return docker_client
-
-
-@pytest.fixture
-def project(compose_project: str) -> str:
-    return compose_project
-
-
 def config(project: str, logs: str = "") -> str:
     return f"""
 collectors:

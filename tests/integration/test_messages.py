@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support import (
+    ONLY_MESSAGES,
     DatabaseServer,
     new_prefix,
     run_exporter,
@@ -20,15 +21,7 @@ from tests.support import (
 
 FAST = """
 collectors:
-  containers:
-    enabled: false
-  logs:
-    enabled: false
-  volume:
-    enabled: false
-  volume_scan:
-    enabled: false
-  messages:
+""" + ONLY_MESSAGES + """  messages:
     interval: 500ms
     timeout: 3s
     query_timeout: 1s

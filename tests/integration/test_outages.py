@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.support import (
+    ONLY_MESSAGES,
     DatabaseServer,
     ExporterProcess,
     new_prefix,
@@ -23,15 +24,7 @@ from tests.tcp_proxy import TcpProxy
 
 CONFIG = """
 collectors:
-  containers:
-    enabled: false
-  logs:
-    enabled: false
-  volume:
-    enabled: false
-  volume_scan:
-    enabled: false
-  messages:
+""" + ONLY_MESSAGES + """  messages:
     interval: 500ms
     timeout: 2s
     query_timeout: 1s

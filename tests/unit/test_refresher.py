@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector
+from exporter.config import CollectorSettings
 from exporter.errors import Degraded, SourceError
 from exporter.server import Server
 from tests.support import parse_metrics, value
@@ -32,7 +33,8 @@ class Scripted(Collector):
     name = "scripted"
 
     def __init__(self, timeout: float = 0.5, stale_after: float = 60.0) -> None:
-        super().__init__(interval=3600, timeout=timeout, stale_after=stale_after)
+        super().__init__(CollectorSettings(interval=3600, timeout=timeout,
+                                           stale_after=stale_after))
         self.value = 1.0
         self.error: BaseException | None = None
         self.block = threading.Event()
