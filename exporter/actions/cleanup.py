@@ -22,7 +22,13 @@ from exporter.actions.base import (
 )
 from exporter.config import CleanupSettings
 from exporter.errors import SourceError
-from exporter.sources.docker import ContainerDirectory, DockerEngine, WaContainer
+from exporter.sources.docker import (
+    ContainerDirectory,
+    DockerEngine,
+    WaContainer,
+    ended_by_stop,
+    refused_as_not_running,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +99,17 @@ class CleanupAction(Action):
         except NotFound:
             return {**info, "result": ERROR, "error": "container is gone"}
         except APIError as exc:
+            if refused_as_not_running(exc):
+                return {**info, "result": ERROR, "error": "container is not running"}
             return {**info, "result": ERROR, "error": str(exc.explanation or exc)[:300]}
         except SourceError as exc:
             kind = TIMEOUT if exc.kind == "timeout" else ERROR
             return {**info, "result": kind, "error": str(exc)}
+        if code not in (0, *_TIMED_OUT) and ended_by_stop(self.engine, container, code):
+            log.warning("a container stopped during cleanup", extra={
+                "container": container.name, "exit_code": code})
+            return {**info, "result": ERROR, "exit_code": code,
+                    "error": "container stopped during cleanup"}
         tail = output[-self.settings.output_tail_bytes:].decode(errors="replace") \
             if self.settings.output_tail_bytes else ""
         result = SUCCESS if code == 0 else TIMEOUT if code in _TIMED_OUT else FAILED

@@ -230,13 +230,13 @@ def list_logs(engine: DockerEngine, container: WaContainer, log_dir: str) -> lis
     except NotFound:
         raise DockerError(f"{container.name} is gone", kind="not_running") from None
     except APIError as exc:
-        if exc.status_code == HTTPStatus.CONFLICT:  # not running, paused or restarting
+        if refused_as_not_running(exc):
             raise DockerError(f"{container.name} is not running", kind="not_running") from None
         raise DockerError(f"exec in {container.name} failed: {_explain(exc)}",
                           kind="exec") from None
-    if code is None or code > 128:  # killed by a signal: usually the container stopping
-        if _stops(engine, container):
-            raise DockerError(f"{container.name} stopped during the listing", kind="not_running")
+    if ended_by_stop(engine, container, code):
+        raise DockerError(f"{container.name} stopped during the listing", kind="not_running")
+    if code is None or code > 128:
         raise DockerError(f"listing {log_dir} in {container.name} was killed (exit {code})",
                           kind="exec")
     if code == _NO_LOG_DIR:
@@ -254,6 +254,25 @@ def list_logs(engine: DockerEngine, container: WaContainer, log_dir: str) -> lis
 def _only_missing_paths(stderr: bytes) -> bool:
     """Exit 1 with only these complaints: no archive yet, or a file rotated away mid-listing."""
     return all(b"No such file or directory" in line for line in stderr.splitlines())
+
+
+def refused_as_not_running(exc: APIError) -> bool:
+    """Whether the engine refused an exec because the container is not (or no longer)
+    running: a 409, or — for a container exiting at that moment — another status whose
+    message says so ("Container … is not running: Exited (0) Less than a second ago")."""
+    return exc.status_code == HTTPStatus.CONFLICT or "is not running" in _explain(exc)
+
+
+def ended_by_stop(engine: DockerEngine, container: WaContainer, code: int | None) -> bool:
+    """Whether an exec that ended with ``code`` was cut short by its container stopping.
+
+    A stop kills the exec (no code, or 128 + signal), or the OCI runtime fails to exec into
+    the dying container (126: "cannot exec in a stopped state"). 126 is also what a command
+    that cannot be executed returns, so either way the container itself decides: it must
+    stop within a moment."""
+    if code is not None and code != 126 and code <= 128:
+        return False
+    return _stops(engine, container)
 
 
 def _stops(engine: DockerEngine, container: WaContainer) -> bool:

@@ -96,6 +96,24 @@ def test_cli_cleanup_of_one_named_container_and_unknown_names(install: dict,
     assert code == 0 and report["decision"]["outcome"] == "dry_run"
 
 
+@pytest.mark.docker
+def test_a_container_stopping_during_cleanup_is_an_error_not_a_failed_script(
+        install: dict, tmp_path: Path) -> None:
+    # This cleanup.sh stops its container and exits 126, as the OCI runtime answers an exec
+    # into a container that is going away: the script did not fail, the container went.
+    doomed = install["wacore"]
+    assert doomed.exec_run(["sh", "-c", 'printf "#!/bin/sh\\nkill -TERM 1\\nexit 126\\n" '
+                                        "> /opt/whatsapp/bin/cleanup.sh"]).exit_code == 0
+    project = install["waweb"].labels["com.docker.compose.project"]
+    code, report = _run_cli(tmp_path, "--container", doomed.name, project=project)
+    outcome = report["result"]["containers"][doomed.name]
+    assert outcome["result"] == "error", outcome
+    assert outcome["error"] == "container stopped during cleanup"
+    assert code == 1
+    doomed.reload()
+    assert doomed.status == "exited"
+
+
 class Slow(Action):
     name = "gc"
 

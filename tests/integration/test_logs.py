@@ -98,15 +98,20 @@ def busybox(container: Container, *argv: str) -> int:
     return int(exit_code)
 
 
+def replace_sh(container: Container, *lines: str) -> None:
+    """Make the container's /bin/sh (the listing's interpreter) run ``lines`` instead."""
+    script = "\\n".join(["#!/bin/busybox sh", *lines, ""])
+    assert busybox(container, "sh", "-c", f'rm /bin/sh && printf "{script}" > /bin/sh '
+                                          "&& chmod +x /bin/sh") == 0
+
+
 def test_a_container_stopping_mid_exec_is_skipped_and_the_others_reported(
         client: docker.DockerClient, project: str, tmp_path: Path) -> None:
     # Listed first (names sort). Its `sh` hangs once the listing exec starts, until the
     # container is killed. (busybox runs its own applets, so only sh itself can be swapped.)
     doomed = start_wa_container(client, role="coreapp", service="wacore", project=project)
     web = start_wa_container(client, role="webapp", service="waweb", project=project)
-    assert busybox(doomed, "sh", "-c", 'rm /bin/sh && printf "#!/bin/busybox sh\\n'
-                                       'touch /tmp/listing-started\\nexec sleep 120\\n" '
-                                       "> /bin/sh && chmod +x /bin/sh") == 0
+    replace_sh(doomed, "touch /tmp/listing-started", "exec sleep 120")
 
     with run_exporter(config=config(project), tmp_path=tmp_path) as exporter:
         wait_for(lambda: busybox(doomed, "test", "-e", "/tmp/listing-started") == 0,
@@ -123,12 +128,31 @@ def test_a_container_stopping_mid_exec_is_skipped_and_the_others_reported(
                     if "refresh failed" in line and "collector=logs" in line]
 
 
+def test_a_container_stopping_as_the_exec_fails_with_126_is_skipped_not_an_error(
+        client: docker.DockerClient, project: str, tmp_path: Path) -> None:
+    # The listing's `sh` stops the container (its main process ends on SIGTERM) and exits
+    # 126, as the OCI runtime answers an exec into a container that is going away.
+    doomed = start_wa_container(client, role="coreapp", service="wacore", project=project)
+    web = start_wa_container(client, role="webapp", service="waweb", project=project)
+    replace_sh(doomed, "kill -TERM 1", "exit 126")
+
+    with run_exporter(config=config(project), tmp_path=tmp_path) as exporter:
+        wait_for(lambda: doomed.reload() or doomed.status == "exited",
+                 what="the listing to stop the doomed container")
+        write_live_log(web, "written-after-the-stop.log", 7)
+        samples = exporter.wait_metric("whatsapp_log_file_size_bytes", 7.0, container=web.name,
+                                       role="webapp", file="written-after-the-stop.log")
+        assert live_sizes(samples, doomed.name) == {}
+        assert not [line for line in exporter.lines
+                    if "refresh failed" in line and "collector=logs" in line], exporter.log
+        assert value(samples, "whatsapp_exporter_collector_success", collector="logs") == 1
+
+
 def test_a_hung_listing_marks_its_container_and_the_others_stay_fresh(
         client: docker.DockerClient, project: str, tmp_path: Path) -> None:
     hung = start_wa_container(client, role="coreapp", service="wacore", project=project)
     web = start_wa_container(client, role="webapp", service="waweb", project=project)
-    assert busybox(hung, "sh", "-c", 'rm /bin/sh && printf "#!/bin/busybox sh\\n'
-                                     'exec sleep 600\\n" > /bin/sh && chmod +x /bin/sh') == 0
+    replace_sh(hung, "exec sleep 600")
     fast = config(project).replace("timeout: 20s", "timeout: 2s")
 
     with run_exporter(config=fast, tmp_path=tmp_path) as exporter:
