@@ -631,7 +631,7 @@ def rss_of(code: str) -> int | None:
     return int(done.stdout.split()[-1]) if done.returncode == 0 else None
 
 
-# What ``import exporter.app`` (and the MySQL dialect, loaded at the first connection) brings,
+# What ``import exporter.app`` (and the MySQL driver, loaded when the source is made) brings,
 # in an order where each step adds one thing: (label, modules). Shared parts count for the
 # first step that loads them: OpenSSL for requests (ssl), cryptography for pymysql.
 FOOTPRINT_STEPS = [
@@ -640,7 +640,6 @@ FOOTPRINT_STEPS = [
     ("requests + urllib3 + ssl", "requests"),
     ("cryptography", "cryptography.hazmat.primitives.asymmetric.padding"),
     ("pymysql", "pymysql"),
-    ("sqlalchemy + dialect", "sqlalchemy, sqlalchemy.dialects.mysql.pymysql"),
     ("prometheus_client", "prometheus_client"),
     ("croniter + dateutil", "croniter"),
     ("bcrypt", "bcrypt"),

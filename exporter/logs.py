@@ -51,5 +51,5 @@ def setup(level: str = "info", fmt: str = "logfmt") -> None:
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
     # Library chatter (connection pools, HTTP retries) is not the operator's business.
-    for noisy in ("urllib3", "docker", "sqlalchemy"):
+    for noisy in ("urllib3", "docker"):
         logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))

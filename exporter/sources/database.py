@@ -13,20 +13,18 @@ import re
 import select
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.pool import NullPool
 
 from exporter.config import DatabaseSettings, MessagesSettings, scrub
 from exporter.errors import SourceError
 
 MESSAGES_TABLE = "messages"
+# A DB-API connection of whichever driver the engine uses (PyMySQL, psycopg2, sqlite3).
+Connection = Any
 
 
 class DatabaseError(SourceError):
@@ -53,8 +51,71 @@ def like_prefix(prefix: str) -> str:
     return re.sub(r"([\\%_])", r"\\\1", prefix) + "%"
 
 
+def query(conn: Connection, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+    """Every row of one statement."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+class Pool:
+    """Keeps one idle connection between refreshes (a refresh every minute should not pay a
+    TLS handshake each time). It is checked before reuse and renewed before the server's own
+    idle timeout would drop it; a connection that saw any error is closed, never reused."""
+
+    def __init__(self, connect: Callable[[], Connection], ping: Callable[[Connection], None],
+                 *, recycle_after: float | None = None) -> None:
+        self._connect = connect
+        self._ping = ping
+        self._recycle_after = recycle_after
+        self._idle: tuple[Connection, float] | None = None  # (connection, made at)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        conn, made = self._take()
+        try:
+            yield conn
+        except BaseException:
+            _close(conn)
+            raise
+        with self._lock:
+            spare, self._idle = self._idle, (conn, made)
+        if spare is not None:
+            _close(spare[0])
+
+    def _take(self) -> tuple[Connection, float]:
+        with self._lock:
+            idle, self._idle = self._idle, None
+        if idle is not None:
+            conn, made = idle
+            if self._recycle_after is None or time.monotonic() - made < self._recycle_after:
+                with suppress(Exception):  # gone or broken: make a new one
+                    self._ping(conn)
+                    return conn, made
+            _close(conn)
+        return self._connect(), time.monotonic()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, None
+        if idle is not None:
+            _close(idle[0])
+
+
+def _close(conn: Connection) -> None:
+    with suppress(Exception):
+        conn.close()
+
+
 class MessagesSource:
     """Discovers the WA databases on one server and measures their ``messages`` tables."""
+
+    # The driver's exception classes: what a query or a connection attempt may raise.
+    errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, db: DatabaseSettings, settings: MessagesSettings) -> None:
         self.db = db
@@ -62,6 +123,10 @@ class MessagesSource:
         self.prefix = db.name_prefix
 
     def read(self) -> ServerReading:
+        raise NotImplementedError
+
+    def session(self) -> Connection:
+        """A new connection of its own (for the cluster lock), in autocommit mode."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -73,20 +138,19 @@ class MessagesSource:
     def describe_error(self, exc: BaseException) -> DatabaseError:
         """A typed error whose text is short and never holds the password."""
         kind = classify(exc)
-        orig = getattr(exc, "orig", None) or exc
-        args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+        args: tuple[object, ...] = tuple(getattr(exc, "args", ()))
         if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
             text = f"{args[1]} (MySQL error {args[0]})"
         else:
-            text = str(orig)
-        text = " ".join(text.split())[:300] or type(orig).__name__
+            text = str(exc)
+        text = " ".join(text.split())[:300] or type(exc).__name__
         return DatabaseError(scrub(text, self.db.password), kind=kind)
 
-    def _measure(self, conn: sa.Connection, database: str, estimate: int | None, size: int,
+    def _measure(self, conn: Connection, database: str, estimate: int | None, size: int,
                  table: str) -> TableReading:
         """Exact ``COUNT(*)`` while the estimate is below the bound, else the estimate."""
         if estimate is None or estimate < self.settings.exact_count_below:
-            rows = conn.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
+            rows = query(conn, f"SELECT COUNT(*) FROM {table}")[0][0]
             return TableReading(database, int(rows), True, size)
         return TableReading(database, int(estimate), False, size)
 
@@ -95,16 +159,15 @@ def classify(exc: BaseException) -> str:
     """Map a driver error to ``connect``, ``query`` or ``timeout``."""
     if isinstance(exc, DatabaseError):
         return exc.kind
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).lower()
-    code = getattr(orig, "pgcode", None)
-    args = getattr(orig, "args", ())
+    text = str(exc).lower()
+    code = getattr(exc, "pgcode", None)
+    args = getattr(exc, "args", ())
     mysql_code = args[0] if args and isinstance(args[0], int) else None
     if code in ("57014", "55P03") or mysql_code in (1205, 1969, 3024) or "timed out" in text \
             or "timeout" in text or "max_statement_time" in text:
         return "timeout"
     if mysql_code in (2003, 2005, 2006, 2013, 1045, 1044, 2002) or isinstance(
-            orig, ConnectionError) or "could not connect" in text or "connection refused" in text \
+            exc, ConnectionError) or "could not connect" in text or "connection refused" in text \
             or "server closed the connection" in text or "connection to server" in text \
             or "password authentication failed" in text or "does not exist" in text:
         return "connect"
@@ -114,37 +177,54 @@ def classify(exc: BaseException) -> str:
 # --- MySQL / MariaDB ------------------------------------------------------------------------
 
 
+def mysql_quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
 class MySQLSource(MessagesSource):
-    """One pooled engine for the server; ``information_schema`` finds and estimates tables."""
+    """One connection kept for the server; ``information_schema`` finds and estimates tables."""
 
     def __init__(self, db: DatabaseSettings, settings: MessagesSettings) -> None:
         super().__init__(db, settings)
+        import pymysql  # only the driver this engine needs is loaded
+
+        self._pymysql = pymysql
+        self.errors = (pymysql.err.Error,)
         timeout = settings.query_timeout
-        connect_args: dict[str, Any] = {
+        self._connect_args: dict[str, Any] = {
+            "host": db.hostname, "port": db.port, "charset": "utf8mb4", "autocommit": True,
+            "password": db.password.reveal() if db.password else "",
             "connect_timeout": max(1, round(min(timeout, 10))),
             "read_timeout": max(1, round(db.read_timeout_s or timeout + 2)),
             "write_timeout": max(1, round(timeout + 2)),
         }
+        if db.username:
+            self._connect_args["user"] = db.username
         if db.ssl_ca or db.ssl_cert:
-            connect_args["ssl"] = {k: str(v) for k, v in
-                                   (("ca", db.ssl_ca), ("cert", db.ssl_cert), ("key", db.ssl_key))
-                                   if v}
-            connect_args["ssl_verify_cert"] = db.ssl_verify
-            connect_args["ssl_verify_identity"] = db.ssl_verify
-        url = sa.URL.create("mysql+pymysql", username=db.username or None,
-                            password=db.password.reveal() if db.password else None,
-                            host=db.hostname, port=db.port, query={"charset": "utf8mb4"})
-        # Recycle before the server's idle timeout drops a pooled connection under us.
-        recycle = -1
+            self._connect_args["ssl"] = {
+                k: str(v) for k, v in (("ca", db.ssl_ca), ("cert", db.ssl_cert),
+                                       ("key", db.ssl_key)) if v}
+            self._connect_args["ssl_verify_cert"] = db.ssl_verify
+            self._connect_args["ssl_verify_identity"] = db.ssl_verify
+        # Renewed before the server's idle timeout drops the kept connection under us.
+        recycle = None
         if db.connection_idle_timeout_ms:
-            recycle = max(1, int(db.connection_idle_timeout_ms / 1000 * 0.8))
-        self.engine = sa.create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True,
-                                       pool_recycle=recycle, connect_args=connect_args)
-        event.listen(self.engine, "connect", self._session_limits)
+            recycle = max(1.0, db.connection_idle_timeout_ms / 1000 * 0.8)
+        self.pool = Pool(self.session, lambda conn: conn.ping(reconnect=False),
+                         recycle_after=recycle)
 
-    def _session_limits(self, dbapi_conn: Any, _record: Any) -> None:
+    def session(self) -> Connection:
+        conn = self._pymysql.connect(**self._connect_args)
+        try:
+            self._session_limits(conn)
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
+
+    def _session_limits(self, conn: Connection) -> None:
         seconds = max(1, round(self.settings.query_timeout))
-        with dbapi_conn.cursor() as cur:
+        with conn.cursor() as cur:
             cur.execute("SELECT VERSION()")
             version = str(cur.fetchone()[0])
             if "mariadb" in version.lower():
@@ -159,31 +239,30 @@ class MySQLSource(MessagesSource):
     def read(self) -> ServerReading:
         reading = ServerReading()
         try:
-            with self.engine.connect() as conn:
-                found = conn.execute(sa.text(
-                    "SELECT TABLE_SCHEMA, TABLE_ROWS, "
-                    "COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) "
-                    "FROM information_schema.TABLES "
-                    "WHERE TABLE_NAME = :table AND TABLE_TYPE = 'BASE TABLE' "
-                    "AND TABLE_SCHEMA LIKE :pattern"),
-                    {"table": MESSAGES_TABLE, "pattern": like_prefix(self.prefix)}).all()
-        except sa.exc.SQLAlchemyError as exc:
+            with self.pool.connection() as conn:
+                found = query(conn,
+                              "SELECT TABLE_SCHEMA, TABLE_ROWS, "
+                              "COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) "
+                              "FROM information_schema.TABLES "
+                              "WHERE TABLE_NAME = %(table)s AND TABLE_TYPE = 'BASE TABLE' "
+                              "AND TABLE_SCHEMA LIKE %(pattern)s",
+                              {"table": MESSAGES_TABLE, "pattern": like_prefix(self.prefix)})
+        except self.errors as exc:
             raise self.describe_error(exc) from None
-        quote = self.engine.dialect.identifier_preparer.quote
         for schema, estimate, size in found:
             if not self._wanted(schema):
                 continue
             try:
-                with self.engine.connect() as conn:
+                with self.pool.connection() as conn:
                     reading.tables[schema] = self._measure(
                         conn, schema, None if estimate is None else int(estimate), int(size),
-                        f"{quote(schema)}.{quote(MESSAGES_TABLE)}")
-            except sa.exc.SQLAlchemyError as exc:
+                        f"{mysql_quote(schema)}.{mysql_quote(MESSAGES_TABLE)}")
+            except self.errors as exc:
                 reading.errors[schema] = self.describe_error(exc)
         return reading
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.pool.close()
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
@@ -226,79 +305,88 @@ class PostgresSource(MessagesSource):
 
     def __init__(self, db: DatabaseSettings, settings: MessagesSettings) -> None:
         super().__init__(db, settings)
+        import psycopg2  # only the driver this engine needs is loaded
         import psycopg2.extensions
 
         psycopg2.extensions.set_wait_callback(_wait_with_deadline)
-        self._engines: dict[str, sa.Engine] = {}
+        self._psycopg2 = psycopg2
+        self.errors = (psycopg2.Error,)
+        self._pools: dict[str, Pool] = {}
         self._lock = threading.Lock()
+        ms = round(settings.query_timeout * 1000)
+        self._connect_args: dict[str, Any] = {
+            "host": db.hostname, "port": db.port,
+            "connect_timeout": max(2, round(min(settings.query_timeout, 10))),
+            "application_name": "wa-exporter",
+            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+            "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+        if db.username:
+            self._connect_args["user"] = db.username
+        if db.password:
+            self._connect_args["password"] = db.password.reveal()
+        if db.ssl_ca or db.ssl_cert:
+            self._connect_args["sslmode"] = "verify-full" if db.ssl_verify else "require"
+            for key, value in (("sslrootcert", db.ssl_ca), ("sslcert", db.ssl_cert),
+                               ("sslkey", db.ssl_key)):
+                if value:
+                    self._connect_args[key] = str(value)
 
-    def engine_for(self, database: str) -> sa.Engine:
+    def connect(self, database: str) -> Connection:
+        """A new connection to ``database`` in autocommit mode."""
+        conn = self._psycopg2.connect(dbname=database, **self._connect_args)
+        conn.autocommit = True
+        return conn
+
+    def session(self) -> Connection:
+        return self.connect(self.settings.maintenance_database)
+
+    def pool_for(self, database: str) -> Pool:
         with self._lock:
-            engine = self._engines.get(database)
-            if engine is None:
-                db, ms = self.db, round(self.settings.query_timeout * 1000)
-                connect_args: dict[str, Any] = {
-                    "connect_timeout": max(2, round(min(self.settings.query_timeout, 10))),
-                    "application_name": "wa-exporter",
-                    "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
-                    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-                    "keepalives_count": 3,
-                }
-                if db.ssl_ca or db.ssl_cert:
-                    connect_args["sslmode"] = "verify-full" if db.ssl_verify else "require"
-                    for key, value in (("sslrootcert", db.ssl_ca), ("sslcert", db.ssl_cert),
-                                       ("sslkey", db.ssl_key)):
-                        if value:
-                            connect_args[key] = str(value)
-                url = sa.URL.create("postgresql+psycopg2", username=db.username or None,
-                                    password=db.password.reveal() if db.password else None,
-                                    host=db.hostname, port=db.port, database=database)
-                engine = sa.create_engine(url, pool_size=1, max_overflow=1, pool_pre_ping=True,
-                                          connect_args=connect_args)
-                self._engines[database] = engine
-            return engine
+            pool = self._pools.get(database)
+            if pool is None:
+                pool = self._pools[database] = Pool(lambda: self.connect(database), _pg_ping)
+            return pool
 
     def _forget(self, keep: set[str]) -> None:
         with self._lock:
-            for name in [n for n in self._engines if n not in keep and
-                         n != self.settings.maintenance_database]:
-                self._engines.pop(name).dispose()
+            gone = [self._pools.pop(name) for name in list(self._pools)
+                    if name not in keep and name != self.settings.maintenance_database]
+        for pool in gone:
+            pool.close()
 
     @contextmanager
-    def _connect(self, database: str) -> Iterator[sa.Connection]:
+    def _connect(self, database: str) -> Iterator[Connection]:
         with client_deadline(self.settings.query_timeout + 2), \
-                self.engine_for(database).connect() as conn:
-            try:
-                yield conn
-            except sa.exc.SQLAlchemyError as exc:
-                if classify(exc) == "timeout":
-                    conn.invalidate()  # the connection may still be mid-query
-                raise
+                self.pool_for(database).connection() as conn:
+            yield conn
 
     def read(self) -> ServerReading:
         reading = ServerReading()
         try:
             with self._connect(self.settings.maintenance_database) as conn:
-                names = conn.execute(sa.text(
-                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
-                    "AND datname LIKE :pattern ORDER BY datname"),
-                    {"pattern": like_prefix(self.prefix)}).scalars().all()
-        except sa.exc.SQLAlchemyError as exc:
+                names = [name for (name,) in query(
+                    conn, "SELECT datname FROM pg_database WHERE datallowconn AND NOT "
+                    "datistemplate AND datname LIKE %(pattern)s ORDER BY datname",
+                    {"pattern": like_prefix(self.prefix)})]
+        except self.errors as exc:
             raise self.describe_error(exc) from None
         candidates = {n for n in names if self._wanted(n)}
         self._forget(candidates)
         for database in sorted(candidates):
             try:
                 with self._connect(database) as conn:
-                    row = conn.execute(sa.text(
-                        "SELECT reltuples::bigint, pg_total_relation_size(oid) FROM pg_class "
-                        "WHERE oid = to_regclass(:table)"), {"table": MESSAGES_TABLE}).first()
-                    if row is None:
+                    rows = query(conn, "SELECT reltuples::bigint, pg_total_relation_size(oid) "
+                                 "FROM pg_class WHERE oid = to_regclass(%(table)s)",
+                                 {"table": MESSAGES_TABLE})
+                    if not rows:
                         continue
-                    estimate = int(row[0]) if row[0] is not None and row[0] >= 0 else None
+                    tuples, size = rows[0]
+                    estimate = int(tuples) if tuples is not None and tuples >= 0 else None
                     reading.tables[database] = self._measure(conn, database, estimate,
-                                                             int(row[1]), MESSAGES_TABLE)
-            except sa.exc.SQLAlchemyError as exc:
+                                                             int(size), MESSAGES_TABLE)
+            except self.errors as exc:
                 error = self.describe_error(exc)
                 if error.kind == "connect" and "does not exist" in str(error):
                     continue  # dropped between listing and connecting
@@ -306,11 +394,14 @@ class PostgresSource(MessagesSource):
         return reading
 
     def close(self) -> None:
-        self._forget(set())
         with self._lock:
-            for engine in self._engines.values():
-                engine.dispose()
-            self._engines.clear()
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
+
+
+def _pg_ping(conn: Connection) -> None:
+    query(conn, "SELECT 1")
 
 
 # --- SQLite (the demo) ----------------------------------------------------------------------
@@ -318,6 +409,13 @@ class PostgresSource(MessagesSource):
 
 class SQLiteSource(MessagesSource):
     """``WA_DB_HOSTNAME`` is a directory; each ``<name>.db`` file in it is a database."""
+
+    def __init__(self, db: DatabaseSettings, settings: MessagesSettings) -> None:
+        super().__init__(db, settings)
+        import sqlite3
+
+        self._sqlite3 = sqlite3
+        self.errors = (sqlite3.Error,)
 
     def read(self) -> ServerReading:
         reading = ServerReading()
@@ -328,33 +426,29 @@ class SQLiteSource(MessagesSource):
             database = path.stem
             if not self._wanted(database):
                 continue
-            engine = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", poolclass=NullPool,
-                                      connect_args={"timeout": self.settings.query_timeout})
             try:
-                with engine.connect() as conn:
-                    if conn.execute(sa.text(
-                            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :t"),
-                            {"t": MESSAGES_TABLE}).first() is None:
+                conn = self._sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
+                                             timeout=self.settings.query_timeout)
+                try:
+                    if not query(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                 "AND name = ?", (MESSAGES_TABLE,)):
                         continue
-                    size = self._size(conn)
-                    reading.tables[database] = self._measure(conn, database, None, size,
-                                                             MESSAGES_TABLE)
-            except sa.exc.SQLAlchemyError as exc:
+                    reading.tables[database] = self._measure(conn, database, None,
+                                                             self._size(conn), MESSAGES_TABLE)
+                finally:
+                    conn.close()
+            except self.errors as exc:
                 reading.errors[database] = self.describe_error(exc)
-            finally:
-                engine.dispose()
         return reading
 
-    @staticmethod
-    def _size(conn: sa.Connection) -> int:
+    def _size(self, conn: Connection) -> int:
         try:
-            return int(conn.execute(sa.text(
-                "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN "
-                "(SELECT name FROM sqlite_master WHERE tbl_name = :t)"),
-                {"t": MESSAGES_TABLE}).scalar_one())
-        except sa.exc.OperationalError:  # built without the dbstat table: whole file
-            page_size = conn.execute(sa.text("PRAGMA page_size")).scalar_one()
-            pages = conn.execute(sa.text("PRAGMA page_count")).scalar_one()
+            return int(query(conn, "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN "
+                             "(SELECT name FROM sqlite_master WHERE tbl_name = ?)",
+                             (MESSAGES_TABLE,))[0][0])
+        except self._sqlite3.OperationalError:  # built without the dbstat table: whole file
+            page_size = query(conn, "PRAGMA page_size")[0][0]
+            pages = query(conn, "PRAGMA page_count")[0][0]
             return int(page_size) * int(pages)
 
 

@@ -11,13 +11,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from exporter.sources.database import (
+    Connection,
     MessagesSource,
     MySQLSource,
     PostgresSource,
     client_deadline,
+    query,
 )
 
 
@@ -32,29 +32,26 @@ class Held:
 class SessionLocks:
     """Named locks on one dedicated session, shared by every run, closed when none is held."""
 
-    def __init__(self, connect: Callable[[], sa.Connection], acquire_sql: str, release_sql: str,
-                 name_of: Callable[[str], object],
-                 describe: Callable[[BaseException], Exception], deadline: float) -> None:
-        self._connect = connect
+    def __init__(self, source: MessagesSource, acquire_sql: str, release_sql: str,
+                 name_of: Callable[[str], object], deadline: float) -> None:
+        self._source = source
         self._deadline = deadline
-        self._describe = describe
-        self._acquire = sa.text(acquire_sql)
-        self._release = sa.text(release_sql)
+        self._acquire = acquire_sql
+        self._release = release_sql
         self._name_of = name_of
         self._mutex = threading.Lock()
-        self._conn: sa.Connection | None = None
+        self._conn: Connection | None = None
         self._held: set[str] = set()
 
     def try_acquire(self, key: str) -> Held | None:
         with self._mutex, client_deadline(self._deadline):
             try:
                 if self._conn is None:
-                    self._conn = self._connect()
-                got = self._conn.execute(self._acquire, {"name": self._name_of(key)}).scalar()
-                self._conn.commit()
-            except sa.exc.SQLAlchemyError as exc:
+                    self._conn = self._source.session()
+                got = query(self._conn, self._acquire, {"name": self._name_of(key)})[0][0]
+            except self._source.errors as exc:
                 self._drop()
-                raise self._describe(exc) from None
+                raise self._source.describe_error(exc) from None
             if got not in (1, True):
                 self._close_if_unused()
                 return None
@@ -66,21 +63,18 @@ class SessionLocks:
             self._held.discard(key)
             if self._conn is not None:
                 try:
-                    self._conn.execute(self._release, {"name": self._name_of(key)})
-                    self._conn.commit()
-                except sa.exc.SQLAlchemyError:
+                    query(self._conn, self._release, {"name": self._name_of(key)})
+                except self._source.errors:
                     self._drop()  # the session is gone, and its locks with it
             self._close_if_unused()
 
     def _close_if_unused(self) -> None:
         if not self._held and self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            self._drop()
 
     def _drop(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                self._conn.invalidate()
+            with contextlib.suppress(Exception):
                 self._conn.close()
         self._conn = None
         self._held.clear()
@@ -114,15 +108,14 @@ def cluster_lock(source: MessagesSource, state_dir: Path) -> SessionLocks | File
     deadline = source.settings.query_timeout + 2  # as every other query of the source
     if isinstance(source, MySQLSource):
         # MySQL lock names are at most 64 characters.
-        return SessionLocks(source.engine.connect, "SELECT GET_LOCK(:name, 0)",
-                            "SELECT RELEASE_LOCK(:name)",
+        return SessionLocks(source, "SELECT GET_LOCK(%(name)s, 0)",
+                            "SELECT RELEASE_LOCK(%(name)s)",
                             lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60],
-                            source.describe_error, deadline)
+                            deadline)
     if isinstance(source, PostgresSource):
-        engine = source.engine_for(source.settings.maintenance_database)
-        return SessionLocks(engine.connect, "SELECT pg_try_advisory_lock(:name)",
-                            "SELECT pg_advisory_unlock(:name)",
+        return SessionLocks(source, "SELECT pg_try_advisory_lock(%(name)s)",
+                            "SELECT pg_advisory_unlock(%(name)s)",
                             lambda key: int.from_bytes(hashlib.sha256(
                                 (label + key).encode()).digest()[:8], "big", signed=True),
-                            source.describe_error, deadline)
+                            deadline)
     return FileLocks(state_dir / "locks")
