@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from exporter import __version__, logs
+from exporter import __version__, logs, malloc
 from exporter.config import ConfigError, Settings, load_settings, render
 from exporter.server import ListenAddressError
 
@@ -141,6 +141,7 @@ def _load(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    malloc.limit_arenas()  # before any thread: see exporter/malloc.py
     logs.setup(args.log_level, args.log_format)
     command = args.command or "serve"
     try:
