@@ -3,7 +3,8 @@
 It decides, records and starts. The rules, in order: only allow-listed actions; targets
 from discovery only; an optional maintenance window (alerts and schedules); one run per
 action (per container for cleanup) in this process and, through the database lock,
-across replicas; a cooldown that survives restarts; dry-run. Every decision and every
+across replicas; a cooldown that survives restarts (the state file) and that other replicas
+see (a second database lock held for the rest of it); dry-run. Every decision and every
 outcome is one audit record and one ``whatsapp_action_requests_total`` increment.
 """
 
@@ -69,11 +70,17 @@ class Decision:
 class HeldLock(Protocol):
     def release(self) -> None: ...
 
+    def release_after(self, seconds: float) -> None:
+        """Free the run at once, but keep other replicas out for ``seconds`` (a cooldown)."""
+
 
 class ClusterLock(Protocol):
-    """Mutual exclusion across replicas; ``try_acquire`` never blocks."""
+    """Mutual exclusion across replicas; never blocks."""
 
     def try_acquire(self, key: str) -> HeldLock | None: ...
+
+    def cooling_elsewhere(self, key: str) -> bool:
+        """Whether another replica ran ``key`` within its cooldown."""
 
 
 class RunObserver(Protocol):
@@ -260,23 +267,33 @@ class Runner:
         """Take the cluster lock of every free target; those held elsewhere are skipped."""
         locks: list[HeldLock] = []
         held: list[str] = []
-        skipped: list[str] = [decision.reason] if decision.reason else []
+        skipped: list[tuple[str, str]] = []
         for target in free:
             key = _key(name, target)
             try:
-                lock = self.lock.try_acquire(key) if self.lock is not None else _NoLock()
+                if self.lock is None:
+                    lock: HeldLock | None = _NoLock()
+                elif (lock := self.lock.try_acquire(key)) is None:
+                    skipped.append((SKIPPED_RUNNING, f"{key} is running on another replica"))
+                    continue
+                elif self.lock.cooling_elsewhere(key):
+                    lock.release()
+                    skipped.append((SKIPPED_COOLDOWN,
+                                    f"{key} ran on another replica within its cooldown"))
+                    continue
             except Exception as exc:  # the lock's database is out of reach
                 for other in locks:
                     other.release()
                 return Decision(name, SKIPPED_LOCK, f"cluster lock unavailable: {exc}"), []
-            if lock is None:
-                skipped.append(f"{key} is running on another replica")
-            else:
-                locks.append(lock)
-                held.append(target)
+            assert lock is not None
+            locks.append(lock)
+            held.append(target)
         if not held:
-            return Decision(name, SKIPPED_RUNNING, skipped[-1], targets=free), []
-        return Decision(name, STARTED, "; ".join(skipped), targets=held), locks
+            outcome, reason = min(skipped, key=lambda r: OUTCOMES.index(r[0]))
+            return Decision(name, outcome, reason, targets=free), []
+        reasons = [decision.reason] if decision.reason else []
+        return Decision(name, STARTED, "; ".join(reasons + [r for _, r in skipped]),
+                        targets=held), locks
 
     # --- running --------------------------------------------------------------------------
 
@@ -306,6 +323,7 @@ class Runner:
                              {"event": event, "run_id": run_id, "action": name, **fields}))
 
         def run() -> ActionResult:
+            result = ActionResult(ERROR, {"error": "the run was cut short"})
             try:
                 try:
                     result = self.actions[name].run(ctx)
@@ -317,8 +335,14 @@ class Runner:
                     self._settle(run_id, targets, keys, result, ended)
             finally:
                 # Free before the "finished" record: whoever reads it may ask again at once.
-                for lock in locks:
-                    lock.release()
+                # Other replicas stay out for the rest of the cooldown, unless nothing was
+                # done (an error gives the cooldown back, here as in the state file).
+                left = started + self.settings.cooldown_for(name) - self.clock()
+                for target, lock in zip(targets, locks, strict=True):
+                    if left > 0 and result.per_target.get(target, result.result) != ERROR:
+                        lock.release_after(left)
+                    else:
+                        lock.release()
                 with self._idle:
                     self._running.difference_update(keys)
             try:
@@ -364,4 +388,7 @@ class Runner:
 
 class _NoLock:
     def release(self) -> None:
+        pass
+
+    def release_after(self, seconds: float) -> None:
         pass

@@ -8,11 +8,13 @@ import fcntl
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from exporter.sources.database import (
     Connection,
+    DatabaseError,
     MessagesSource,
     MySQLSource,
     PostgresSource,
@@ -22,54 +24,135 @@ from exporter.sources.database import (
 
 
 class Held:
-    def __init__(self, release: Callable[[], None]) -> None:
+    """A lock this replica holds. ``release_after`` frees it for other runs at once but keeps
+    other replicas from starting the same action for the rest of its cooldown."""
+
+    def __init__(self, release: Callable[[], None],
+                 release_after: Callable[[float], None] | None = None) -> None:
         self._release = release
+        self._release_after = release_after
 
     def release(self) -> None:
         self._release()
 
+    def release_after(self, seconds: float) -> None:
+        if self._release_after is None:
+            self._release()
+        else:
+            self._release_after(seconds)
+
+
+COOLDOWN = "cooldown:"
+
 
 class SessionLocks:
-    """Named locks on one dedicated session, shared by every run, closed when none is held."""
+    """Named locks on one dedicated session, shared by every run, closed when none is held.
+
+    A run holds ``<key>``. When it ends, the replica takes ``cooldown:<key>`` for the rest
+    of the action's cooldown and frees ``<key>``: another replica that gets the run lock
+    then finds the cooldown lock taken and skips. A keeper thread frees cooldown locks when
+    they expire and pings the otherwise idle session meanwhile, so that no idle timeout
+    drops it (and the locks with it)."""
 
     def __init__(self, source: MessagesSource, acquire_sql: str, release_sql: str,
-                 name_of: Callable[[str], object], deadline: float) -> None:
+                 name_of: Callable[[str], object], deadline: float,
+                 keepalive: float = 60.0) -> None:
         self._source = source
         self._deadline = deadline
+        self._keepalive = keepalive
         self._acquire = acquire_sql
         self._release = release_sql
         self._name_of = name_of
         self._mutex = threading.Lock()
+        self._changed = threading.Condition(self._mutex)
         self._conn: Connection | None = None
         self._held: set[str] = set()
+        self._cooling: dict[str, float] = {}  # cooldown lock -> monotonic time it expires
+        self._keeper: threading.Thread | None = None
 
     def try_acquire(self, key: str) -> Held | None:
         with self._mutex, client_deadline(self._deadline):
-            try:
-                if self._conn is None:
-                    self._conn = self._source.session()
-                got = query(self._conn, self._acquire, {"name": self._name_of(key)})[0][0]
-            except self._source.errors as exc:
-                self._drop()
-                raise self._source.describe_error(exc) from None
-            if got not in (1, True):
+            if not self._take(key):
                 self._close_if_unused()
                 return None
             self._held.add(key)
-        return Held(lambda: self._release_key(key))
+        return Held(lambda: self._release_key(key), lambda seconds: self._cool(key, seconds))
+
+    def cooling_elsewhere(self, key: str) -> bool:
+        """Whether another replica ran ``key`` within its cooldown (ask holding ``key``)."""
+        cool = COOLDOWN + key
+        with self._mutex, client_deadline(self._deadline):
+            if cool in self._cooling:
+                return False  # this replica's own cooldown: its state file decides
+            if not self._take(cool):
+                return True
+            self._give_back(cool)
+            return False
+
+    def _take(self, name: str) -> bool:
+        """Try the lock ``name``; a database error becomes a :class:`DatabaseError`."""
+        try:
+            if self._conn is None:
+                self._conn = self._source.session()
+            got = query(self._conn, self._acquire, {"name": self._name_of(name)})[0][0]
+        except self._source.errors as exc:
+            self._drop()
+            raise self._source.describe_error(exc) from None
+        return got in (1, True)
+
+    def _give_back(self, name: str) -> None:
+        if self._conn is not None:
+            try:
+                query(self._conn, self._release, {"name": self._name_of(name)})
+            except self._source.errors:
+                self._drop()  # the session is gone, and its locks with it
 
     def _release_key(self, key: str) -> None:
         with self._mutex, client_deadline(self._deadline):
             self._held.discard(key)
-            if self._conn is not None:
-                try:
-                    query(self._conn, self._release, {"name": self._name_of(key)})
-                except self._source.errors:
-                    self._drop()  # the session is gone, and its locks with it
+            self._give_back(key)
+            self._close_if_unused()
+
+    def _cool(self, key: str, seconds: float) -> None:
+        cool = COOLDOWN + key
+        with self._mutex, client_deadline(self._deadline):
+            try:
+                cooling = cool in self._cooling or self._take(cool)
+            except DatabaseError:
+                cooling = False  # the session is gone: nothing left to hold
+            if cooling:
+                self._cooling[cool] = time.monotonic() + seconds
+                if self._keeper is None:
+                    self._keeper = threading.Thread(target=self._keep, name="lock-keeper",
+                                                    daemon=True)
+                    self._keeper.start()
+                self._changed.notify()
+            self._held.discard(key)
+            self._give_back(key)
+            self._close_if_unused()
+
+    def _keep(self) -> None:
+        next_ping = time.monotonic() + self._keepalive
+        with self._mutex:
+            while self._cooling:
+                now = time.monotonic()
+                with client_deadline(self._deadline):
+                    for cool in [c for c, until in self._cooling.items() if until <= now]:
+                        del self._cooling[cool]
+                        self._give_back(cool)
+                    if self._cooling and self._conn is not None and now >= next_ping:
+                        next_ping = now + self._keepalive
+                        try:
+                            query(self._conn, "SELECT 1")
+                        except self._source.errors:
+                            self._drop()
+                if self._cooling:
+                    self._changed.wait(min(min(self._cooling.values()), next_ping) - now)
+            self._keeper = None
             self._close_if_unused()
 
     def _close_if_unused(self) -> None:
-        if not self._held and self._conn is not None:
+        if not self._held and not self._cooling and self._conn is not None:
             self._drop()
 
     def _drop(self) -> None:
@@ -78,6 +161,7 @@ class SessionLocks:
                 self._conn.close()
         self._conn = None
         self._held.clear()
+        self._cooling.clear()
 
 
 class FileLocks:
@@ -100,22 +184,30 @@ class FileLocks:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+        # Replicas sharing this directory share the state file, and its cooldowns with it.
         return Held(release)
+
+    def cooling_elsewhere(self, key: str) -> bool:
+        return False
 
 
 def cluster_lock(source: MessagesSource, state_dir: Path) -> SessionLocks | FileLocks:
     label = f"wa-exporter:{source.prefix}:"
     deadline = source.settings.query_timeout + 2  # as every other query of the source
+    # A session holding cooldown locks is otherwise idle: ping it well within the idle timeout.
+    keepalive = 60.0
+    if source.db.connection_idle_timeout_ms:
+        keepalive = max(1.0, min(keepalive, source.db.connection_idle_timeout_ms / 2000))
     if isinstance(source, MySQLSource):
         # MySQL lock names are at most 64 characters.
         return SessionLocks(source, "SELECT GET_LOCK(%(name)s, 0)",
                             "SELECT RELEASE_LOCK(%(name)s)",
                             lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60],
-                            deadline)
+                            deadline, keepalive)
     if isinstance(source, PostgresSource):
         return SessionLocks(source, "SELECT pg_try_advisory_lock(%(name)s)",
                             "SELECT pg_advisory_unlock(%(name)s)",
                             lambda key: int.from_bytes(hashlib.sha256(
                                 (label + key).encode()).digest()[:8], "big", signed=True),
-                            deadline)
+                            deadline, keepalive)
     return FileLocks(state_dir / "locks")

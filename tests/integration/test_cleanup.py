@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from exporter.actions.audit import AuditLog, StateFile
 from exporter.actions.base import Action, ActionResult, RunContext
 from exporter.actions.runner import Request, Runner
 from exporter.collectors.actions import ActionMetrics
-from exporter.config import ActionsSettings, MessagesSettings
+from exporter.config import ActionsSettings, DatabaseSettings, MessagesSettings
 from exporter.sources.database import open_source
 from exporter.sources.locks import cluster_lock
 from tests.docker_support import (
@@ -28,7 +29,7 @@ from tests.docker_support import (
     remove_test_containers,
     start_wa_container,
 )
-from tests.support import ROOT, DatabaseServer, new_prefix
+from tests.support import ROOT, DatabaseServer, new_prefix, wait_for
 
 
 @pytest.fixture
@@ -120,44 +121,82 @@ class Slow(Action):
     def __init__(self) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.result = "success"
 
     def run(self, ctx: RunContext) -> ActionResult:
         self.entered.set()
         assert self.release.wait(20)
-        return ActionResult("success")
+        return ActionResult(self.result)
 
 
-def test_two_replicas_on_one_database_run_once(db_server: DatabaseServer, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def two_replicas(db_server: DatabaseServer, tmp_path: Path, cooldown: float = 3600.0
+                 ) -> Iterator[list[tuple[Runner, Slow]]]:
     """Two runners, each with its own state directory and DB session, like two exporters."""
     prefix = new_prefix()
     db_server.create_database(prefix + "main", messages=1)
-    from exporter.config import DatabaseSettings
-
     db = DatabaseSettings.model_validate(db_server.env(prefix))
-    replicas = []
+    replicas, sources = [], []
     for index in range(2):
         state_dir = tmp_path / f"replica{index}"
         source = open_source(db, MessagesSettings())
-        settings = ActionsSettings(allowed=["gc"], state_dir=state_dir)
+        sources.append(source)
+        settings = ActionsSettings(allowed=["gc"], state_dir=state_dir,
+                                   cooldown={"gc": cooldown})
         action = Slow()
         runner = Runner({"gc": action}, settings, AuditLog(state_dir / "audit.jsonl"),
                         StateFile(state_dir / "state.json"), cluster_lock(source, state_dir),
                         ActionMetrics(CollectorRegistry(), ["gc"]))
-        replicas.append((runner, action, source))
+        replicas.append((runner, action))
     try:
-        (first, first_action, _), (second, second_action, _) = replicas
+        yield replicas
+    finally:
+        for _, action in replicas:
+            action.release.set()
+        for source in sources:
+            source.close()
+
+
+def test_two_replicas_on_one_database_run_once(db_server: DatabaseServer, tmp_path: Path) -> None:
+    with two_replicas(db_server, tmp_path) as [(first, first_action), (second, _)]:
         assert first.submit(Request("gc", "alert")).outcome == "started"
         assert first_action.entered.wait(5)
         decision = second.submit(Request("gc", "alert"))
         assert decision.outcome == "skipped_running"
-        assert "another replica" in decision.reason
+        assert "running on another replica" in decision.reason
         first_action.release.set()
         assert first.wait_idle(10)
-        # Released with the run: the other replica may run now.
+        # Finished, but within its cooldown: the other replica does not run it either.
+        decision = second.submit(Request("gc", "alert"))
+        assert decision.outcome == "skipped_cooldown"
+        assert decision.reason == "gc ran on another replica within its cooldown"
+        # This replica's own cooldown comes from its state file, as without replicas.
+        assert first.submit(Request("gc", "alert")).outcome == "skipped_cooldown"
+
+
+def test_the_other_replica_runs_once_the_cooldown_is_over(db_server: DatabaseServer,
+                                                          tmp_path: Path) -> None:
+    with two_replicas(db_server, tmp_path, cooldown=2.0) as [(first, first_action),
+                                                                (second, second_action)]:
+        first_action.release.set()
         second_action.release.set()
+        assert first.submit(Request("gc", "alert")).outcome == "started"
+        assert first.wait_idle(10)
+        assert second.submit(Request("gc", "alert")).outcome == "skipped_cooldown"
+        # The first replica's keeper frees the cooldown lock when the 2 s are over.
+        decision = wait_for(lambda: (d := second.submit(Request("gc", "alert"))).outcome
+                            == "started" and d, interval=0.2, what="the second replica to run gc")
+        assert decision.outcome == "started"
+        assert second.wait_idle(10)
+
+
+def test_a_run_that_did_nothing_leaves_no_cooldown_to_the_other_replica(
+        db_server: DatabaseServer, tmp_path: Path) -> None:
+    with two_replicas(db_server, tmp_path) as [(first, first_action), (second, second_action)]:
+        first_action.result = "error"  # e.g. the WA API was out of reach
+        first_action.release.set()
+        second_action.release.set()
+        assert first.submit(Request("gc", "alert")).outcome == "started"
+        assert first.wait_idle(10)
         assert second.submit(Request("gc", "alert")).outcome == "started"
         assert second.wait_idle(10)
-    finally:
-        for _, action, source in replicas:
-            action.release.set()
-            source.close()
