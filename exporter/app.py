@@ -111,6 +111,8 @@ class Actions:
         self.audit = AuditLog(state_dir / "audit.jsonl", max_bytes=chosen.audit_max_bytes)
         self.state = StateFile(state_dir / "state.json")
         self.metrics = ActionMetrics(registry, list(actions))
+        if "cleanup" in actions:
+            sources.containers.subscribe(self.metrics.containers_found)
         registry.register(AuditMetrics(self.audit))
         lock = (cluster_lock(sources.database, state_dir) if sources.database is not None
                 else FileLocks(state_dir / "locks"))

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,8 +14,12 @@ from exporter.actions.audit import AuditLog
 from exporter.actions.base import ActionResult
 from exporter.actions.runner import OUTCOMES, TRIGGERS, Request
 
+if TYPE_CHECKING:
+    from exporter.sources.docker import WaContainer
+
 GC_KINDS = {"gc": "message", "media_gc": "media"}
 GC_RESULTS = ("success", "failed", "error", "timeout", "dry_run", "interrupted")
+CLEANUP_RESULTS = GC_RESULTS
 
 
 class ActionMetrics:
@@ -45,6 +49,7 @@ class ActionMetrics:
         self.cleanup_last_success = Gauge("whatsapp_cleanup_last_success_timestamp_seconds",
                                           "When cleanup.sh last succeeded on this container.",
                                           ["container", "role"], registry=registry)
+        self._cleanup_known: set[tuple[str, str]] = set()
         self.running = Gauge("whatsapp_action_running", "1 while a run of this action is in "
                              "flight in this exporter.", ["action"], registry=registry)
         # Pre-created so dashboards and rate() see every series before the first event.
@@ -56,6 +61,18 @@ class ActionMetrics:
                 for trigger in TRIGGERS:
                     for result in GC_RESULTS:
                         self.gc_runs.labels(kind, trigger, result)
+
+    def containers_found(self, containers: list[WaContainer]) -> None:
+        """Pre-create the cleanup counters of every WA container discovered, so that
+        ``increase()`` sees a container's first failure. (Not the timestamps: a 0 there
+        would read as "never cleaned" before the first run.)"""
+        for container in containers:
+            if (container.name, container.role) not in self._cleanup_known:
+                self._cleanup_known.add((container.name, container.role))
+                for trigger in TRIGGERS:
+                    for result in CLEANUP_RESULTS:
+                        self.cleanup_runs.labels(container.name, container.role, trigger,
+                                                 result)
 
     def watch_running(self, actions: list[str], running: Callable[[], list[str]]) -> None:
         def busy(action: str) -> Callable[[], float]:

@@ -150,6 +150,11 @@ class ContainerDirectory:
         self.settings = settings
         self._known: dict[str, WaContainer] = {}
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[list[WaContainer]], None]] = []
+
+    def subscribe(self, listener: Callable[[list[WaContainer]], None]) -> None:
+        """Call ``listener`` with every successful discovery's containers."""
+        self._listeners.append(listener)
 
     def discover(self) -> list[WaContainer]:
         """The WA containers on the engine now, running or not (one API call)."""
@@ -167,6 +172,8 @@ class ContainerDirectory:
         found.sort(key=lambda c: c.name)
         with self._lock:
             self._known = {c.name: c for c in found}
+        for listener in self._listeners:
+            listener(found)
         return found
 
     def known(self) -> dict[str, WaContainer]:

@@ -29,7 +29,14 @@ from tests.docker_support import (
     remove_test_containers,
     start_wa_container,
 )
-from tests.support import ROOT, DatabaseServer, new_prefix, wait_for
+from tests.support import (
+    ROOT,
+    DatabaseServer,
+    new_prefix,
+    run_exporter,
+    series,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -113,6 +120,36 @@ def test_a_container_stopping_during_cleanup_is_an_error_not_a_failed_script(
     assert code == 1
     doomed.reload()
     assert doomed.status == "exited"
+
+
+@pytest.mark.docker
+def test_cleanup_counters_exist_for_every_container_before_the_first_run(
+        install: dict, tmp_path: Path) -> None:
+    project = install["waweb"].labels["com.docker.compose.project"]
+    config = f"""
+collectors:
+  messages: {{enabled: false}}
+  containers: {{compose_project: {project}, interval: 1s}}
+actions:
+  allowed: [cleanup]
+  state_dir: {tmp_path / 'state'}
+  schedules: []
+"""
+    with run_exporter(config=config, tmp_path=tmp_path, args=["--webhook.no-auth"]) as exporter:
+        master = install["master1"].name
+        samples = exporter.wait_metric("whatsapp_cleanup_runs_total", 0.0, container=master,
+                                       role="master", trigger="schedule", result="failed")
+        runs = series(samples, "whatsapp_cleanup_runs_total")
+        for container in install.values():
+            role = container.labels["com.docker.compose.service"].rstrip("1")
+            role = {"waweb": "webapp", "wacore": "coreapp", "master": "master"}[role]
+            for trigger in ("alert", "schedule", "manual"):
+                for result in ("success", "failed", "error", "timeout"):
+                    labels = (("container", container.name), ("result", result),
+                              ("role", role), ("trigger", trigger))
+                    assert runs.get(labels) == 0.0, (labels, sorted(runs))
+        # No timestamps yet: 0 would read as "never cleaned" to the overdue alert.
+        assert not series(samples, "whatsapp_cleanup_last_run_timestamp_seconds")
 
 
 class Slow(Action):
