@@ -49,7 +49,6 @@ class ActionMetrics:
         self.cleanup_last_success = Gauge("whatsapp_cleanup_last_success_timestamp_seconds",
                                           "When cleanup.sh last succeeded on this container.",
                                           ["container", "role"], registry=registry)
-        self._cleanup_known: set[tuple[str, str]] = set()
         self.running = Gauge("whatsapp_action_running", "1 while a run of this action is in "
                              "flight in this exporter.", ["action"], registry=registry)
         # Pre-created so dashboards and rate() see every series before the first event.
@@ -66,13 +65,10 @@ class ActionMetrics:
         """Pre-create the cleanup counters of every WA container discovered, so that
         ``increase()`` sees a container's first failure. (Not the timestamps: a 0 there
         would read as "never cleaned" before the first run.)"""
-        for container in containers:
-            if (container.name, container.role) not in self._cleanup_known:
-                self._cleanup_known.add((container.name, container.role))
-                for trigger in TRIGGERS:
-                    for result in CLEANUP_RESULTS:
-                        self.cleanup_runs.labels(container.name, container.role, trigger,
-                                                 result)
+        for container in containers:  # labels() returns the existing child if there is one
+            for trigger in TRIGGERS:
+                for result in CLEANUP_RESULTS:
+                    self.cleanup_runs.labels(container.name, container.role, trigger, result)
 
     def watch_running(self, actions: list[str], running: Callable[[], list[str]]) -> None:
         def busy(action: str) -> Callable[[], float]:

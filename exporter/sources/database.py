@@ -87,9 +87,13 @@ class Pool:
         if spare is not None:
             _close(spare[0])
 
-    def _take(self) -> tuple[Connection, float]:
+    def _pop_idle(self) -> tuple[Connection, float] | None:
         with self._lock:
             idle, self._idle = self._idle, None
+        return idle
+
+    def _take(self) -> tuple[Connection, float]:
+        idle = self._pop_idle()
         if idle is not None:
             conn, made = idle
             if self._recycle_after is None or time.monotonic() - made < self._recycle_after:
@@ -100,8 +104,7 @@ class Pool:
         return self._connect(), time.monotonic()
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, None
+        idle = self._pop_idle()
         if idle is not None:
             _close(idle[0])
 

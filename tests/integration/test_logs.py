@@ -16,7 +16,7 @@ from tests.docker_support import (
     start_wa_container,
     write_live_log,
 )
-from tests.support import run_exporter, series, value, wait_for
+from tests.support import ExporterProcess, run_exporter, series, value, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -105,6 +105,19 @@ def replace_sh(container: Container, *lines: str) -> None:
                                           "&& chmod +x /bin/sh") == 0
 
 
+def assert_skipped_and_the_others_reported(exporter: ExporterProcess, doomed: Container,
+                                           web: Container, file: str, size: int) -> None:
+    """After ``doomed`` stopped under a listing: ``file`` written to ``web`` shows up, the
+    doomed container has no log figures, and the logs collector did not fail."""
+    samples = exporter.wait_metric("whatsapp_log_file_size_bytes", float(size),
+                                   container=web.name, role="webapp", file=file)
+    assert live_sizes(samples, doomed.name) == {}
+    assert value(samples, "whatsapp_exporter_collector_success", collector="logs") == 1, \
+        exporter.log
+    assert not [line for line in exporter.lines
+                if "refresh failed" in line and "collector=logs" in line], exporter.log
+
+
 def test_a_container_stopping_mid_exec_is_skipped_and_the_others_reported(
         client: docker.DockerClient, project: str, tmp_path: Path) -> None:
     # Listed first (names sort). Its `sh` hangs once the listing exec starts, until the
@@ -118,14 +131,8 @@ def test_a_container_stopping_mid_exec_is_skipped_and_the_others_reported(
                  what="the listing exec to start in the doomed container")
         write_live_log(web, "written-during-the-hung-exec.log", 42)
         doomed.kill()
-
-        samples = exporter.wait_metric("whatsapp_log_file_size_bytes", 42.0, container=web.name,
-                                       role="webapp", file="written-during-the-hung-exec.log")
-        assert live_sizes(samples, doomed.name) == {}
-        assert value(samples, "whatsapp_exporter_collector_success", collector="logs") == 1, \
-            exporter.log
-        assert not [line for line in exporter.lines
-                    if "refresh failed" in line and "collector=logs" in line]
+        assert_skipped_and_the_others_reported(exporter, doomed, web,
+                                               "written-during-the-hung-exec.log", 42)
 
 
 def test_a_container_stopping_as_the_exec_fails_with_126_is_skipped_not_an_error(
@@ -140,12 +147,8 @@ def test_a_container_stopping_as_the_exec_fails_with_126_is_skipped_not_an_error
         wait_for(lambda: doomed.reload() or doomed.status == "exited",
                  what="the listing to stop the doomed container")
         write_live_log(web, "written-after-the-stop.log", 7)
-        samples = exporter.wait_metric("whatsapp_log_file_size_bytes", 7.0, container=web.name,
-                                       role="webapp", file="written-after-the-stop.log")
-        assert live_sizes(samples, doomed.name) == {}
-        assert not [line for line in exporter.lines
-                    if "refresh failed" in line and "collector=logs" in line], exporter.log
-        assert value(samples, "whatsapp_exporter_collector_success", collector="logs") == 1
+        assert_skipped_and_the_others_reported(exporter, doomed, web,
+                                               "written-after-the-stop.log", 7)
 
 
 def test_a_hung_listing_marks_its_container_and_the_others_stay_fresh(
