@@ -37,6 +37,28 @@ def test_rotates_by_size_and_keeps_the_newest_records(tmp_path: Path) -> None:
     assert numbers == sorted(numbers) and numbers[-1] == 399  # in order, no line torn
 
 
+def test_a_rotation_by_another_process_sends_later_records_to_the_live_file(
+        tmp_path: Path) -> None:
+    """The service keeps its file open; ``wa-exporter run`` (here a second log on the same
+    path) may rotate it. The service's next record must land in the new file, not in .1."""
+    path = tmp_path / "audit.jsonl"
+    service = AuditLog(path, max_bytes=300, backups=2)
+    service.append({"event": "decision", "n": 1, "pad": "x" * 300})  # the file is now full
+    AuditLog(path, max_bytes=300, backups=2).append({"event": "decision", "n": 2})  # rotates
+    service.append({"event": "decision", "n": 3})
+    assert [r["n"] for r in lines(tmp_path / "audit.jsonl.1")] == [1]
+    assert [r["n"] for r in lines(path)] == [2, 3]
+
+
+def test_a_log_removed_under_the_service_is_created_again(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    service = AuditLog(path)
+    service.append({"event": "decision", "n": 1})
+    path.unlink()  # an operator's clean-up, or a rotation tool that moves the file away
+    service.append({"event": "decision", "n": 2})
+    assert [r["n"] for r in lines(path)] == [2]
+
+
 def test_recent_survives_a_restart_and_skips_a_torn_line(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     AuditLog(path).append({"event": "decision", "n": 1})
