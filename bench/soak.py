@@ -3,8 +3,9 @@ its memory, file descriptors, threads and child processes must stay flat.
 
 The world, all on this machine and on loopback, at rates far above the defaults:
 
-- MariaDB (``WAX_TEST_MYSQL_URL``, default root@127.0.0.1:3306): a ``messages`` table in a
-  database of its own, ``wax_soak<pid>_main``, with 500 rows inserted every 2 s;
+- MariaDB (``WAX_TEST_MYSQL_URL``, default root@127.0.0.1:3306), or PostgreSQL with
+  ``SOAK_ENGINE=PGSQL`` (``WAX_TEST_PG_URL``, default postgres@127.0.0.1:5432): a ``messages``
+  table in a database of its own, ``wax_soak<pid>_main``, with 500 rows inserted every 2 s;
 - the WA API stand-in (``tests/wa_standin``), whose message GC deletes the read rows and posts
   its callback to the exporter's ``/webhook/wa-callback``, and whose media GC deletes aged files;
 - three stand-in WA containers (webapp, coreapp, master1) writing their logs five times a
@@ -21,6 +22,7 @@ volume scan's workers) from ``/proc`` every 10 s.
 
     make soak                       # 10 minutes
     SOAK_SECONDS=120 make soak      # shorter
+    SOAK_ENGINE=PGSQL make soak     # the WA database on PostgreSQL instead of MariaDB
     SOAK_JSON=soak.json SOAK_LOG=exporter.log make soak   # keep every figure and its log
     SOAK_FOOTPRINT=1 make soak      # the import footprint even when RSS is within its goal
 
@@ -76,7 +78,7 @@ from tests.docker_support import (
     remove_test_containers,
     start_wa_container,
 )
-from tests.support import MYSQL_URL, DatabaseServer, ExporterProcess, wait_for
+from tests.support import MYSQL_URL, PG_URL, DatabaseServer, ExporterProcess, wait_for
 from tests.wa_standin.schema import insert_messages
 from tests.wa_standin.server import StandIn
 
@@ -106,7 +108,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class SetupFailed(RuntimeError):
-    """A part of the world (Docker, MariaDB, the exporter) could not be set up."""
+    """A part of the world (Docker, the database, the exporter) could not be set up."""
 
 
 def ticks(stop: threading.Event, period: float, offset: float = 0.0) -> Iterator[float]:
@@ -536,8 +538,10 @@ def remove_leftovers(client: docker.DockerClient, server: DatabaseServer) -> lis
         if not _alive(int(container.labels.get(SOAK_LABEL, "0") or 0)):
             container.remove(force=True)
             removed.append(f"container {container.name}")
+    query = ("SHOW DATABASES LIKE 'wax\\_soak%'" if server.engine_name == "MYSQL" else
+             "SELECT datname FROM pg_database WHERE datname LIKE 'wax\\_soak%'")
     with server.admin.connect() as conn:
-        names = conn.execute(sa.text("SHOW DATABASES LIKE 'wax\\_soak%'")).scalars().all()
+        names = conn.execute(sa.text(query)).scalars().all()
     for name in names:
         match = DB_PATTERN.match(name)
         if match and not _alive(int(match.group(1))):
@@ -551,17 +555,25 @@ def remove_leftovers(client: docker.DockerClient, server: DatabaseServer) -> lis
     return removed
 
 
-def connect_mysql() -> DatabaseServer:
-    url = sa.make_url(MYSQL_URL)
+ENGINE = os.environ.get("SOAK_ENGINE", "MYSQL").upper()
+
+
+def connect_server() -> DatabaseServer:
+    if ENGINE not in ("MYSQL", "PGSQL"):
+        raise SetupFailed(f"SOAK_ENGINE={ENGINE!r}: not MYSQL or PGSQL")
+    mysql = ENGINE == "MYSQL"
+    url = sa.make_url(MYSQL_URL if mysql else PG_URL)
     admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
         with admin.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
-        raise SetupFailed(f"MariaDB at {url.host}:{url.port} is not reachable: {exc.orig}; "
-                          "start it or set WAX_TEST_MYSQL_URL") from None
-    return DatabaseServer("MYSQL", admin, url.host or "127.0.0.1", url.port or 3306,
-                          url.username or "")
+        name, variable = ("MariaDB", "WAX_TEST_MYSQL_URL") if mysql else \
+            ("PostgreSQL", "WAX_TEST_PG_URL")
+        raise SetupFailed(f"{name} at {url.host}:{url.port} is not reachable: {exc.orig}; "
+                          f"start it or set {variable}") from None
+    return DatabaseServer(ENGINE, admin, url.host or "127.0.0.1",
+                          url.port or (3306 if mysql else 5432), url.username or "")
 
 
 def exporter_config(tmp: Path, project: str, media: Path, token_file: Path) -> Path:
@@ -763,7 +775,7 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
                                     for (a, o), n in sorted(run.driver.decisions.items())}
     log = exporter_log_findings(run.log_lines)
     figures: dict[str, Any] = {
-        "duration_s": DURATION, "warmup_s": WARMUP,
+        "duration_s": DURATION, "warmup_s": WARMUP, "engine": ENGINE,
         "machine": {"cores": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version()},
         "rss_mb": {"start": round(mb(start.rss_kb), 1), "start_at_s": start.t,
@@ -840,7 +852,8 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
 
 def print_report(figures: dict[str, Any]) -> None:
     r, s, a = figures["rss_mb"], figures["scrapes"], figures["actions"]
-    print(f"\nsoak: {figures['duration_s']:.0f} s on {figures['machine']['cores']} cores, "
+    print(f"\nsoak: {figures['duration_s']:.0f} s, WA database on {figures['engine']}, on "
+          f"{figures['machine']['cores']} cores, "
           f"Linux {figures['machine']['kernel']}, Python {figures['machine']['python']}")
     print(f"RSS: {r['start']} MB at {r['start_at_s']:.0f} s, {r['end']} MB at the end: "
           f"{r['growth_percent']:+.1f} % (goal < {GOAL_RSS_GROWTH_PERCENT:.0f} %); max "
@@ -906,7 +919,7 @@ def build_world(stack: contextlib.ExitStack) -> World:
     except DockerUnavailable as exc:
         raise SetupFailed(str(exc)) from None
     stack.callback(client.close)
-    server = connect_mysql()
+    server = connect_server()
     stack.callback(server.cleanup)
     for leftover in remove_leftovers(client, server):
         print(f"removed a killed run's {leftover}", flush=True)
