@@ -20,12 +20,33 @@ from typing import Any, Literal, TypeVar
 import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
+from docker.transport.unixconn import UnixHTTPAdapter
+from urllib3._collections import RecentlyUsedContainer
 
 from exporter.config import ContainersSettings, Role
 from exporter.errors import SourceError
 from exporter.sources.files import LogEntry
 
 T = TypeVar("T")
+
+# docker-py keeps a connection pool per request URL on a unix socket, up to 25, each holding
+# its idle connection; every exec has URLs of its own, so the exporter kept ~25 idle sockets
+# to the engine. Four pools keep the busiest URLs (the container list) reused; a connection
+# to a unix socket costs tens of microseconds.
+DOCKER_POOLS = 4
+
+
+def client_from_env(**kwargs: Any) -> docker.DockerClient:
+    """``docker.from_env()`` (environment and CLI context), with at most DOCKER_POOLS pools
+    on a unix socket. ``num_pools`` cannot say so: docker-py 7 applies it to SSH only."""
+    client = docker.from_env(**kwargs)
+    adapter = getattr(client.api, "_custom_adapter", None)
+    if isinstance(adapter, UnixHTTPAdapter) and isinstance(adapter.pools, RecentlyUsedContainer):
+        old, adapter.pools = adapter.pools, RecentlyUsedContainer(
+            DOCKER_POOLS, dispose_func=lambda pool: pool.close())
+        old.clear()  # closes the pool of the version check from_env may have made
+    return client
+
 
 SERVICE_LABEL = "com.docker.compose.service"
 PROJECT_LABEL = "com.docker.compose.project"
@@ -47,7 +68,7 @@ class DockerEngine:
     """A Docker client made on first use and remade after the engine was out of reach."""
 
     def __init__(self, *, timeout: float,
-                 factory: Callable[..., docker.DockerClient] = docker.from_env) -> None:
+                 factory: Callable[..., docker.DockerClient] = client_from_env) -> None:
         self.timeout = timeout
         self.factory = factory
         self.where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import docker
 import pytest
 from docker.models.containers import Container
 
+from exporter.config import ContainersSettings
+from exporter.sources.docker import DOCKER_POOLS, ContainerDirectory, DockerEngine, list_logs
 from tests.docker_support import (
     LIVE_LOGS,
     exec_sh,
@@ -231,3 +234,32 @@ def test_host_mode_reads_bind_mounted_directories(
                      **labels) == 1_650_000_000
         assert value(samples, "whatsapp_log_listing_success", container=missing,
                      role="unknown") == 0
+
+
+def socket_fds() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own fd, closed by now
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+def test_listings_leave_a_few_idle_engine_connections_not_one_per_exec(
+        client: docker.DockerClient, project: str) -> None:
+    """Every exec has URLs of its own; docker-py keeps a pool (and its socket) per URL, 25 by
+    default. The exporter's client keeps at most DOCKER_POOLS, however many listings run."""
+    core = start_wa_container(client, role="coreapp", service="wacore", project=project)
+    write_live_log(core, "coreapp.log", 123)
+    engine = DockerEngine(timeout=30)
+    directory = ContainerDirectory(engine, ContainersSettings(compose_project=project))
+    [container] = directory.discover()
+    before = socket_fds()
+    try:
+        for _ in range(20):  # 40 distinct exec URLs, beyond docker-py's 25 pools
+            entries = list_logs(engine, container, "/var/log/whatsapp")
+            assert (b"coreapp.log", 123) in {(e.name, e.size) for e in entries}
+        held = socket_fds() - before
+    finally:
+        engine.close()
+    assert held <= DOCKER_POOLS
+    assert socket_fds() <= before  # closing the engine's client lets every one go
