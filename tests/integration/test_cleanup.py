@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
+import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from exporter.actions.audit import AuditLog, StateFile
@@ -167,16 +169,30 @@ class Slow(Action):
 
 
 @contextlib.contextmanager
-def two_replicas(db_server: DatabaseServer, tmp_path: Path, cooldown: float = 3600.0
-                 ) -> Iterator[list[tuple[Runner, Slow]]]:
-    """Two runners, each with its own state directory and DB session, like two exporters."""
+def two_replicas(db_server: DatabaseServer, tmp_path: Path, cooldown: float = 3600.0,
+                 idle_timeout_ms: int | None = None) -> Iterator[list[tuple[Runner, Slow]]]:
+    """Two runners, each with its own state directory and DB session, like two exporters.
+
+    With ``idle_timeout_ms`` (PostgreSQL only), the server itself ends sessions idle for
+    longer, and the replicas are told so through ``WA_DB_CONNECTION_IDLE_TIMEOUT``: their
+    lock sessions go to the WA database, which alone carries ``idle_session_timeout``."""
     prefix = new_prefix()
-    db_server.create_database(prefix + "main", messages=1)
-    db = DatabaseSettings.model_validate(db_server.env(prefix))
+    engine = db_server.create_database(prefix + "main", messages=1)
+    env = db_server.env(prefix)
+    messages = MessagesSettings()
+    if idle_timeout_ms is not None:
+        assert db_server.engine_name == "PGSQL"
+        with db_server.admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{prefix}main" '
+                                 f"SET idle_session_timeout = {idle_timeout_ms}"))
+        env["WA_DB_CONNECTION_IDLE_TIMEOUT"] = str(idle_timeout_ms)
+        messages = MessagesSettings(maintenance_database=prefix + "main")
+    engine.dispose()
+    db = DatabaseSettings.model_validate(env)
     replicas, sources = [], []
     for index in range(2):
         state_dir = tmp_path / f"replica{index}"
-        source = open_source(db, MessagesSettings())
+        source = open_source(db, messages)
         sources.append(source)
         settings = ActionsSettings(allowed=["gc"], state_dir=state_dir,
                                    cooldown={"gc": cooldown})
@@ -225,6 +241,35 @@ def test_the_other_replica_runs_once_the_cooldown_is_over(db_server: DatabaseSer
                             == "started" and d, interval=0.2, what="the second replica to run gc")
         assert decision.outcome == "started"
         assert second.wait_idle(10)
+
+
+def test_the_cooldown_lock_outlives_a_server_that_ends_idle_sessions(
+        postgres: DatabaseServer, tmp_path: Path) -> None:
+    """The session holding a cooldown lock is otherwise idle. PostgreSQL here ends sessions
+    idle for 2 s (``idle_session_timeout``, as WA_DB_CONNECTION_IDLE_TIMEOUT says a server
+    or network will); the keeper's pings keep the session, and the lock, for the whole
+    cooldown: the other replica keeps skipping for twice the idle timeout and more."""
+    idle_s = 2.0
+    with two_replicas(postgres, tmp_path, cooldown=60.0, idle_timeout_ms=int(idle_s * 1000)
+                      ) as [(first, first_action), (second, second_action)]:
+        first_action.release.set()
+        second_action.release.set()
+        bystander = postgres.engine(postgres.created[-1]).connect().execution_options(
+            isolation_level="AUTOCOMMIT")  # an idle session nobody pings
+        bystander.execute(sa.text("SELECT 1"))
+        assert first.submit(Request("gc", "alert")).outcome == "started"
+        assert first.wait_idle(10)
+        outcomes = []
+        window = threading.Event()  # paces the attempts; nothing is waited for but time
+        until = time.monotonic() + 2.5 * idle_s
+        while time.monotonic() < until:
+            outcomes.append(second.submit(Request("gc", "alert")).outcome)
+            window.wait(0.25)
+        assert set(outcomes) == {"skipped_cooldown"}, outcomes
+        # The same window was long enough for the server to end an idle session.
+        with pytest.raises(sa.exc.DBAPIError):
+            bystander.execute(sa.text("SELECT 1"))
+        bystander.close()
 
 
 def test_a_run_that_did_nothing_leaves_no_cooldown_to_the_other_replica(
