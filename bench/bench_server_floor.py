@@ -1,0 +1,169 @@
+"""How fast can a Python HTTP server answer a burst of webhook notifications at all?
+
+The reference for ``bench_actions``' webhook figures: the same ``ab`` burst (200
+notifications, keep-alive, 20 and 200 senders) against two servers that do nothing but read
+the body, parse its JSON and answer a small JSON body — no authentication, no decision, no
+audit line:
+
+- ``threads``: the standard library's ``ThreadingHTTPServer`` (a thread per connection), the
+  model the exporter's server is built on;
+- ``asyncio``: one event loop reading and writing every connection, a minimal HTTP/1.1
+  parser, the work handed to 8 worker threads (as a handler that may block would need).
+
+Each runs in its own process on 127.0.0.1; ``BENCH_FLOOR_REPEAT`` (3) bursts per setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+NOTIFICATIONS = 200
+REPEAT = int(os.environ.get("BENCH_FLOOR_REPEAT", "3"))
+SENDERS = (20, 200)
+BODY = json.dumps({"version": "4", "status": "firing", "receiver": "wa", "groupKey": "g",
+                   "alerts": [{"status": "firing", "labels": {
+                       "alertname": "WhatsAppMessagesTableLarge", "action": "gc"}}]})
+
+THREADS_SERVER = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_POST(self):
+        json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        data = b'{"status":"ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "keep-alive")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+server = type("S", (ThreadingHTTPServer,), {"daemon_threads": True, "request_queue_size": 256})
+server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+ASYNCIO_SERVER = """
+import asyncio, json, sys
+from concurrent.futures import ThreadPoolExecutor
+
+POOL = ThreadPoolExecutor(8)
+
+def work(body):
+    json.loads(body)
+    return b'{"status":"ok"}'
+
+class Connection(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buffer = transport, b""
+
+    def data_received(self, data):
+        self.buffer += data
+        while (end := self.buffer.find(b"\\r\\n\\r\\n")) >= 0:
+            lines = self.buffer[:end].decode("latin-1").split("\\r\\n")[1:]
+            headers = {k.strip().lower(): v.strip()
+                       for k, _, v in (line.partition(":") for line in lines)}
+            length = int(headers.get("content-length", "0"))
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = self.buffer[end + 4:end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length:]
+            future = asyncio.get_running_loop().run_in_executor(POOL, work, body)
+            future.add_done_callback(self.answer)
+
+    def answer(self, future):
+        data = future.result()
+        self.transport.write(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\n"
+                             b"Connection: keep-alive\\r\\nContent-Length: %d\\r\\n\\r\\n%s"
+                             % (len(data), data))
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Connection, "127.0.0.1", int(sys.argv[1]), backlog=256)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise SystemExit("server did not listen within 10 s")
+
+
+def burst(port: int, senders: int, payload: Path) -> dict[str, float]:
+    out = subprocess.run(["ab", "-q", "-k", "-n", str(NOTIFICATIONS), "-c", str(senders),
+                          "-p", str(payload), "-T", "application/json",
+                          f"http://127.0.0.1:{port}/"],
+                         capture_output=True, text=True, check=False, timeout=60)
+    if out.returncode != 0:
+        raise SystemExit(f"ab failed: {out.stderr.strip()}")
+    percent = dict(re.findall(r"^\s+(\d+)%\s+(\d+)", out.stdout, re.MULTILINE))
+    rate = re.search(r"Requests per second:\s+([\d.]+)", out.stdout)
+    assert rate is not None, out.stdout
+    return {"p50_ms": float(percent["50"]), "p99_ms": float(percent["99"]),
+            "per_second": float(rate.group(1))}
+
+
+def measure(name: str, code: str, payload: Path) -> dict[str, list[dict[str, float]]]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-c", code, str(port)])
+    try:
+        _wait_listening(port, proc)
+        return {str(senders): [burst(port, senders, payload) for _ in range(REPEAT)]
+                for senders in SENDERS}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    if shutil.which("ab") is None:
+        print("  ab (apache2-utils) is missing: skipped", flush=True)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        payload = Path(tmp) / "notification.json"
+        payload.write_text(BODY)
+        report = {name: measure(name, code, payload)
+                  for name, code in (("threads", THREADS_SERVER), ("asyncio", ASYNCIO_SERVER))}
+    for name, by_senders in report.items():
+        for senders, runs in by_senders.items():
+            p99 = [r["p99_ms"] for r in runs]
+            rate = statistics.median(r["per_second"] for r in runs)
+            print(f"  {name}: {senders} senders, {NOTIFICATIONS} notifications: p99 "
+                  f"{min(p99):.0f}-{max(p99):.0f} ms, median {rate:.0f}/s", flush=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
