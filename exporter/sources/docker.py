@@ -20,8 +20,6 @@ from typing import Any, Literal, TypeVar
 import docker
 import requests
 from docker.errors import APIError, DockerException, NotFound
-from docker.transport.unixconn import UnixHTTPAdapter
-from urllib3._collections import RecentlyUsedContainer
 
 from exporter.config import ContainersSettings, Role
 from exporter.errors import SourceError
@@ -40,6 +38,11 @@ def client_from_env(**kwargs: Any) -> docker.DockerClient:
     """``docker.from_env()`` (environment and CLI context), with at most DOCKER_POOLS pools
     on a unix socket. ``num_pools`` cannot say so: docker-py 7 applies it to SSH only."""
     client = docker.from_env(**kwargs)
+    try:
+        from docker.transport.unixconn import UnixHTTPAdapter
+        from urllib3._collections import RecentlyUsedContainer
+    except ImportError:  # moved by a later docker-py or urllib3: keep their default
+        return client
     adapter = getattr(client.api, "_custom_adapter", None)
     if isinstance(adapter, UnixHTTPAdapter) and isinstance(adapter.pools, RecentlyUsedContainer):
         old, adapter.pools = adapter.pools, RecentlyUsedContainer(
