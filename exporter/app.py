@@ -114,7 +114,8 @@ class Actions:
         if "cleanup" in actions:
             sources.containers.subscribe(self.metrics.containers_found)
         registry.register(AuditMetrics(self.audit))
-        lock = (cluster_lock(sources.database, state_dir) if sources.database is not None
+        lock = (cluster_lock(sources.database, state_dir, chosen.lock_timeout)
+                if sources.database is not None
                 else FileLocks(state_dir / "locks"))
         self.runner = Runner(actions, chosen, self.audit, self.state, lock, self.metrics)
         self.metrics.watch_running(list(actions), self.runner.running)

@@ -533,6 +533,10 @@ class ActionsSettings(_Strict):
     state_dir: Annotated[Path, _fix("name a directory the exporter may write, e.g. "
                                     "/var/lib/wa-exporter")] = Path("/var/lib/wa-exporter")
     audit_max_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+    # How long a decision may wait for the cross-replica lock (connect + one query) before
+    # it records skipped_lock_unavailable: the webhook answers within it even when the
+    # database is black-holed.
+    lock_timeout: Duration = Field(default=3.0, gt=0, le=60)
     cooldown: dict[ActionName, Duration] = {"gc": 3600.0, "media_gc": 6 * 3600.0,
                                             "cleanup": 3600.0}
     window: WindowSettings | None = None

@@ -128,8 +128,9 @@ class MessagesSource:
     def read(self) -> ServerReading:
         raise NotImplementedError
 
-    def session(self) -> Connection:
-        """A new connection of its own (for the cluster lock), in autocommit mode."""
+    def session(self, timeout: float | None = None) -> Connection:
+        """A new connection of its own (for the cluster lock), in autocommit mode; with
+        ``timeout``, connecting and every answer on it are bounded by that instead."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -216,8 +217,13 @@ class MySQLSource(MessagesSource):
         self.pool = Pool(self.session, lambda conn: conn.ping(reconnect=False),
                          recycle_after=recycle)
 
-    def session(self) -> Connection:
-        conn = self._pymysql.connect(**self._connect_args)
+    def session(self, timeout: float | None = None) -> Connection:
+        args = self._connect_args
+        if timeout is not None:
+            seconds = max(1, round(timeout))
+            args = {**args, "connect_timeout": seconds, "read_timeout": seconds,
+                    "write_timeout": seconds}
+        conn = self._pymysql.connect(**args)
         try:
             self._session_limits(conn)
         except BaseException:
@@ -342,7 +348,8 @@ class PostgresSource(MessagesSource):
         conn.autocommit = True
         return conn
 
-    def session(self) -> Connection:
+    def session(self, timeout: float | None = None) -> Connection:
+        # Bounded by the caller's client_deadline(), which covers connecting too.
         return self.connect(self.settings.maintenance_database)
 
     def pool_for(self, database: str) -> Pool:

@@ -93,7 +93,7 @@ class SessionLocks:
         """Try the lock ``name``; a database error becomes a :class:`DatabaseError`."""
         try:
             if self._conn is None:
-                self._conn = self._source.session()
+                self._conn = self._source.session(self._deadline)
             got = query(self._conn, self._acquire, {"name": self._name_of(name)})[0][0]
         except self._source.errors as exc:
             self._drop()
@@ -191,9 +191,13 @@ class FileLocks:
         return False
 
 
-def cluster_lock(source: MessagesSource, state_dir: Path) -> SessionLocks | FileLocks:
+def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float = 3.0
+                 ) -> SessionLocks | FileLocks:
+    """``timeout`` bounds connecting and each lock query (``actions.lock_timeout``): the
+    queries never wait on the server, so a slower answer means the database is out of reach,
+    and a webhook decision must not wait a whole ``query_timeout`` for that."""
     label = f"wa-exporter:{source.prefix}:"
-    deadline = source.settings.query_timeout + 2  # as every other query of the source
+    deadline = timeout
     # A session holding cooldown locks is otherwise idle: ping it well within the idle timeout.
     keepalive = 60.0
     if source.db.connection_idle_timeout_ms:

@@ -154,3 +154,25 @@ def test_a_gc_asked_for_while_the_database_is_down_is_skipped_and_recorded_then_
     with db.engine(database).connect() as conn:
         assert conn.execute(sa.text("SELECT COUNT(*) FROM messages")).scalar_one() == \
             200 - done["messages_deleted"]
+
+
+def test_a_black_holed_database_costs_a_webhook_answer_the_lock_timeout_not_the_query_timeout(
+        db: DatabaseServer, db_proxy: TcpProxy, tmp_path: Path) -> None:
+    """With the default ``query_timeout`` of 20 s, a decision that waited for it would keep
+    Alertmanager's notification 22 s; the lock has its own bound, ``actions.lock_timeout``
+    (2 s here), and the answer comes well inside a 10-s client timeout."""
+    prefix = new_prefix()
+    database = prefix + "main"
+    db.create_database(database, messages=10)
+    cfg = config(tmp_path, allowed=("gc",), actions={"lock_timeout": "2s"},
+                 messages={**MESSAGES, "query_timeout": "20s", "timeout": "30s"})
+    with StandIn(db.url(database), gc_delay=0.1) as standin:
+        env = {**db.env(prefix, host="127.0.0.1", port=db_proxy.port), **wa_env(standin)}
+        with run_exporter(env=env, config=cfg, tmp_path=tmp_path) as exporter:
+            exporter.wait_metric("whatsapp_db_up", 1.0, database=database)
+            db_proxy.blackhole()
+            decision = fire(exporter, "gc", 1, timeout=10)
+            assert decision["outcome"] == "skipped_lock_unavailable", decision
+            assert "cluster lock unavailable" in decision["reason"]
+            assert exporter.get("/-/healthy").status_code == 200
+        assert standin.stats()["message_gc_calls"] == 0
