@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ from exporter.sources.database import (
     client_deadline,
     query,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Held:
@@ -50,9 +53,9 @@ class SessionLocks:
 
     A run holds ``<key>``. When it ends, the replica takes ``cooldown:<key>`` for the rest
     of the action's cooldown and frees ``<key>``: another replica that gets the run lock
-    then finds the cooldown lock taken and skips. A keeper thread frees cooldown locks when
-    they expire and pings the otherwise idle session meanwhile, so that no idle timeout
-    drops it (and the locks with it)."""
+    then finds the cooldown lock taken and skips. While the session holds any lock, a
+    keeper thread pings it (it is otherwise idle for a whole run and cooldown), so that no
+    idle timeout drops it and the locks with it, and frees cooldown locks when they expire."""
 
     def __init__(self, source: MessagesSource, acquire_sql: str, release_sql: str,
                  name_of: Callable[[str], object], deadline: float,
@@ -76,6 +79,7 @@ class SessionLocks:
                 self._close_if_unused()
                 return None
             self._held.add(key)
+            self._ensure_keeper()
         return Held(lambda: self._release_key(key), lambda seconds: self._cool(key, seconds))
 
     def cooling_elsewhere(self, key: str) -> bool:
@@ -122,32 +126,45 @@ class SessionLocks:
                 cooling = False  # the session is gone: nothing left to hold
             if cooling:
                 self._cooling[cool] = time.monotonic() + seconds
-                if self._keeper is None:
-                    self._keeper = threading.Thread(target=self._keep, name="lock-keeper",
-                                                    daemon=True)
-                    self._keeper.start()
-                self._changed.notify()
+                self._ensure_keeper()
             self._held.discard(key)
             self._give_back(key)
             self._close_if_unused()
 
+    def _ensure_keeper(self) -> None:
+        """Start the keeper if it is not running, and wake it (a lock was added). Under the
+        mutex."""
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="lock-keeper", daemon=True)
+            self._keeper.start()
+        self._changed.notify()
+
     def _keep(self) -> None:
+        """While the session holds anything — a run lock (a GC in rounds can take an hour)
+        or a cooldown lock — ping it every ``keepalive`` seconds, and free cooldown locks
+        when they expire."""
         next_ping = time.monotonic() + self._keepalive
         with self._mutex:
-            while self._cooling:
+            while self._cooling or self._held:
                 now = time.monotonic()
                 with client_deadline(self._deadline):
                     for cool in [c for c, until in self._cooling.items() if until <= now]:
                         del self._cooling[cool]
                         self._give_back(cool)
-                    if self._cooling and self._conn is not None and now >= next_ping:
+                    if self._conn is not None and now >= next_ping:
                         next_ping = now + self._keepalive
                         try:
                             query(self._conn, "SELECT 1")
-                        except self._source.errors:
+                        except self._source.errors as exc:
+                            if self._held:
+                                log.warning("cluster lock session lost while a run is in "
+                                            "flight; other replicas may start it", extra={
+                                                "locks": len(self._held),
+                                                "err": str(self._source.describe_error(exc))})
                             self._drop()
-                if self._cooling:
-                    self._changed.wait(min(min(self._cooling.values()), next_ping) - now)
+                if self._cooling or self._held:
+                    wake = min([next_ping, *self._cooling.values()])
+                    self._changed.wait(max(0.0, wake - time.monotonic()))
             self._keeper = None
             self._close_if_unused()
 

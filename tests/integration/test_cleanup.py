@@ -243,6 +243,33 @@ def test_the_other_replica_runs_once_the_cooldown_is_over(db_server: DatabaseSer
         assert second.wait_idle(10)
 
 
+def attempts_for(runner: Runner, seconds: float) -> list[str]:
+    """The outcome of a gc request every 0.25 s for ``seconds``."""
+    outcomes = []
+    pace = threading.Event()  # paces the attempts; nothing is waited for but time
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        outcomes.append(runner.submit(Request("gc", "alert")).outcome)
+        pace.wait(0.25)
+    return outcomes
+
+
+def test_a_long_run_keeps_its_lock_on_a_server_that_ends_idle_sessions(
+        postgres: DatabaseServer, tmp_path: Path) -> None:
+    """A GC in rounds can run for an hour while the session holding its run lock says
+    nothing. PostgreSQL here ends sessions idle for 2 s: the session must be pinged during
+    the run too, or the other replica would start the same GC while the first still runs."""
+    idle_s = 2.0
+    with two_replicas(postgres, tmp_path, idle_timeout_ms=int(idle_s * 1000)
+                      ) as [(first, first_action), (second, _)]:
+        assert first.submit(Request("gc", "alert")).outcome == "started"
+        assert first_action.entered.wait(5)
+        outcomes = attempts_for(second, 2.5 * idle_s)
+        assert set(outcomes) == {"skipped_running"}, outcomes
+        first_action.release.set()
+        assert first.wait_idle(10)
+
+
 def test_the_cooldown_lock_outlives_a_server_that_ends_idle_sessions(
         postgres: DatabaseServer, tmp_path: Path) -> None:
     """The session holding a cooldown lock is otherwise idle. PostgreSQL here ends sessions
@@ -259,12 +286,7 @@ def test_the_cooldown_lock_outlives_a_server_that_ends_idle_sessions(
         bystander.execute(sa.text("SELECT 1"))
         assert first.submit(Request("gc", "alert")).outcome == "started"
         assert first.wait_idle(10)
-        outcomes = []
-        window = threading.Event()  # paces the attempts; nothing is waited for but time
-        until = time.monotonic() + 2.5 * idle_s
-        while time.monotonic() < until:
-            outcomes.append(second.submit(Request("gc", "alert")).outcome)
-            window.wait(0.25)
+        outcomes = attempts_for(second, 2.5 * idle_s)
         assert set(outcomes) == {"skipped_cooldown"}, outcomes
         # The same window was long enough for the server to end an idle session.
         with pytest.raises(sa.exc.DBAPIError):
