@@ -215,7 +215,7 @@ def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float = 3.0
     and a webhook decision must not wait a whole ``query_timeout`` for that."""
     label = f"wa-exporter:{source.prefix}:"
     deadline = timeout
-    # A session holding cooldown locks is otherwise idle: ping it well within the idle timeout.
+    # A session holding locks is otherwise idle: ping it well within the idle timeout.
     keepalive = 60.0
     if source.db.connection_idle_timeout_ms:
         keepalive = max(1.0, min(keepalive, source.db.connection_idle_timeout_ms / 2000))
