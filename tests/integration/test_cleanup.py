@@ -243,6 +243,21 @@ def test_the_other_replica_runs_once_the_cooldown_is_over(db_server: DatabaseSer
         assert second.wait_idle(10)
 
 
+@contextlib.contextmanager
+def idle_bystander(server: DatabaseServer) -> Iterator[None]:
+    """An idle session on the test's WA database that nobody pings: the server must have
+    ended it by the end of the block, or the block did not outlast the idle timeout."""
+    conn = server.engine(server.created[-1]).connect().execution_options(
+        isolation_level="AUTOCOMMIT")
+    conn.execute(sa.text("SELECT 1"))
+    try:
+        yield
+        with pytest.raises(sa.exc.DBAPIError):
+            conn.execute(sa.text("SELECT 1"))
+    finally:
+        conn.close()
+
+
 def attempts_for(runner: Runner, seconds: float) -> list[str]:
     """The outcome of a gc request every 0.25 s for ``seconds``."""
     outcomes = []
@@ -262,9 +277,10 @@ def test_a_long_run_keeps_its_lock_on_a_server_that_ends_idle_sessions(
     idle_s = 2.0
     with two_replicas(postgres, tmp_path, idle_timeout_ms=int(idle_s * 1000)
                       ) as [(first, first_action), (second, _)]:
-        assert first.submit(Request("gc", "alert")).outcome == "started"
-        assert first_action.entered.wait(5)
-        outcomes = attempts_for(second, 2.5 * idle_s)
+        with idle_bystander(postgres):
+            assert first.submit(Request("gc", "alert")).outcome == "started"
+            assert first_action.entered.wait(5)
+            outcomes = attempts_for(second, 2.5 * idle_s)
         assert set(outcomes) == {"skipped_running"}, outcomes
         first_action.release.set()
         assert first.wait_idle(10)
@@ -281,17 +297,11 @@ def test_the_cooldown_lock_outlives_a_server_that_ends_idle_sessions(
                       ) as [(first, first_action), (second, second_action)]:
         first_action.release.set()
         second_action.release.set()
-        bystander = postgres.engine(postgres.created[-1]).connect().execution_options(
-            isolation_level="AUTOCOMMIT")  # an idle session nobody pings
-        bystander.execute(sa.text("SELECT 1"))
-        assert first.submit(Request("gc", "alert")).outcome == "started"
-        assert first.wait_idle(10)
-        outcomes = attempts_for(second, 2.5 * idle_s)
+        with idle_bystander(postgres):
+            assert first.submit(Request("gc", "alert")).outcome == "started"
+            assert first.wait_idle(10)
+            outcomes = attempts_for(second, 2.5 * idle_s)
         assert set(outcomes) == {"skipped_cooldown"}, outcomes
-        # The same window was long enough for the server to end an idle session.
-        with pytest.raises(sa.exc.DBAPIError):
-            bystander.execute(sa.text("SELECT 1"))
-        bystander.close()
 
 
 def test_a_run_that_did_nothing_leaves_no_cooldown_to_the_other_replica(
