@@ -156,17 +156,41 @@ class SessionLocks:
                         try:
                             query(self._conn, "SELECT 1")
                         except self._source.errors as exc:
-                            if self._held:
-                                log.warning("cluster lock session lost while a run is in "
-                                            "flight; other replicas may start it", extra={
-                                                "locks": len(self._held),
-                                                "err": str(self._source.describe_error(exc))})
-                            self._drop()
+                            self._retake(str(self._source.describe_error(exc)))
                 if self._cooling or self._held:
                     wake = min([next_ping, *self._cooling.values()])
                     self._changed.wait(max(0.0, wake - time.monotonic()))
             self._keeper = None
             self._close_if_unused()
+
+    def _retake(self, why: str) -> None:
+        """The session died under the locks it held (a network cut, a server restart): open
+        a new one and take them again, so other replicas are kept out once more. Those that
+        cannot be taken again — another replica holds them now, or the database is out of
+        reach — are let go with a warning. Under the mutex."""
+        held, cooling = set(self._held), dict(self._cooling)
+        self._drop()
+        lost: list[str] = []
+        for name in [*held, *cooling]:
+            try:
+                got = self._take(name)
+            except DatabaseError:  # out of reach: _take dropped the new session, and all
+                lost = [*held, *cooling]
+                break
+            if not got:
+                lost.append(name)
+            elif name in held:
+                self._held.add(name)
+            else:
+                self._cooling[name] = cooling[name]
+        if lost:
+            log.warning("cluster lock session lost; these locks could not be taken again, "
+                        "other replicas may start them", extra={
+                            "lost": ", ".join(sorted(lost)), "err": why})
+        else:
+            log.warning("cluster lock session lost and renewed; its locks are held again",
+                        extra={"locks": len(held) + len(cooling), "err": why})
+        self._close_if_unused()
 
     def _close_if_unused(self) -> None:
         if not self._held and not self._cooling and self._conn is not None:

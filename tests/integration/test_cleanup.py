@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -284,6 +285,71 @@ def test_a_long_run_keeps_its_lock_on_a_server_that_ends_idle_sessions(
         assert set(outcomes) == {"skipped_running"}, outcomes
         first_action.release.set()
         assert first.wait_idle(10)
+
+
+def advisory_lock_holders(server: DatabaseServer, database: str) -> set[int]:
+    with server.admin.connect() as conn:
+        return set(conn.execute(sa.text(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = :d)"), {"d": database}).scalars())
+
+
+def test_a_run_whose_lock_session_is_killed_takes_its_lock_again(
+        postgres: DatabaseServer, tmp_path: Path) -> None:
+    """A network cut or a DBA's pg_terminate_backend ends the session under a running GC's
+    lock. The keeper notices at its next ping, opens a new session and takes the lock again,
+    so the other replica is kept out once more."""
+    with two_replicas(postgres, tmp_path, idle_timeout_ms=2000  # a ping every second
+                      ) as [(first, first_action), (second, _)]:
+        database = postgres.created[-1]
+        assert first.submit(Request("gc", "alert")).outcome == "started"
+        assert first_action.entered.wait(5)
+        [killed] = advisory_lock_holders(postgres, database)
+        with postgres.admin.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"),
+                                {"p": killed}).scalar()
+        holders = wait_for(lambda: (h := advisory_lock_holders(postgres, database)) - {killed}
+                           and h, timeout=10, interval=0.1,
+                           what="the first replica to take its lock again")
+        assert killed not in holders
+        decision = second.submit(Request("gc", "alert"))
+        assert decision.outcome == "skipped_running", decision
+        first_action.release.set()
+        assert first.wait_idle(10)
+
+
+def test_a_lock_taken_by_another_replica_in_the_gap_is_let_go_with_a_warning(
+        postgres: DatabaseServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """If the other replica took the lock while this one had no session, this one cannot
+    take it back: it says so, and holds nothing it does not have."""
+    prefix = new_prefix()
+    postgres.create_database(prefix + "main", messages=1).dispose()
+    db = DatabaseSettings.model_validate({**postgres.env(prefix),
+                                          "WA_DB_CONNECTION_IDLE_TIMEOUT": "4000"})
+    messages = MessagesSettings(maintenance_database=prefix + "main")
+    sources = [open_source(db, messages) for _ in range(2)]
+    try:
+        mine, theirs = (cluster_lock(s, tmp_path / str(i)) for i, s in enumerate(sources))
+        held = mine.try_acquire("gc")  # its keeper's first ping comes 2 s later
+        assert held is not None
+        [killed] = advisory_lock_holders(postgres, prefix + "main")
+        with postgres.admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": killed})
+        wait_for(lambda: not advisory_lock_holders(postgres, prefix + "main"),
+                 what="the killed session's lock to be freed")
+        taken = theirs.try_acquire("gc")
+        assert taken is not None
+        # Only this test's lock: keepers of earlier tests' replicas may still be winding down.
+        with caplog.at_level(logging.WARNING, logger="exporter.sources.locks"):
+            wait_for(lambda: [r for r in caplog.records if r.__dict__.get("lost") == "gc"
+                              and "could not be taken again" in r.message], timeout=10,
+                     what="the first replica to notice")
+        assert mine.try_acquire("gc") is None  # still the other replica's
+        taken.release()
+        held.release()  # of a lock it no longer has: harmless
+    finally:
+        for source in sources:
+            source.close()
 
 
 def test_the_cooldown_lock_outlives_a_server_that_ends_idle_sessions(
