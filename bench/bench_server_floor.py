@@ -24,8 +24,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from tests.promstack import free_port
+from tests.support import wait_for
 
 NOTIFICATIONS = 200
 REPEAT = int(os.environ.get("BENCH_FLOOR_REPEAT", "3"))
@@ -102,23 +104,14 @@ asyncio.run(main())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise SystemExit("server did not listen within 10 s")
+def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    if proc.poll() is not None:
+        raise SystemExit(f"server exited with {proc.returncode}")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def burst(port: int, senders: int, payload: Path) -> dict[str, float]:
@@ -135,11 +128,11 @@ def burst(port: int, senders: int, payload: Path) -> dict[str, float]:
             "per_second": float(rate.group(1))}
 
 
-def measure(name: str, code: str, payload: Path) -> dict[str, list[dict[str, float]]]:
-    port = _free_port()
+def measure(code: str, payload: Path) -> dict[str, list[dict[str, float]]]:
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", code, str(port)])
     try:
-        _wait_listening(port, proc)
+        wait_for(lambda: _listening(port, proc), what="the server to listen")
         return {str(senders): [burst(port, senders, payload) for _ in range(REPEAT)]
                 for senders in SENDERS}
     finally:
@@ -154,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         payload = Path(tmp) / "notification.json"
         payload.write_text(BODY)
-        report = {name: measure(name, code, payload)
+        report = {name: measure(code, payload)
                   for name, code in (("threads", THREADS_SERVER), ("asyncio", ASYNCIO_SERVER))}
     for name, by_senders in report.items():
         for senders, runs in by_senders.items():

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
 import requests
 import sqlalchemy as sa
 from docker.errors import DockerException
@@ -78,7 +79,8 @@ from tests.docker_support import (
     remove_test_containers,
     start_wa_container,
 )
-from tests.support import MYSQL_URL, PG_URL, DatabaseServer, ExporterProcess, wait_for
+from tests.support import DatabaseServer, ExporterProcess, wait_for
+from tests.support import connect_server as tests_connect_server
 from tests.wa_standin.schema import insert_messages
 from tests.wa_standin.server import StandIn
 
@@ -559,21 +561,14 @@ ENGINE = os.environ.get("SOAK_ENGINE", "MYSQL").upper()
 
 
 def connect_server() -> DatabaseServer:
+    """The test suite's server connection; its skip or failure becomes :class:`SetupFailed`."""
     if ENGINE not in ("MYSQL", "PGSQL"):
         raise SetupFailed(f"SOAK_ENGINE={ENGINE!r}: not MYSQL or PGSQL")
-    mysql = ENGINE == "MYSQL"
-    url = sa.make_url(MYSQL_URL if mysql else PG_URL)
-    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        name, variable = ("MariaDB", "WAX_TEST_MYSQL_URL") if mysql else \
-            ("PostgreSQL", "WAX_TEST_PG_URL")
-        raise SetupFailed(f"{name} at {url.host}:{url.port} is not reachable: {exc.orig}; "
-                          f"start it or set {variable}") from None
-    return DatabaseServer(ENGINE, admin, url.host or "127.0.0.1",
-                          url.port or (3306 if mysql else 5432), url.username or "")
+        return tests_connect_server(ENGINE)
+    except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+        variable = "WAX_TEST_MYSQL_URL" if ENGINE == "MYSQL" else "WAX_TEST_PG_URL"
+        raise SetupFailed(f"{exc.msg}; start it or set {variable}") from None
 
 
 def exporter_config(tmp: Path, project: str, media: Path, token_file: Path) -> Path:

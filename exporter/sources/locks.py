@@ -232,13 +232,12 @@ class FileLocks:
         return False
 
 
-def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float = 3.0
+def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float
                  ) -> SessionLocks | FileLocks:
     """``timeout`` bounds connecting and each lock query (``actions.lock_timeout``): the
     queries never wait on the server, so a slower answer means the database is out of reach,
     and a webhook decision must not wait a whole ``query_timeout`` for that."""
     label = f"wa-exporter:{source.prefix}:"
-    deadline = timeout
     # A session holding locks is otherwise idle: ping it well within the idle timeout.
     keepalive = 60.0
     if source.db.connection_idle_timeout_ms:
@@ -248,11 +247,11 @@ def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float = 3.0
         return SessionLocks(source, "SELECT GET_LOCK(%(name)s, 0)",
                             "SELECT RELEASE_LOCK(%(name)s)",
                             lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60],
-                            deadline, keepalive)
+                            timeout, keepalive)
     if isinstance(source, PostgresSource):
         return SessionLocks(source, "SELECT pg_try_advisory_lock(%(name)s)",
                             "SELECT pg_advisory_unlock(%(name)s)",
                             lambda key: int.from_bytes(hashlib.sha256(
                                 (label + key).encode()).digest()[:8], "big", signed=True),
-                            deadline, keepalive)
+                            timeout, keepalive)
     return FileLocks(state_dir / "locks")

@@ -199,7 +199,8 @@ def two_replicas(db_server: DatabaseServer, tmp_path: Path, cooldown: float = 36
                                    cooldown={"gc": cooldown})
         action = Slow()
         runner = Runner({"gc": action}, settings, AuditLog(state_dir / "audit.jsonl"),
-                        StateFile(state_dir / "state.json"), cluster_lock(source, state_dir),
+                        StateFile(state_dir / "state.json"),
+                        cluster_lock(source, state_dir, settings.lock_timeout),
                         ActionMetrics(CollectorRegistry(), ["gc"]))
         replicas.append((runner, action))
     try:
@@ -294,6 +295,15 @@ def advisory_lock_holders(server: DatabaseServer, database: str) -> set[int]:
             "(SELECT oid FROM pg_database WHERE datname = :d)"), {"d": database}).scalars())
 
 
+def kill_lock_session(server: DatabaseServer, database: str) -> tuple[int, bool]:
+    """End the one session holding advisory locks in ``database``, as a network cut or a
+    DBA would: its pid, and whether the server ended it."""
+    [pid] = advisory_lock_holders(server, database)
+    with server.admin.connect() as conn:
+        return pid, bool(conn.execute(sa.text("SELECT pg_terminate_backend(:p)"),
+                                      {"p": pid}).scalar())
+
+
 def test_a_run_whose_lock_session_is_killed_takes_its_lock_again(
         postgres: DatabaseServer, tmp_path: Path) -> None:
     """A network cut or a DBA's pg_terminate_backend ends the session under a running GC's
@@ -304,10 +314,8 @@ def test_a_run_whose_lock_session_is_killed_takes_its_lock_again(
         database = postgres.created[-1]
         assert first.submit(Request("gc", "alert")).outcome == "started"
         assert first_action.entered.wait(5)
-        [killed] = advisory_lock_holders(postgres, database)
-        with postgres.admin.connect() as conn:
-            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"),
-                                {"p": killed}).scalar()
+        killed, terminated = kill_lock_session(postgres, database)
+        assert terminated
         holders = wait_for(lambda: (h := advisory_lock_holders(postgres, database)) - {killed}
                            and h, timeout=10, interval=0.1,
                            what="the first replica to take its lock again")
@@ -322,20 +330,15 @@ def test_a_lock_taken_by_another_replica_in_the_gap_is_let_go_with_a_warning(
         postgres: DatabaseServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """If the other replica took the lock while this one had no session, this one cannot
     take it back: it says so, and holds nothing it does not have."""
-    prefix = new_prefix()
-    postgres.create_database(prefix + "main", messages=1).dispose()
-    db = DatabaseSettings.model_validate({**postgres.env(prefix),
-                                          "WA_DB_CONNECTION_IDLE_TIMEOUT": "4000"})
-    messages = MessagesSettings(maintenance_database=prefix + "main")
-    sources = [open_source(db, messages) for _ in range(2)]
-    try:
-        mine, theirs = (cluster_lock(s, tmp_path / str(i)) for i, s in enumerate(sources))
+    with two_replicas(postgres, tmp_path, idle_timeout_ms=4000  # a ping every 2 s
+                      ) as [(first, _), (second, _)]:
+        database = postgres.created[-1]
+        mine, theirs = first.lock, second.lock
+        assert mine is not None and theirs is not None
         held = mine.try_acquire("gc")  # its keeper's first ping comes 2 s later
         assert held is not None
-        [killed] = advisory_lock_holders(postgres, prefix + "main")
-        with postgres.admin.connect() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": killed})
-        wait_for(lambda: not advisory_lock_holders(postgres, prefix + "main"),
+        kill_lock_session(postgres, database)
+        wait_for(lambda: not advisory_lock_holders(postgres, database),
                  what="the killed session's lock to be freed")
         taken = theirs.try_acquire("gc")
         assert taken is not None
@@ -347,9 +350,6 @@ def test_a_lock_taken_by_another_replica_in_the_gap_is_let_go_with_a_warning(
         assert mine.try_acquire("gc") is None  # still the other replica's
         taken.release()
         held.release()  # of a lock it no longer has: harmless
-    finally:
-        for source in sources:
-            source.close()
 
 
 def test_the_cooldown_lock_outlives_a_server_that_ends_idle_sessions(

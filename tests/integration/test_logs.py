@@ -14,6 +14,7 @@ from exporter.config import ContainersSettings
 from exporter.sources.docker import DOCKER_POOLS, ContainerDirectory, DockerEngine, list_logs
 from tests.docker_support import (
     LIVE_LOGS,
+    LOG_DIR,
     exec_sh,
     fill_archive,
     start_wa_container,
@@ -256,7 +257,7 @@ def test_listings_leave_a_few_idle_engine_connections_not_one_per_exec(
     before = socket_fds()
     try:
         for _ in range(20):  # 40 distinct exec URLs, beyond docker-py's 25 pools
-            entries = list_logs(engine, container, "/var/log/whatsapp")
+            entries = list_logs(engine, container, LOG_DIR)
             assert (b"coreapp.log", 123) in {(e.name, e.size) for e in entries}
         held = socket_fds() - before
     finally:
