@@ -2,16 +2,18 @@
 
 ``exec`` mode lists each running container's log directory with one ``docker exec``;
 ``host`` mode reads directories the operator bind-mounted into the exporter. Live files get
-a ``file`` label; archived files are only counted, so the label set stays bounded.
+a ``file`` label; archived files are counted per container and per log family (the live log
+each was rotated from, or ``other``), so the label set stays bounded by the live logs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -23,27 +25,71 @@ from exporter.sources.docker import ContainerDirectory, DockerError, WaContainer
 from exporter.sources.files import LogEntry, list_log_dir
 
 
+# What logrotate (``compressext``) and the WA rotation scripts append when they compress.
+_COMPRESSED = re.compile(r"\.(?:gz|bz2|xz|zst|lz4|Z)\Z")
+# One rotation token at the end of a name: ".1", "-20260101", ".20260101T000000Z", "-2".
+_ROTATION_TOKEN = re.compile(r"[._-][0-9][0-9TZ]*\Z")
+# The family of archived files that belong to no live log: bounded, whatever the names.
+OTHER_FAMILY = "other"
+
+
+def is_compressed(name: str) -> bool:
+    return _COMPRESSED.search(name) is not None
+
+
+def archive_family(name: str, live_logs: Collection[str]) -> str:
+    """The live log an archived file was rotated from: its name without a compression suffix
+    and without rotation tokens (``web.log.1.gz``, ``access.log-20260101.gz`` and
+    ``coreapp.log.20260101T000000Z-1.gz`` come from ``web.log``, ``access.log`` and
+    ``coreapp.log``), if that is a live log of the same container; :data:`OTHER_FAMILY` if not."""
+    stem = _COMPRESSED.sub("", name)
+    while stem not in live_logs:
+        shorter = _ROTATION_TOKEN.sub("", stem)
+        if shorter == stem:
+            return OTHER_FAMILY
+        stem = shorter
+    return stem
+
+
 @dataclass(frozen=True)
 class LogSummary:
     live: dict[str, int]  # file label -> bytes
     archive_files: int
     archive_bytes: int
     archive_oldest: float | None  # mtime; None with an empty archive
+    # family -> archived files: every live log (0 if none), OTHER_FAMILY only when it has some
+    archive_families: dict[str, int]
+    uncompressed_files: int
+    uncompressed_bytes: int
+
+
+def _label(name: bytes) -> str:
+    # Names are bytes on disk; a non-UTF-8 one shows with \xNN escapes.
+    return name.decode("utf-8", errors="backslashreplace")
 
 
 def summarise(entries: Iterable[LogEntry]) -> LogSummary:
-    live: dict[str, int] = {}
-    count = total = 0
-    oldest: float | None = None
-    for entry in entries:
-        if entry.where == "live":
-            # Names are bytes on disk; a non-UTF-8 one shows with \xNN escapes.
-            live[entry.name.decode("utf-8", errors="backslashreplace")] = entry.size
-        else:
-            count += 1
-            total += entry.size
-            oldest = entry.mtime if oldest is None else min(oldest, entry.mtime)
-    return LogSummary(live, count, total, oldest)
+    entries = list(entries)
+    live = {_label(e.name): e.size for e in entries if e.where == "live"}
+    archived = [e for e in entries if e.where == "archive"]
+    families = dict.fromkeys(live, 0)
+    uncompressed = uncompressed_bytes = 0
+    for entry in archived:
+        name = _label(entry.name)
+        family = archive_family(name, live)
+        families[family] = families.get(family, 0) + 1
+        if not is_compressed(name):
+            uncompressed += 1
+            uncompressed_bytes += entry.size
+    return LogSummary(
+        live=live,
+        archive_files=len(archived),
+        archive_bytes=sum(e.size for e in archived),
+        archive_oldest=min((e.mtime for e in archived), default=None),
+        archive_families=families,
+        uncompressed_files=uncompressed,
+        uncompressed_bytes=uncompressed_bytes,
+    )
 
 
 @dataclass(frozen=True)
@@ -169,6 +215,15 @@ class LogsCollector(Collector):
         oldest = GaugeMetricFamily("whatsapp_log_archive_oldest_timestamp_seconds",
                                    "Modification time of the oldest archived log file.",
                                    labels=labels)
+        by_family = GaugeMetricFamily("whatsapp_log_archive_family_files",
+                                      "Archived files per log family: the live log each was "
+                                      "rotated from, or other.", labels=[*labels, "family"])
+        uncompressed = GaugeMetricFamily("whatsapp_log_archive_uncompressed_files",
+                                         "Archived log files without a compression suffix.",
+                                         labels=labels)
+        uncompressed_bytes = GaugeMetricFamily("whatsapp_log_archive_uncompressed_size_bytes",
+                                               "Total size of the uncompressed archived log "
+                                               "files.", labels=labels)
         listed = GaugeMetricFamily("whatsapp_log_listing_success",
                                    "1 if the container's log directory was listed in the last "
                                    "refresh.", labels=labels)
@@ -185,4 +240,9 @@ class LogsCollector(Collector):
             total.add_metric([name, role], float(summary.archive_bytes))
             if summary.archive_oldest is not None:
                 oldest.add_metric([name, role], summary.archive_oldest)
-        return [size, files, total, oldest, listed]
+            for family in sorted(summary.archive_families):
+                by_family.add_metric([name, role, family],
+                                     float(summary.archive_families[family]))
+            uncompressed.add_metric([name, role], float(summary.uncompressed_files))
+            uncompressed_bytes.add_metric([name, role], float(summary.uncompressed_bytes))
+        return [size, files, total, oldest, by_family, uncompressed, uncompressed_bytes, listed]

@@ -171,7 +171,7 @@ def panel_for(dashboard: dict[str, Any], selector: str) -> dict[str, Any]:
     ("whatsapp_messages_table_rows{", {2_000_000, 10_000_000}),
     ('role="webapp"', {WEBAPP_ROTATE_BYTES}),
     ('role=~"coreapp|master"', {COREAPP_ROTATE_BYTES}),
-    ("whatsapp_log_archive_files{", {30}),
+    ("whatsapp_log_archive_family_files{", {30}),
 ], ids=["messages-rows", "webapp-logs", "coreapp-logs", "archive-files"])
 def test_the_guides_bounds_are_lines_on_their_panels(dashboard: dict[str, Any], selector: str,
                                                      lines: set[int]) -> None:

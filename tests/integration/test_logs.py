@@ -209,6 +209,56 @@ def test_stopped_containers_drop_out_and_new_files_show_up(
         assert live_sizes(samples, core.name) == {}
 
 
+def put_archived(container: Container, *names: str) -> None:
+    """Archived files as the client's rotation names them: gzipped if the name says so."""
+    script = ('cd /var/log/whatsapp/archive || exit 1\n'
+              'for name in "$@"; do\n'
+              '  case "$name" in\n'
+              '    *.gz) echo "archived $name" | gzip > "$name" ;;\n'
+              '    *) echo "archived $name, never compressed" > "$name" ;;\n'
+              '  esac || exit 1\n'
+              'done\n')
+    result = exec_sh(container, script, *names)
+    assert result.exit_code == 0, result
+
+
+def families(samples: dict, container: str) -> dict[str, float]:  # type: ignore[type-arg]
+    return {dict(labels)["family"]: v
+            for labels, v in series(samples, "whatsapp_log_archive_family_files").items()
+            if dict(labels)["container"] == container}
+
+
+def test_archives_are_counted_per_log_family_and_uncompressed_ones_apart(
+        client: docker.DockerClient, project: str, tmp_path: Path) -> None:
+    web = start_wa_container(client, role="webapp", service="waweb", project=project)
+    core = start_wa_container(client, role="coreapp", service="wacore", project=project)
+    # A healthy webapp: logrotate keeps 30 of each log, here in its two naming styles.
+    put_archived(web, *(f"web.log.{i}.gz" for i in range(1, 31)),
+                 *(f"access.log-202601{i:02d}.gz" for i in range(1, 31)),
+                 *(f"error.log.{i}.gz" for i in range(2, 31)), "error.log.1", "notes.txt")
+    # A coreapp whose script never removes old files: 31 of one log.
+    put_archived(core, *(f"coreapp.log.{i}.gz" for i in range(1, 32)))
+
+    with run_exporter(config=config(project), tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_log_archive_files", 91.0, container=web.name,
+                                       role="webapp")
+        samples = exporter.wait_metric("whatsapp_log_archive_files", 31.0, container=core.name,
+                                       role="coreapp")
+
+    assert families(samples, web.name) == {"web.log": 30, "access.log": 30, "error.log": 30,
+                                           "other": 1}
+    assert families(samples, core.name) == {"coreapp.log": 31, "wa-service-coreapp.log": 0}
+    web_labels = {"container": web.name, "role": "webapp"}
+    uncompressed = sum(int(exec_sh(web, 'stat -c %s "/var/log/whatsapp/archive/$1"',
+                                   name).stdout) for name in ("error.log.1", "notes.txt"))
+    assert value(samples, "whatsapp_log_archive_uncompressed_files", **web_labels) == 2
+    assert value(samples, "whatsapp_log_archive_uncompressed_size_bytes",
+                 **web_labels) == uncompressed
+    core_labels = {"container": core.name, "role": "coreapp"}
+    assert value(samples, "whatsapp_log_archive_uncompressed_files", **core_labels) == 0
+    assert value(samples, "whatsapp_log_archive_uncompressed_size_bytes", **core_labels) == 0
+
+
 def test_host_mode_reads_bind_mounted_directories(
         client: docker.DockerClient, project: str, tmp_path: Path) -> None:
     web = start_wa_container(client, role="webapp", service="waweb", project=project)

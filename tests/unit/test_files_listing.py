@@ -70,7 +70,9 @@ def test_summary_labels_live_files_and_only_aggregates_the_archive() -> None:
     ])
 
     assert summary == LogSummary(live={"web.log": 100, "caf\\xe9.log": 3}, archive_files=2,
-                                 archive_bytes=30, archive_oldest=200.0)
+                                 archive_bytes=30, archive_oldest=200.0,
+                                 archive_families={"web.log": 2, "caf\\xe9.log": 0},
+                                 uncompressed_files=0, uncompressed_bytes=0)
     assert summarise([]).archive_oldest is None
 
 
