@@ -24,7 +24,6 @@ from exporter.errors import Degraded, SourceError
 from exporter.sources.docker import ContainerDirectory, DockerError, WaContainer, list_logs
 from exporter.sources.files import LogEntry, list_log_dir
 
-
 # What logrotate (``compressext``) and the WA rotation scripts append when they compress.
 _COMPRESSED = re.compile(r"\.(?:gz|bz2|xz|zst|lz4|Z)\Z")
 # One rotation token at the end of a name: ".1", "-20260101", ".20260101T000000Z", "-2".
