@@ -193,6 +193,45 @@ def test_archive_of_40_is_trimmed_to_newest_30(containers: dict[str, Container])
     )
 
 
+def test_thirty_of_each_log_are_kept_as_logrotate_keeps_them(
+        containers: dict[str, Container]) -> None:
+    container = containers["webapp"]
+    web = fill_archive(container, ARCHIVE_KEEP + 1, prefix="web.log")  # oldest first
+    access = fill_archive(container, ARCHIVE_KEEP, prefix="access.log")
+    error = fill_archive(container, ARCHIVE_KEEP, prefix="error.log")
+
+    result = run_cleanup(container)
+
+    assert result.exit_code == 0, result
+    # Only web.log's oldest goes: 90 files in three logs of 30 is what rotation keeps.
+    assert set(list_dir(container, ARCHIVE_DIR)) == {*web[1:], *access, *error}
+    assert result.stdout.splitlines()[-1] == (
+        "rotated nothing; removed 1 archived files; archive now 90 files"
+    )
+
+
+def test_logrotate_and_the_scripts_names_of_one_log_count_together(
+        containers: dict[str, Container]) -> None:
+    container = containers["coreapp"]
+    stamped = fill_archive(container, ARCHIVE_KEEP - 2, prefix="coreapp.log",
+                           newest_mtime=1_700_000_000)
+    numbered = ["coreapp.log.1.gz", "coreapp.log-20230101", "coreapp.log.2.bz2"]
+    older = 1_700_000_000 - ARCHIVE_KEEP * 3600  # older than every stamped file
+    script = ('cd "$1" && shift && for n in "$@"; do echo x > "$n" && '
+              'touch -d "@$((' + str(older) + ' - ${#n}))" "$n" || exit 1; done')
+    assert exec_sh(container, script, ARCHIVE_DIR, *numbered).exit_code == 0
+    other_log = fill_archive(container, 5, prefix="wa-service-coreapp.log",
+                             newest_mtime=older - 3600)  # the oldest of all, but another log's
+
+    result = run_cleanup(container)
+
+    assert result.exit_code == 0, result
+    # 31 files of coreapp.log in three naming styles: its oldest goes, and only that one.
+    assert set(list_dir(container, ARCHIVE_DIR)) == {
+        *stamped, "coreapp.log.1.gz", "coreapp.log.2.bz2", *other_log}
+    assert "removed 1 archived files; archive now 35 files" in result.stdout
+
+
 def test_fresh_rotation_counts_towards_the_30(containers: dict[str, Container]) -> None:
     container = containers["coreapp"]
     names = fill_archive(container, 30, prefix="coreapp.log")
@@ -222,12 +261,12 @@ def test_names_with_spaces(containers: dict[str, Container]) -> None:
     (fresh,) = set(archive) - set(names)
     assert re.fullmatch(rf"wa service master\.log\.{TS}\.gz", fresh)
     assert gunzipped_size(container, f"{ARCHIVE_DIR}/{fresh}") == 5000
-    assert set(archive) - {fresh} == set(names[4:])  # 33 + 1 rotated - 30 kept = 4 removed
+    assert set(archive) - {fresh} == set(names[3:])  # "old master log" keeps its newest 30
     live = list_dir(container, LOG_DIR)
     assert live["wa service master.log"] == 0
     assert live["small one.log"] == 10
     assert result.stdout.splitlines()[-1] == (
-        "rotated wa service master.log; removed 4 archived files; archive now 30 files"
+        "rotated wa service master.log; removed 3 archived files; archive now 31 files"
     )
 
 

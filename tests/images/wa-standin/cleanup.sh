@@ -4,7 +4,10 @@
 # 1. Every regular file directly under $WA_LOG_DIR (default /var/log/whatsapp) larger than the
 #    role's bound (webapp 20 MiB, coreapp/master 15 MiB, or $WA_ROTATE_BYTES) is gzipped into
 #    archive/<name>.<UTC timestamp>.gz and then truncated in place (copytruncate style).
-# 2. Only the newest $WA_ARCHIVE_KEEP (default 30) files in archive/ are kept (by mtime).
+# 2. Only the newest $WA_ARCHIVE_KEEP (default 30) files of each log are kept in archive/ (by
+#    mtime), as logrotate's "rotate 30" counts per log: a file's log is its name without
+#    the compression suffix and the rotation tokens (web.log.1.gz, web.log-20260101.gz and
+#    web.log.20260101T000000Z-1.gz are all web.log's).
 # 3. One "rotated ..." line per rotated file and a summary line go to stdout; exit 0.
 # Any failure: message on stderr, exit 1 (bad configuration: exit 2).
 # Test knobs: WA_CLEANUP_SLEEP=N sleeps N seconds first; WA_CLEANUP_FAIL=1 forces a failure.
@@ -84,22 +87,34 @@ for f in "$LOG_DIR"/*; do
     rotated_names="${rotated_names:+$rotated_names, }$name"
 done
 
-# 2. Keep only the newest $KEEP archived files.
+# 2. Keep only the newest $KEEP archived files of each log.
 listing=$(ls -1t "$ARCHIVE_DIR") || fail "cannot list $ARCHIVE_DIR"
+files=
 seen=0
-removed=0
 while IFS= read -r entry; do
     [ -n "$entry" ] || continue
-    p="$ARCHIVE_DIR/$entry"
-    [ -f "$p" ] || continue
+    [ -f "$ARCHIVE_DIR/$entry" ] || continue
     seen=$((seen + 1))
-    if [ "$seen" -gt "$KEEP" ]; then
-        rm -f "$p" || fail "cannot remove archived file $p"
-        removed=$((removed + 1))
-    fi
+    files="$files$entry
+"
 done <<LISTING
 $listing
 LISTING
+# Newest first: past the first $KEEP of a log, every file of that log expires.
+expired=$(printf '%s' "$files" | awk -v keep="$KEEP" '{
+    name = $0
+    sub(/\.(gz|bz2|xz|zst|lz4|Z)$/, "", name)
+    while (sub(/[._-][0-9][0-9TZ]*$/, "", name) > 0) {}
+    if (++kept[name] > keep) print
+}') || fail "cannot group $ARCHIVE_DIR by log"
+removed=0
+while IFS= read -r entry; do
+    [ -n "$entry" ] || continue
+    rm -f "$ARCHIVE_DIR/$entry" || fail "cannot remove archived file $ARCHIVE_DIR/$entry"
+    removed=$((removed + 1))
+done <<EXPIRED
+$expired
+EXPIRED
 
 # 3. Summary.
 echo "rotated ${rotated_names:-nothing}; removed $removed archived files;" \
