@@ -80,7 +80,7 @@ class VolumeScanCollector(Collector):
             _gauge(prefix + "used_bytes", "Bytes allocated under the media path (st_blocks, "
                    "like du -s; hard-linked files once, symlinks not followed).", volume,
                    usage.allocated_bytes),
-            _gauge(prefix + "file_count", "Regular files under the media path.", volume,
+            _gauge(prefix + "stored_files", "Regular files under the media path.", volume,
                    usage.files),
             _gauge(prefix + "scan_errors", "Entries the last scan could not read (e.g. "
                    "directories without permission); their contents are not counted.", volume,

@@ -184,7 +184,7 @@ def test_reaches_the_docker_socket_and_the_media_volume(exporter: Container) -> 
     assert value(samples, success, collector="containers") == 1  # the socket, as uid 10001
     assert value(samples, success, collector="volume") == 1
     assert value(samples, success, collector="volume_scan") == 1
-    files = value(samples, "whatsapp_media_volume_file_count", volume="whatsappMedia")
+    files = value(samples, "whatsapp_media_volume_stored_files", volume="whatsappMedia")
     assert files == MEDIA_FILES  # counted by the scan's worker processes in the image
 
 

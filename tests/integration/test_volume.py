@@ -67,7 +67,7 @@ def test_filesystem_figures_and_scan_of_the_media_path(tmp_path: Path) -> None:
         value(samples, "whatsapp_media_volume_free_bytes", **label) or 0)
     assert 0 < (value(samples, "whatsapp_media_volume_files_free", **label) or 0) <= raw.f_files
     assert value(samples, "whatsapp_media_volume_used_bytes", **label) == du_bytes(media)
-    assert value(samples, "whatsapp_media_volume_file_count", **label) == files
+    assert value(samples, "whatsapp_media_volume_stored_files", **label) == files
     assert value(samples, "whatsapp_media_volume_scan_errors", **label) == 0
     assert value(samples, "whatsapp_exporter_collector_success", collector="volume") == 1
 
@@ -91,7 +91,7 @@ def test_the_scan_keeps_its_own_slower_schedule(tmp_path: Path) -> None:
             return samples if volume_at > scan_at + 1 else None
 
         samples = wait_for(statvfs_refreshed_again, what="three statvfs rounds after the scan")
-        assert value(samples, "whatsapp_media_volume_file_count",
+        assert value(samples, "whatsapp_media_volume_stored_files",
                      volume="whatsappMedia") == 12 * 10 + 1  # the late file waits for the next scan
 
 
@@ -113,7 +113,8 @@ def test_an_unreadable_directory_is_reported_not_fatal(tmp_path: Path,
                                            volume="whatsappMedia")
     finally:
         locked.chmod(0o755)
-    assert value(samples, "whatsapp_media_volume_file_count", volume="whatsappMedia") == files - 10
+    assert value(samples, "whatsapp_media_volume_stored_files",
+                 volume="whatsappMedia") == files - 10
     assert value(samples, "whatsapp_exporter_collector_success", collector="volume_scan") == 1
 
 
@@ -151,7 +152,7 @@ def test_the_media_volume_is_found_through_docker_by_its_compose_name(
                   f"  containers: {{enabled: false, compose_project: {project}}}\n")
         with run_exporter(config=config(volume).replace("  containers: {enabled: false}\n", ""),
                           tmp_path=tmp_path) as exporter:
-            samples = exporter.wait_metric("whatsapp_media_volume_file_count", float(files),
+            samples = exporter.wait_metric("whatsapp_media_volume_stored_files", float(files),
                                            volume=f"{project}_{name}")
         assert value(samples, "whatsapp_media_volume_used_bytes",
                      volume=f"{project}_{name}") == du_bytes(mountpoint)

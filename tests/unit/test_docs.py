@@ -13,7 +13,7 @@ SPEC_CONTRACT = {  # SPEC.md section 3: names other tools rely on
     "whatsapp_log_archive_oldest_timestamp_seconds", "whatsapp_media_volume_size_bytes",
     "whatsapp_media_volume_avail_bytes", "whatsapp_media_volume_free_bytes",
     "whatsapp_media_volume_files", "whatsapp_media_volume_files_free",
-    "whatsapp_media_volume_used_bytes", "whatsapp_media_volume_file_count",
+    "whatsapp_media_volume_used_bytes", "whatsapp_media_volume_stored_files",
     "whatsapp_container_up", "whatsapp_gc_runs_total", "whatsapp_gc_messages_deleted_total",
     "whatsapp_gc_last_run_timestamp_seconds", "whatsapp_gc_last_success_timestamp_seconds",
     "whatsapp_gc_duration_seconds", "whatsapp_cleanup_runs_total",
@@ -45,3 +45,11 @@ def test_readme_lists_exactly_the_exported_metrics() -> None:
 
 def test_the_spec_contract_is_exported() -> None:
     assert SPEC_CONTRACT - set(exported_metrics()) == set()
+
+
+def test_no_gauge_or_counter_takes_a_histogram_suffix() -> None:
+    """promtool's lint rejects ``_count``, ``_sum`` and ``_bucket`` on anything but a
+    histogram or summary (which is why the media scan's figure is ``_stored_files``)."""
+    clashing = {name for name, kind in exported_metrics().items()
+                if kind != "histogram" and name.endswith(("_count", "_sum", "_bucket"))}
+    assert clashing == set()
