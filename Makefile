@@ -8,15 +8,24 @@ PYTEST_ARGS ?=
 
 venv: $(VENV)/.installed
 
+# The development tools (tests, linters) include everything the demo needs.
 $(VENV)/.installed: pyproject.toml
 	@scripts/ensure-python.sh "$(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed-demo
+
+# The demo alone needs only the exporter and the demo's world, not mypy, ruff or hypothesis.
+$(VENV)/.installed-demo: pyproject.toml
+	@scripts/ensure-python.sh "$(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[demo]'
 	@touch $@
 
-## demo: run the exporter on an embedded world (SQLite messages table, simulated WA API)
-demo: venv
+## demo: run the exporter on an embedded world (SQLite messages table, simulated WA API),
+## fresh each run; Ctrl-C, SIGTERM or SIGHUP stops it and everything it started
+demo: $(VENV)/.installed-demo
 	$(PY) -m demo
 
 ## services: start the local services the tests use (Docker engine), where possible

@@ -7,45 +7,92 @@
   holding more than the 30 files the WA guide keeps;
 - ``.demo/media/``: a media volume with a few hundred files;
 - the WA API stand-in from ``tests/wa_standin`` on a loopback port, backed by that table;
-- the exporter on ``--web.listen-address`` (default ``:9864``) until Ctrl-C.
+- the exporter on ``--web.listen-address`` (default ``:9864``) until Ctrl-C, SIGTERM or
+  SIGHUP, any of which stops both children before the demo exits.
+
+Each run starts from a fresh world: ``.demo/`` is written anew, so the table holds its
+60,000 rows again and the cooldowns and audit log of the last run are gone.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 import sqlalchemy as sa
 
 from tests.wa_standin.schema import create_messages_table, insert_messages
 
 ROOT = Path(__file__).resolve().parent.parent
-WORLD = ROOT / ".demo"
 PREFIX = "wademo_"
 TOKEN = (ROOT / "demo" / "webhook-token").read_text().strip()
 ROWS = 60_000
 
 
-def build_world() -> Path:
-    db_dir = WORLD / "db"
-    db_dir.mkdir(parents=True, exist_ok=True)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(Exception):
+    """One of STOP_SIGNALS arrived: unwind to the code that stops the children."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+class Children:
+    """The processes the demo started, stopped newest first however the demo ends."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
+        proc: subprocess.Popen[str] = subprocess.Popen(args, cwd=ROOT, text=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for signum in STOP_SIGNALS:  # a second Ctrl-C must not cut the stopping short
+            signal.signal(signum, signal.SIG_IGN)
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def build_world(world: Path) -> Path:
+    """A fresh world: whatever the last run left (fewer rows after a GC, cooldowns) goes."""
+    if world.exists():
+        print(f"demo: starting from a fresh world (replacing the last run's {world})",
+              flush=True)
+        shutil.rmtree(world)
+    db_dir = world / "db"
+    db_dir.mkdir(parents=True)
     store = db_dir / f"{PREFIX}messagestore.db"
-    if not store.exists():
-        print(f"demo: writing {ROWS:,} messages to {store.relative_to(ROOT)}", flush=True)
-        engine = sa.create_engine(f"sqlite:///{store}")
-        create_messages_table(engine)
-        insert_messages(engine, ROWS, read_fraction=0.4)
-        engine.dispose()
+    print(f"demo: writing {ROWS:,} messages to {store}", flush=True)
+    engine = sa.create_engine(f"sqlite:///{store}")
+    create_messages_table(engine)
+    insert_messages(engine, ROWS, read_fraction=0.4)
+    engine.dispose()
     other = db_dir / f"{PREFIX}contacts.db"  # a WA database without messages: not reported
-    if not other.exists():
-        engine = sa.create_engine(f"sqlite:///{other}")
-        with engine.begin() as conn:
-            conn.execute(sa.text("CREATE TABLE contacts (id INTEGER PRIMARY KEY, wa_id TEXT)"))
-        engine.dispose()
+    engine = sa.create_engine(f"sqlite:///{other}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE contacts (id INTEGER PRIMARY KEY, wa_id TEXT)"))
+    engine.dispose()
     return db_dir
 
 
@@ -56,9 +103,9 @@ LOG_TREES = {
 ARCHIVED = {"demo-waweb-1": 12, "demo-wacore-1": 34}
 
 
-def build_logs() -> Path:
+def build_logs(world: Path) -> Path:
     """Live logs and archives like the WA containers keep (sparse files: sizes cost no disk)."""
-    root = WORLD / "logs"
+    root = world / "logs"
     day = 86400
     for container, live in LOG_TREES.items():
         archive = root / container / "archive"
@@ -74,30 +121,28 @@ def build_logs() -> Path:
     return root
 
 
-def build_media() -> Path:
-    media = WORLD / "media"
-    if not media.exists():
-        for i in range(400):
-            folder = media / f"{i % 16:02x}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"media-{i:05d}.jpg").write_bytes(os.urandom(2048 + (i * 97) % 30000))
+def build_media(world: Path) -> Path:
+    media = world / "media"
+    for i in range(400):
+        folder = media / f"{i % 16:02x}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"media-{i:05d}.jpg").write_bytes(os.urandom(2048 + (i * 97) % 30000))
     return media
 
 
-def start_wa_api(db_dir: Path, callback_url: str) -> tuple[subprocess.Popen[str], str]:
+def start_wa_api(children: Children, db_dir: Path, callback_url: str) -> str:
     """The WA API stand-in; its GC callbacks go to the exporter, as the WA webhook would."""
-    proc = subprocess.Popen(
+    proc = children.start(
         [sys.executable, "-m", "tests.wa_standin", "--listen", "127.0.0.1:0",
          "--db-url", f"sqlite:///{db_dir / (PREFIX + 'messagestore.db')}",
          "--callback-url", callback_url,
          "--callback-header", f"Authorization: Bearer {TOKEN}", "--gc-delay", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if not line.startswith("LISTENING "):
-        proc.kill()
         raise SystemExit(f"demo: the simulated WA API did not start: {line!r}")
-    return proc, line.split(" ", 1)[1]
+    return line.split(" ", 1)[1]
 
 
 def main() -> int:
@@ -105,40 +150,48 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--web.listen-address", dest="address",
                         default=os.environ.get("DEMO_ADDRESS", ":9864"))
+    parser.add_argument("--world", type=Path, default=ROOT / ".demo",
+                        help="directory the demo's world is written to, anew each run "
+                        "(default .demo)")
     args = parser.parse_args()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
+    children = Children()
+    try:
+        return run(args.address, args.world.resolve(), children)
+    except Stopped as stop:
+        print(f"demo: {stop}: stopping the exporter and the simulated WA API", flush=True)
+        return 128 + stop.signum
+    finally:
+        children.stop()
 
-    db_dir = build_world()
-    logs, media = build_logs(), build_media()
-    port = args.address.rsplit(":", 1)[1]
-    wa_api, wa_url = start_wa_api(db_dir, f"http://127.0.0.1:{port}/webhook/wa-callback")
+
+def run(address: str, world: Path, children: Children) -> int:
+    db_dir = build_world(world)
+    logs, media = build_logs(world), build_media(world)
+    port = address.rsplit(":", 1)[1]
+    wa_url = start_wa_api(children, db_dir, f"http://127.0.0.1:{port}/webhook/wa-callback")
     env = {**os.environ, "WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
            "WA_DB_NAME_PREFIX": PREFIX, "WA_WEB_URL": wa_url, "WA_WEB_USERNAME": "admin",
            "WA_WEB_PASSWORD": "secret"}
     print(f"""
 demo: the simulated WA API listens on {wa_url}
-demo: the exporter starts on {args.address}; open
+demo: the exporter starts on {address}; open
         http://localhost:{port}/metrics
         http://localhost:{port}/
       Fire the webhook as Alertmanager would (message GC on the demo table):
         curl -s -H 'Authorization: Bearer {TOKEN}' -H 'Content-Type: application/json' \\
           -d @demo/alert.json http://localhost:{port}/webhook/alertmanager
       then watch http://localhost:{port}/actions and whatsapp_gc_* in /metrics.
-      Ctrl-C stops everything.
+      Ctrl-C (or SIGTERM, SIGHUP) stops everything; the next run starts afresh.
 """, flush=True)
-    config = WORLD / "demo.yml"
+    config = world / "demo.yml"
     config.write_text((ROOT / "demo" / "demo.yml").read_text().format(
-        logs=logs, media=media, state=WORLD / "state", token=ROOT / "demo" / "webhook-token"))
-    exporter = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "--web.listen-address", args.address,
-         "--config.file", str(config)], env=env, cwd=ROOT)
-    try:
-        return exporter.wait()
-    except KeyboardInterrupt:
-        exporter.send_signal(signal.SIGINT)
-        return exporter.wait(10)
-    finally:
-        wa_api.terminate()
-        wa_api.wait(10)
+        logs=logs, media=media, state=world / "state", token=ROOT / "demo" / "webhook-token"))
+    exporter = children.start(
+        [sys.executable, "-m", "exporter", "--web.listen-address", address,
+         "--config.file", str(config)], env=env)
+    return exporter.wait()
 
 
 if __name__ == "__main__":
