@@ -30,6 +30,7 @@ from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
 from exporter.collectors.volume import MediaVolume, VolumeCollector, VolumeScanCollector
 from exporter.config import ConfigError, Settings
+from exporter.doctor import missing_media_path_fix
 from exporter.server import Server
 from exporter.sources.database import MessagesSource, open_source
 from exporter.sources.docker import ContainerDirectory, DockerEngine
@@ -79,6 +80,16 @@ def build_collectors(settings: Settings, sources: Sources) -> list[Collector]:
     return collectors
 
 
+def warn_missing_media_path(settings: Settings) -> None:
+    """One warning with the fix, rather than only two failing collectors (a pip install
+    has no /usr/local/wamedia unless the operator mounts it)."""
+    volume = settings.collectors.volume
+    wanted = volume.enabled or settings.collectors.volume_scan.enabled
+    if wanted and volume.source == "path" and not volume.path.exists():
+        log.warning("media volume path missing", extra={
+            "path": str(volume.path), "fix": missing_media_path_fix(volume)})
+
+
 class Actions:
     """The runner and everything it needs; also what ``wa-exporter run`` uses."""
 
@@ -108,6 +119,9 @@ class Actions:
                                                      settings.collectors.messages)
                 actions["gc"] = GcAction(self.api, self.counting, self.inbox, chosen.gc)
         actions = {name: action for name, action in actions.items() if name in chosen.allowed}
+        unavailable = settings.unavailable_actions()
+        for reason in unavailable.values():
+            log.warning("action unavailable", extra={"err": reason})
         self.audit = AuditLog(state_dir / "audit.jsonl", max_bytes=chosen.audit_max_bytes)
         self.state = StateFile(state_dir / "state.json")
         self.metrics = ActionMetrics(registry, list(actions))
@@ -117,7 +131,8 @@ class Actions:
         lock = (cluster_lock(sources.database, state_dir, chosen.lock_timeout)
                 if sources.database is not None
                 else FileLocks(state_dir / "locks"))
-        self.runner = Runner(actions, chosen, self.audit, self.state, lock, self.metrics)
+        self.runner = Runner(actions, chosen, self.audit, self.state, lock, self.metrics,
+                             unavailable=unavailable)
         self.metrics.watch_running(list(actions), self.runner.running)
         self.runner.recover_interrupted()
         self.metrics.restore(self.state.read())
@@ -177,6 +192,7 @@ class App:
                 for r in self.refreshers]
 
     def start(self) -> None:
+        warn_missing_media_path(self.settings)
         for refresher in self.refreshers:
             refresher.start()
         if self.actions is not None:

@@ -38,7 +38,9 @@ POST /webhook/alertmanager, POST /webhook/wa-callback, GET /actions.
 EPILOG = """\
 commands:
   serve          run the exporter (the default)
-  check-config   validate the configuration, print it with secrets hidden, exit
+  check-config   validate the configuration, print it with secrets hidden, exit;
+                 with --connect, connect to the database, Docker, the WA API and the
+                 media path instead and print a checklist with the fix for each failure
   run ACTION     run gc, media-gc or cleanup once, now, through the same rules
                  (allow-list, cooldown, lock, audit log) as alerts and schedules
 
@@ -46,9 +48,15 @@ examples:
   wa-exporter --db.env-file /opt/whatsapp/db.env
   wa-exporter check-config --db.env-file db.env --config.file wa-exporter.yml
 
-exit codes: 0 ok, 1 runtime error or failed action, 2 bad configuration or flags,
-3 action skipped (cooldown, already running).
+exit codes: 0 ok, 1 runtime error, failed action or a failed check-config --connect
+check, 2 bad configuration or flags, 3 action skipped (cooldown, already running).
 """
+
+
+CONNECT_HELP = """also connect to each dependency the settings use, as the exporter would,
+and print a checklist instead of the settings: the database (the WA databases found), the
+Docker engine (the WA containers and their roles), the WA API (a login, no GC) and the media
+path (its filesystem); each failure with its fix. Exit 1 if any check fails"""
 
 
 def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -91,6 +99,8 @@ def make_parser() -> argparse.ArgumentParser:
                        ("check-config", "validate and print the effective configuration")):
         sub = commands.add_parser(name, help=text, description=text)
         _flags(sub, suppress=True)
+        if name == "check-config":
+            sub.add_argument("--connect", action="store_true", help=CONNECT_HELP)
     run = commands.add_parser("run", help="run one action now",
                               description="Run one action now, as a person: the allow-list, "
                               "cooldown, cluster lock and audit log apply; the maintenance "
@@ -149,8 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return 2
+    if command == "check-config" and args.connect:
+        from exporter import doctor
+
+        checks = doctor.run_checks(settings)
+        sys.stdout.write(doctor.render(checks))
+        return 1 if any(check.mark == doctor.FAILED for check in checks) else 0
     if command == "check-config":
         sys.stdout.write(render(settings))
+        for reason in settings.unavailable_actions().values():
+            print(f"wa-exporter: warning: {reason}", file=sys.stderr)
         return 0
     if command == "run":
         return _run_action(settings, args)

@@ -582,6 +582,20 @@ class Settings(_Strict):
     webhook: WebhookSettings = WebhookSettings()
     wa_api: WaApiSettings | None = None  # unset: no WA_WEB_* variables, so no API actions
 
+    def unavailable_actions(self) -> dict[str, str]:
+        """Allowed actions these settings cannot run, each with what is missing and the fix."""
+        api = ("the WA API is not configured; fix: set WA_WEB_URL, WA_WEB_USERNAME and "
+               "WA_WEB_PASSWORD (or WA_WEB_PASSWORD_FILE)")
+        database = ("the WA database is not configured; fix: pass --db.env-file with the WA "
+                    "client's db.env or set WA_DB_ENGINE and the other WA_DB_* variables")
+        missing: dict[str, str] = {}
+        for name in self.actions.allowed:
+            if name in ("gc", "media_gc") and self.wa_api is None:
+                missing[name] = f"action {name!r} is allowed but {api}"
+            elif name == "gc" and self.database is None:
+                missing[name] = f"action {name!r} is allowed but {database}"
+        return missing
+
 
 # --- loading --------------------------------------------------------------------------------
 

@@ -99,8 +99,11 @@ def _key(action: str, target: str) -> str:
 class Runner:
     def __init__(self, actions: Mapping[str, Action], settings: ActionsSettings,
                  audit: AuditLog, state: StateFile, lock: ClusterLock | None,
-                 observer: RunObserver, clock: Callable[[], float] = time.time) -> None:
+                 observer: RunObserver, clock: Callable[[], float] = time.time,
+                 unavailable: Mapping[str, str] | None = None) -> None:
         self.actions = dict(actions)
+        # Allowed but not runnable with these settings (no WA API...): why, for the rejection.
+        self.unavailable = dict(unavailable or {})
         self.settings = settings
         self.audit = audit
         self.state = state
@@ -226,6 +229,8 @@ class Runner:
         """The targets the request would act on, or a reason to reject it."""
         action = self.actions.get(request.action)
         if action is None or request.action not in self.settings.allowed:
+            if request.action in self.unavailable:
+                return [], self.unavailable[request.action]
             allowed = ", ".join(a for a in self.settings.allowed if a in self.actions)
             return [], f"action {request.action!r} not allowed; allowed: {allowed or 'none'}"
         try:

@@ -27,6 +27,7 @@ class MessagesCollector(Collector):
         # Last good reading per database and when it was taken: served until stale.
         self._last: dict[str, tuple[TableReading, float]] = {}
         self._up: dict[str, bool] = {}
+        self._found_none = False  # the last refresh found no WA database: warned once
 
     def refresh(self) -> Sequence[Metric]:
         reading = self.source.read()
@@ -44,6 +45,10 @@ class MessagesCollector(Collector):
             if self._up.get(name) is False:
                 log.info("database recovered", extra={"database": name})
         self._up = up
+        found_none = not up
+        if found_none and not self._found_none:
+            log.warning("no WA database found", extra={"err": self.source.explain_none_found()})
+        self._found_none = found_none
         families = self._families(up, now, discovered=len(up))
         if reading.errors:
             failed = ", ".join(sorted(reading.errors))

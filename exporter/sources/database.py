@@ -23,6 +23,7 @@ from exporter.config import DatabaseSettings, MessagesSettings, scrub
 from exporter.errors import SourceError
 
 MESSAGES_TABLE = "messages"
+MAX_LISTED = 20  # databases named in a message, so a shared server cannot flood the log
 # A DB-API connection of whichever driver the engine uses (PyMySQL, psycopg2, sqlite3).
 Connection = Any
 
@@ -135,6 +136,25 @@ class MessagesSource:
 
     def close(self) -> None:
         """Close every pooled connection."""
+
+    def list_databases(self) -> list[str]:
+        """Every database this login can see, whatever its name: to explain a prefix that
+        matches none. Raises :class:`DatabaseError`."""
+        raise NotImplementedError
+
+    def explain_none_found(self) -> str:
+        """Why discovery found no WA database: the prefix and the databases this login sees."""
+        try:
+            visible = self.list_databases()
+        except DatabaseError as exc:
+            seen = f"listing the databases failed too: {exc}"
+        else:
+            shown = ", ".join(visible[:MAX_LISTED]) or "none"
+            more = f" and {len(visible) - MAX_LISTED} more" if len(visible) > MAX_LISTED else ""
+            seen = f"the databases this login sees: {shown}{more}"
+        return (f"no database whose name starts with WA_DB_NAME_PREFIX={self.prefix!r} holds a "
+                f"{MESSAGES_TABLE} table; {seen}; fix: set WA_DB_NAME_PREFIX as in the WA "
+                "client's db.env, or grant WA_DB_USERNAME access to its databases")
 
     def _wanted(self, name: str) -> bool:
         return name.startswith(self.prefix)
@@ -270,6 +290,16 @@ class MySQLSource(MessagesSource):
                 reading.errors[schema] = self.describe_error(exc)
         return reading
 
+    def list_databases(self) -> list[str]:
+        try:
+            with self.pool.connection() as conn:
+                return [name for (name,) in query(
+                    conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME "
+                    "NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys') "
+                    "ORDER BY SCHEMA_NAME")]
+        except self.errors as exc:
+            raise self.describe_error(exc) from None
+
     def close(self) -> None:
         self.pool.close()
 
@@ -403,6 +433,15 @@ class PostgresSource(MessagesSource):
                 reading.errors[database] = error
         return reading
 
+    def list_databases(self) -> list[str]:
+        try:
+            with self._connect(self.settings.maintenance_database) as conn:
+                return [name for (name,) in query(
+                    conn, "SELECT datname FROM pg_database WHERE datallowconn AND NOT "
+                    "datistemplate ORDER BY datname")]
+        except self.errors as exc:
+            raise self.describe_error(exc) from None
+
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
@@ -450,6 +489,12 @@ class SQLiteSource(MessagesSource):
             except self.errors as exc:
                 reading.errors[database] = self.describe_error(exc)
         return reading
+
+    def list_databases(self) -> list[str]:
+        directory = Path(self.db.hostname)
+        if not directory.is_dir():
+            raise DatabaseError(f"{directory} is not a directory", kind="connect")
+        return sorted(path.stem for path in directory.glob("*.db"))
 
     def _size(self, conn: Connection) -> int:
         try:

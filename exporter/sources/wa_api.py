@@ -161,6 +161,13 @@ class WaApiClient:
 
     # -- calls ---------------------------------------------------------------------------
 
+    def log_in(self) -> dt.datetime | None:
+        """Log in now, whatever token is held: proves the address and the credentials.
+        Returns when the new token expires (None if the answer does not say)."""
+        with self._lock:
+            self._token, self._expires = self._login()
+            return self._expires
+
     def health(self) -> dict[str, Any]:
         """``GET /v1/health``: the ``health`` object (per node in multiconnect)."""
         health = self._call("GET", HEALTH_PATH).get("health")
