@@ -26,6 +26,7 @@ ENDPOINTS = (
     ("/metrics", "the metrics, for Prometheus"),
     ("/-/healthy", "200 while the process runs"),
     ("/-/ready", "200 once every collector has refreshed once"),
+    ("/runbooks", "what each alert means and what to do"),
 )
 ACTION_ENDPOINTS = (
     ("/actions", "recent decisions and results of the actions, as JSON"),

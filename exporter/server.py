@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__, landing
+from exporter import __version__, landing, runbooks
 
 if TYPE_CHECKING:
     from exporter.actions.webhook import Webhooks
@@ -95,6 +95,7 @@ class Server:
             "/-/healthy": _Handler.healthy,
             "/-/ready": _Handler.readiness,
             "/": _Handler.landing,
+            runbooks.PATH: _Handler.runbooks,
         }
         if self.webhooks is not None:
             routes["/actions"] = _Handler.actions
@@ -273,6 +274,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_text(HTTPStatus.OK, "Ready\n")
         else:
             self.send_text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready: first refresh running\n")
+
+    def runbooks(self) -> None:
+        status, content_type, body = runbooks.page(self.path.split("?", 1)[0])
+        self.send_text(status, body, content_type)
 
     def landing(self) -> None:
         records = self.app.webhooks.recent(15) if self.app.webhooks is not None else None

@@ -171,8 +171,8 @@ def test_lowered_thresholds_render_rules_that_fire_at_the_lowered_bound(
                          "summary": "A WA messages table is large.",
                          "description": "The messages table of database wa_small on  holds "
                                         "600 rows, above the large-table bound of 500 rows.",
-                         "runbook_url": "https://github.com/wa-exporter/wa-exporter/blob/"
-                                        "main/docs/runbooks.md#whatsappmessagestablelarge"}}]},
+                         "runbook_url": "http://localhost:9864/runbooks"
+                                        "#whatsappmessagestablelarge"}}]},
             ]}]}))
     result = run(tool("promtool"), "test", "rules", tmp_path / "test.yml")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -21,6 +21,9 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheels[0]).namelist()
     assert "exporter/cli.py" in names and "exporter/sources/database.py" in names
     assert not [n for n in names if n.startswith(("tests/", "demo/", "bench/"))]
+    # /runbooks serves them from the package: the link's target, not the link.
+    shipped = zipfile.ZipFile(wheels[0]).read("exporter/runbooks.md").decode()
+    assert shipped == (ROOT / "docs" / "runbooks.md").read_text()
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
@@ -34,3 +37,8 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
                             env={"WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(tmp_path)},
                             capture_output=True, text=True, cwd=tmp_path)
     assert module.returncode == 0 and "WA_DB_ENGINE: SQLITE" in module.stdout
+    runbooks = subprocess.run(
+        [str(python), "-c", "from exporter.runbooks import page; status, _, body = "
+         "page('/runbooks'); print(status, b'id=\"whatsappdatabasedown\"' in body)"],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert runbooks.stdout.split() == ["200", "True"], runbooks.stderr
