@@ -47,14 +47,15 @@ commands:
 examples:
   wa-exporter --db.env-file /opt/whatsapp/db.env
   wa-exporter check-config --db.env-file db.env --config.file wa-exporter.yml
+  wa-exporter check-config --connect --db.env-file db.env --config.file wa-exporter.yml
 
 exit codes: 0 ok, 1 runtime error, failed action or a failed check-config --connect
 check, 2 bad configuration or flags, 3 action skipped (cooldown, already running).
 """
 
 
-CONNECT_HELP = """also connect to each dependency the settings use, as the exporter would,
-and print a checklist instead of the settings: the database (the WA databases found), the
+CONNECT_HELP = """connect to each dependency the settings use, as the exporter would, and
+print a checklist instead of the settings: the database (the WA databases found), the
 Docker engine (the WA containers and their roles), the WA API (a login, no GC) and the media
 path (its filesystem); each failure with its fix. Exit 1 if any check fails"""
 
