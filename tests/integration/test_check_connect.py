@@ -14,7 +14,7 @@ import pytest
 
 from tests.docker_support import start_wa_container
 from tests.promstack import free_port
-from tests.support import ROOT, ONLY_MESSAGES, DatabaseServer, new_prefix
+from tests.support import ONLY_MESSAGES, ROOT, DatabaseServer, new_prefix
 from tests.wa_standin.server import StandIn
 
 WRONG_PASSWORD = "not-the-password-7x9"
@@ -39,10 +39,6 @@ def line(result: subprocess.CompletedProcess[str], name: str) -> str:
             following = lines[index + 1] if index + 1 < len(lines) else ""
             return text + ("\n" + following if following.lstrip().startswith("fix:") else "")
     raise AssertionError(f"no {name} check in:\n{result.stdout}\n{result.stderr}")
-
-
-def messages_only(server: DatabaseServer, prefix: str, **overrides: str) -> dict[str, str]:
-    return {**server.env(prefix), **overrides}
 
 
 def test_database_found_lists_the_wa_databases(db_server: DatabaseServer,

@@ -118,7 +118,10 @@ def proc_status(container: Container) -> dict[str, str]:
 
 def test_build_context_is_the_package_alone() -> None:
     top_level = {path.split("/")[0] for path in context_paths()}
-    assert top_level == {".dockerignore", "Dockerfile", "README.md", "exporter", "pyproject.toml"}
+    assert top_level == {".dockerignore", "Dockerfile", "README.md", "docs", "exporter",
+                         "pyproject.toml"}
+    # exporter/runbooks.md links to it: the page served at /runbooks.
+    assert [path for path in context_paths() if path.startswith("docs/")] == ["docs/runbooks.md"]
     assert not [path for path in context_paths() if "__pycache__" in path]
 
 
@@ -158,6 +161,14 @@ def test_serves_metrics_as_a_non_root_process(exporter: Container) -> None:
     status = proc_status(exporter)
     assert status["Uid"].split() == [str(USER_ID)] * 4  # real, effective, saved, filesystem
     assert str(DOCKER_SOCKET.stat().st_gid) in status["Groups"].split()
+
+
+@pytest.mark.docker
+def test_serves_the_runbooks_the_alerts_link_to(exporter: Container) -> None:
+    response = wait_for(lambda: get(exporter, "/runbooks"), timeout=30, interval=0.2,
+                        what="/runbooks through the published port")
+    assert response.status_code == 200
+    assert '<h3 id="whatsappmessagestablelarge">WhatsAppMessagesTableLarge</h3>' in response.text
 
 
 @pytest.mark.docker
