@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import DatabaseSettings, MessagesSettings
 from exporter.sources.database import open_source
+from tests.processes import stop_process
 from tests.support import MYSQL_URL, PG_URL, run_exporter
 from tests.wa_standin.schema import create_messages_table
 
@@ -208,13 +209,7 @@ def _process(name: str, cmd: list[str], env: dict[str, str] | None = None,
             print(f"  {name} log (last 2000 chars):\n{tail}", file=sys.stderr, flush=True)
             raise
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)
 
 
 def _wait_http(session: requests.Session, url: str, check: Callable[[str], bool],

@@ -27,6 +27,7 @@ from types import FrameType
 
 import sqlalchemy as sa
 
+from tests.processes import stop_process
 from tests.wa_standin.schema import create_messages_table, insert_messages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,13 +66,7 @@ class Children:
         for signum in STOP_SIGNALS:  # a second Ctrl-C must not cut the stopping short
             signal.signal(signum, signal.SIG_IGN)
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def build_world(world: Path) -> Path:

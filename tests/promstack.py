@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from tests.processes import stop_process
 from tests.support import unavailable, wait_for
 
 PROMETHEUS = "prometheus"
@@ -56,12 +57,7 @@ def _run(name: str, argv: list[str], url: str, ready_path: str, log: Path) -> It
         wait_for(ready, timeout=30, what=f"{name} to be ready")
         yield service
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @contextmanager

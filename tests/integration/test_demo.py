@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.processes import stop_process
 from tests.promstack import free_port
 from tests.support import ROOT, parse_metrics, value, wait_for
 
@@ -69,13 +70,7 @@ class Demo:
         return found
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # the demo stops its children; a kill would orphan them
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)  # SIGTERM first: the demo stops its children, a kill not
 
 
 @contextmanager
