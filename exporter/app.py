@@ -36,6 +36,7 @@ from exporter.sources.database import MessagesSource, open_source
 from exporter.sources.docker import ContainerDirectory, DockerEngine
 from exporter.sources.locks import FileLocks, cluster_lock
 from exporter.sources.wa_api import WaApiClient
+from exporter.transport import Limits
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ class Actions:
 
 class App:
     def __init__(self, settings: Settings, listen_address: str, telemetry_path: str,
-                 webhook_without_auth: bool = False, web: WebConfig | None = None) -> None:
+                 webhook_without_auth: bool = False, web: WebConfig | None = None,
+                 limits: Limits | None = None) -> None:
         self.settings = settings
         self.sources = Sources(settings)
         self.collectors = build_collectors(settings, self.sources)
@@ -180,7 +182,7 @@ class App:
             webhooks = Webhooks(settings.webhook, self.actions.runner,
                                 self.actions.deliver_callback)
         self.server = Server(listen_address, self.registry, self.snapshots.ready, telemetry_path,
-                             webhooks, web, self.status)
+                             webhooks, web, self.status, limits)
         self._stop = threading.Event()
 
     def status(self) -> list[dict[str, Any]]:

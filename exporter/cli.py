@@ -10,8 +10,16 @@ import sys
 from pathlib import Path
 
 from exporter import __version__, logs, malloc
-from exporter.config import ConfigError, Settings, load_settings, render
+from exporter.config import (
+    ConfigError,
+    Settings,
+    format_duration,
+    load_settings,
+    parse_duration,
+    render,
+)
 from exporter.server import ListenAddressError
+from exporter.transport import Limits
 
 log = logging.getLogger("exporter")
 
@@ -79,6 +87,22 @@ def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--db.env-file", dest="db_env_file", metavar="FILE", type=Path,
                         default=default(None),
                         help="the WA client's db.env, read as-is (optional)")
+    for flag, dest, text in (
+            ("read-header-timeout", "read_header_timeout",
+             "a connection whose request headers are not all in by then is closed"),
+            ("read-timeout", "read_timeout",
+             "a connection whose request (headers and body) is not all in by then is closed"),
+            ("idle-timeout", "idle_timeout", "an idle keep-alive connection is closed after"),
+            ("tls-handshake-timeout", "tls_handshake_timeout",
+             "a TLS handshake not finished by then is dropped")):
+        parser.add_argument(f"--web.{flag}", dest=dest, metavar="DURATION", type=_duration,
+                            default=default(getattr(Limits, dest)),
+                            help=f"{text} (default {format_duration(getattr(Limits, dest))})")
+    parser.add_argument("--web.max-connections", dest="max_connections", metavar="N",
+                        type=_positive, default=default(Limits.max_connections),
+                        help="connections served at once, lowered to stay under the open-file "
+                        "limit; at the cap a new connection evicts the oldest one that is idle "
+                        f"or still sending its headers (default {Limits.max_connections})")
     parser.add_argument("--webhook.no-auth", dest="webhook_no_auth", action="store_true",
                         default=default(False),
                         help="accept webhook calls without authentication (not recommended)")
@@ -86,6 +110,26 @@ def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         default=default("info"), help="log level (default info)")
     parser.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"],
                         default=default("logfmt"), help="log format (default logfmt)")
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} {exc}; use e.g. 5s, 500ms, 2m") from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or len(text) > 9 or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
+def limits(args: argparse.Namespace) -> Limits:
+    return Limits(read_header_timeout=args.read_header_timeout, read_timeout=args.read_timeout,
+                  idle_timeout=args.idle_timeout,
+                  tls_handshake_timeout=args.tls_handshake_timeout,
+                  max_connections=args.max_connections)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -179,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         web = load_web_config(args.web_config_file) if args.web_config_file else None
-        app = App(settings, args.listen_address, args.telemetry_path, args.webhook_no_auth, web)
+        app = App(settings, args.listen_address, args.telemetry_path, args.webhook_no_auth, web,
+                  limits(args))
     except ConfigError as exc:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return 2

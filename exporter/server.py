@@ -1,31 +1,29 @@
-"""HTTP routes: ``/metrics``, ``/-/healthy``, ``/-/ready`` and ``/``. Routing only; no work."""
+"""HTTP routes and their policy: ``/metrics``, ``/-/healthy``, ``/-/ready``, ``/``, and with
+actions on, the webhooks and ``/actions``; web-config basic auth and headers. Routing only, no
+work; the connections themselves are :mod:`exporter.transport`'s."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import logging
 import socket
-import ssl
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__, landing, runbooks
+from exporter.transport import HttpServer, Limits, Request, Response
+from exporter.webconfig import BasicAuth, WebConfig, server_context
 
 if TYPE_CHECKING:
     from exporter.actions.webhook import Webhooks
 
-from exporter.webconfig import BasicAuth, WebConfig, server_context
-
-HANDSHAKE_TIMEOUT = 10.0
-
-log = logging.getLogger(__name__)
+MAX_ACTIONS_LIMIT = 1000
+# Bodies of requests that are not webhooks (a GET has none worth reading).
+MAX_OTHER_BODY_BYTES = 64 * 1024
 
 
 class ListenAddressError(ValueError):
@@ -46,240 +44,186 @@ def parse_listen_address(address: str) -> tuple[str, int, socket.AddressFamily]:
 
 
 class Server:
-    """A threaded HTTP server; each request gets its own thread, so one slow client blocks none."""
+    """The exporter's HTTP endpoints on the event-loop transport; ``check`` answers what can be
+    refused from the headers alone, ``handle`` runs every route in a worker thread."""
 
     def __init__(self, address: str, registry: CollectorRegistry, ready: Callable[[], bool],
                  telemetry_path: str = "/metrics", webhooks: Webhooks | None = None,
                  web: WebConfig | None = None,
-                 status: Callable[[], list[dict[str, Any]]] = list) -> None:
+                 status: Callable[[], list[dict[str, Any]]] = list,
+                 limits: Limits | None = None) -> None:
         host, port, family = parse_listen_address(address)
         self.status = status
         self.webhooks = webhooks
         self.web = web or WebConfig()
         self.basic_auth = BasicAuth(self.web.basic_auth_users)
-        self.tls = server_context(self.web)
         self.registry = registry
         self.ready = ready
         self.telemetry_path = telemetry_path
-        handler = type("Handler", (_Handler,), {"app": self})
-        # The socketserver default backlog of 5 drops SYNs under a burst of clients, which
-        # then wait a full second to retransmit.
-        server_class = type("HTTPServer", (_TlsAwareServer,), {
-            "address_family": family, "daemon_threads": True, "request_queue_size": 128,
-            "tls": self.tls})
+        self.max_body_bytes = (webhooks.settings.max_body_bytes if webhooks is not None
+                               else MAX_OTHER_BODY_BYTES)
+        self.get_routes: dict[str, Callable[[Request], Response]] = {
+            telemetry_path: self.metrics, "/-/healthy": self.healthy,
+            "/-/ready": self.readiness, "/": self.landing, runbooks.PATH: self.runbooks}
+        self.post_routes: dict[str, Callable[[Webhooks, bytes], tuple[int, Any]]] = {}
+        if webhooks is not None:
+            from exporter.actions.webhook import Webhooks
+
+            self.get_routes["/actions"] = self.actions
+            self.post_routes = {"/webhook/alertmanager": Webhooks.alertmanager,
+                                "/webhook/wa-callback": Webhooks.wa_callback}
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self.httpd = server_class((host, port), handler)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
         except OSError as exc:
+            sock.close()
             raise ListenAddressError(
                 f"--web.listen-address={address!r}: cannot listen: {exc.strerror or exc}; "
                 "fix: choose a free port or stop the process using it") from None
-        self._thread: threading.Thread | None = None
+        self.http = HttpServer(sock, self, server_context(self.web), limits or Limits(),
+                               f"wa-exporter/{__version__}")
 
     @property
     def address(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self.http.sock.getsockname()[:2]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http",
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
-        self._thread.start()
+        self.http.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.stop()
 
-    def routes(self) -> dict[str, Callable[[_Handler], None]]:
-        routes: dict[str, Callable[[_Handler], None]] = {
-            self.telemetry_path: _Handler.metrics,
-            "/-/healthy": _Handler.healthy,
-            "/-/ready": _Handler.readiness,
-            "/": _Handler.landing,
-            runbooks.PATH: _Handler.runbooks,
-        }
-        if self.webhooks is not None:
-            routes["/actions"] = _Handler.actions
-        return routes
+    # on the event loop: refusals from the headers alone, before any body is read
 
-    def post_routes(self) -> dict[str, Callable[[Webhooks, bytes], tuple[int, Any]]]:
-        if self.webhooks is None:
-            return {}
-        from exporter.actions.webhook import Webhooks
+    def check(self, request: Request) -> Response | None:
+        path, method = request.path, request.method
+        if method in ("GET", "HEAD"):
+            refusal = self._auth_refusal(request)
+            if refusal is not None:
+                return refusal
+            if path in self.post_routes:
+                return _json(HTTPStatus.METHOD_NOT_ALLOWED, {
+                    "status": "error", "error": "use POST"}, {"Allow": "POST"}, close=True)
+            if path not in self.get_routes:
+                return Response(HTTPStatus.NOT_FOUND, b"404 page not found\n")
+            return None
+        if method != "POST":
+            return _json(HTTPStatus.METHOD_NOT_ALLOWED, {
+                "status": "error", "error": f"method {method} not allowed"},
+                {"Allow": "GET, HEAD, POST"}, close=True)
+        if path not in self.post_routes:
+            return _json(HTTPStatus.NOT_FOUND, {"status": "error", "error": "no such hook"},
+                         close=True)
+        return self._auth_refusal(request) or self._body_refusal(request)
 
-        return {"/webhook/alertmanager": Webhooks.alertmanager,
-                "/webhook/wa-callback": Webhooks.wa_callback}
+    def _auth_refusal(self, request: Request) -> Response | None:
+        """Webhook credentials are cheap to compare and checked here; a bcrypt password is
+        refused here only when it cannot be right (no header, unknown user), else in
+        :meth:`handle`."""
+        webhooks = self.webhooks
+        if request.path in self.post_routes and webhooks is not None and \
+                webhooks.settings.has_auth:
+            if webhooks.authorized(request.headers):
+                return None
+            return _json(HTTPStatus.UNAUTHORIZED, {"status": "error",
+                                                   "error": "authentication required"},
+                         {"WWW-Authenticate": 'Bearer realm="wa-exporter"'}, close=True)
+        if self._needs_basic_auth(request.path) and \
+                self.basic_auth.cached(request.headers.get("Authorization")) is False:
+            return _basic_auth_required()
+        return None
 
-
-class _TlsAwareServer(ThreadingHTTPServer):
-    """Wraps each accepted socket in TLS, with the handshake in the request's own thread,
-    so one slow or broken client never holds up ``accept`` for the others."""
-
-    tls: ssl.SSLContext | None = None
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.tls is not None:
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Failed handshakes (plain HTTP, no client certificate) and dropped clients are
-        # everyday events, not tracebacks.
-        log.debug("connection failed", exc_info=True, extra={"client": client_address[0]})
-
-
-class _Handler(BaseHTTPRequestHandler):
-    app: Server
-    server_version = f"wa-exporter/{__version__}"
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in two writes; with Nagle on, a keep-alive client waits ~40 ms
-    # for the delayed ACK before the body arrives.
-    disable_nagle_algorithm = True
-
-    def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(HANDSHAKE_TIMEOUT)
-            self.request.do_handshake()
-            self.request.settimeout(None)
-        super().setup()
-
-    def _authorized(self, path: str) -> bool:
+    def _needs_basic_auth(self, path: str) -> bool:
         """web-config basic auth guards everything but /-/healthy; a webhook with its own
         credentials (``webhook:`` settings) is checked by those instead."""
-        webhooks = self.app.webhooks
-        if path.startswith("/webhook/") and webhooks is not None and \
-                webhooks.settings.has_auth:
-            return webhooks.authorized(self.headers)
-        if not self.app.basic_auth or path == "/-/healthy":
-            return True
-        if self.app.basic_auth.check(self.headers.get("Authorization", "")):
-            return True
-        self.close_connection = True
-        self.send_json(HTTPStatus.UNAUTHORIZED, {"status": "error",
-                                                 "error": "authentication required"},
-                       {"WWW-Authenticate": 'Basic realm="wa-exporter"'})
-        return False
+        if not self.basic_auth or path == "/-/healthy":
+            return False
+        webhooks = self.webhooks
+        return not (path in self.post_routes and webhooks is not None
+                    and webhooks.settings.has_auth)
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if not self._authorized(path):
-            return
-        route = self.app.routes().get(path)
-        if route is None:
-            self.send_text(HTTPStatus.NOT_FOUND, "404 page not found\n")
-            return
-        try:
-            route(self)
-        except Exception:
-            log.exception("internal error serving request", extra={"path": path})
-            self.send_text(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error\n")
-
-    do_HEAD = do_GET
-
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        webhooks = self.app.webhooks
-        route = self.app.post_routes().get(path)
-        if route is None or webhooks is None:
-            self.close_connection = True
-            self.send_json(HTTPStatus.NOT_FOUND, {"status": "error", "error": "no such hook"})
-            return
-        if webhooks.settings.has_auth and not webhooks.authorized(self.headers):
-            self.close_connection = True
-            self.send_json(HTTPStatus.UNAUTHORIZED, {"status": "error",
-                                                     "error": "authentication required"},
-                           {"WWW-Authenticate": 'Bearer realm="wa-exporter"'})
-            return
-        if not webhooks.settings.has_auth and not self._authorized(path):
-            return
-        body = self._read_body(webhooks.settings.max_body_bytes)
-        if body is None:
-            return
-        try:
-            status, answer = route(webhooks, body)
-        except Exception:
-            log.exception("internal error in a webhook", extra={"path": path})
-            status, answer = HTTPStatus.INTERNAL_SERVER_ERROR, {"status": "error",
-                                                                "error": "internal error"}
-        self.send_json(status, answer)
-
-    def _read_body(self, limit: int) -> bytes | None:
-        """The request body, or None after answering 411/413/415."""
-        length_text = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or length_text is None \
-                or not length_text.isdigit():
-            self.close_connection = True
-            self.send_json(HTTPStatus.LENGTH_REQUIRED, {"status": "error",
-                                                        "error": "Content-Length required"})
-            return None
-        length = int(length_text)
-        if length > limit:
-            self.close_connection = True  # the unread body must not be parsed as a request
-            self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
-                "status": "error", "error": f"body larger than {limit} bytes"})
-            return None
-        content_type = self.headers.get("Content-Type", "application/json")
+    def _body_refusal(self, request: Request) -> Response | None:
+        length_text = request.headers.get("Content-Length")
+        if "Transfer-Encoding" in request.headers or not length_text.isdigit():
+            return _json(HTTPStatus.LENGTH_REQUIRED, {"status": "error",
+                                                      "error": "Content-Length required"},
+                         close=True)
+        if len(length_text) > 19 or int(length_text) > self.max_body_bytes:
+            # close: the unread body must not be parsed as a request
+            return _json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {
+                "status": "error", "error": f"body larger than {self.max_body_bytes} bytes"},
+                close=True)
+        content_type = request.headers.get("Content-Type", "application/json")
         if not content_type.split(";")[0].strip().lower().endswith("json"):
-            self.close_connection = True
-            self.send_json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {
-                "status": "error", "error": "Content-Type must be application/json"})
-            return None
-        return self.rfile.read(length)
+            return _json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {
+                "status": "error", "error": "Content-Type must be application/json"},
+                close=True)
+        return None
 
-    def send_json(self, status: int, data: object,
-                  headers: dict[str, str] | None = None) -> None:
-        self.send_text(status, json.dumps(data, default=str), "application/json", headers)
+    def decorate(self, request: Request, response: Response) -> None:
+        response.headers = {**self.web.http_server_config.headers, **response.headers}
 
-    def actions(self) -> None:
-        assert self.app.webhooks is not None
-        query = self.path.partition("?")[2]
+    # in a worker thread
+
+    def handle(self, request: Request) -> Response:
+        if self._needs_basic_auth(request.path) and \
+                not self.basic_auth.check(request.headers.get("Authorization")):
+            return _basic_auth_required()
+        if request.method == "POST":
+            assert self.webhooks is not None
+            status, answer = self.post_routes[request.path](self.webhooks, request.body)
+            return _json(status, answer)
+        response = self.get_routes[request.path](request)
+        if len(response.body) > 1024 and "gzip" in request.headers.get("Accept-Encoding"):
+            response.body = gzip.compress(response.body, compresslevel=1)
+            response.headers["Content-Encoding"] = "gzip"
+        return response
+
+    def metrics(self, request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept"))
+        return Response(HTTPStatus.OK, encoder(self.registry), content_type)
+
+    def healthy(self, request: Request) -> Response:
+        return Response(HTTPStatus.OK, b"Healthy\n")
+
+    def readiness(self, request: Request) -> Response:
+        if self.ready():
+            return Response(HTTPStatus.OK, b"Ready\n")
+        return Response(HTTPStatus.SERVICE_UNAVAILABLE, b"Not ready: first refresh running\n")
+
+    def runbooks(self, request: Request) -> Response:
+        status, content_type, body = runbooks.page(request.path)
+        return Response(status, body, content_type)
+
+    def landing(self, request: Request) -> Response:
+        records = self.webhooks.recent(15) if self.webhooks is not None else None
+        page = landing.render(self.status(), records, self.telemetry_path)
+        return Response(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
+
+    def actions(self, request: Request) -> Response:
+        assert self.webhooks is not None
         limit = 100
-        for part in query.split("&"):
+        for part in request.query.split("&"):
             key, _, value = part.partition("=")
-            if key == "limit" and value.isdigit():
-                limit = max(1, min(1000, int(value)))
-        self.send_json(HTTPStatus.OK, {"records": self.app.webhooks.recent(limit)})
+            if key != "limit":
+                continue
+            # Bounded before int(): Python refuses to convert over 4,300 digits.
+            if not value.isdigit() or len(value) > 9:
+                return _json(HTTPStatus.BAD_REQUEST, {
+                    "status": "error",
+                    "error": f"limit: not a whole number from 1 to {MAX_ACTIONS_LIMIT}"})
+            limit = max(1, min(MAX_ACTIONS_LIMIT, int(value)))
+        return _json(HTTPStatus.OK, {"records": self.webhooks.recent(limit)})
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http request", extra={"client": self.client_address[0],
-                                         "request": format % args})
 
-    def send_text(self, status: int, body: str | bytes, content_type: str = "text/plain; "
-                  "charset=utf-8", extra_headers: dict[str, str] | None = None) -> None:
-        data = body.encode() if isinstance(body, str) else body
-        headers = {"Content-Type": content_type, **self.app.web.http_server_config.headers,
-                   **(extra_headers or {})}
-        if self.request_version == "HTTP/1.0" and not self.close_connection:
-            headers["Connection"] = "keep-alive"  # HTTP/1.0 clients must be told it stays open
-        if len(data) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
-            data = gzip.compress(data, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+def _json(status: int, data: object, headers: dict[str, str] | None = None,
+          close: bool = False) -> Response:
+    return Response(status, json.dumps(data, default=str).encode(), "application/json",
+                    dict(headers or {}), close)
 
-    def metrics(self) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        self.send_text(HTTPStatus.OK, encoder(self.app.registry), content_type)
 
-    def healthy(self) -> None:
-        self.send_text(HTTPStatus.OK, "Healthy\n")
-
-    def readiness(self) -> None:
-        if self.app.ready():
-            self.send_text(HTTPStatus.OK, "Ready\n")
-        else:
-            self.send_text(HTTPStatus.SERVICE_UNAVAILABLE, "Not ready: first refresh running\n")
-
-    def runbooks(self) -> None:
-        status, content_type, body = runbooks.page(self.path.split("?", 1)[0])
-        self.send_text(status, body, content_type)
-
-    def landing(self) -> None:
-        records = self.app.webhooks.recent(15) if self.app.webhooks is not None else None
-        page = landing.render(self.app.status(), records, self.app.telemetry_path)
-        self.send_text(HTTPStatus.OK, page, "text/html; charset=utf-8")
+def _basic_auth_required() -> Response:
+    return _json(HTTPStatus.UNAUTHORIZED, {"status": "error", "error": "authentication required"},
+                 {"WWW-Authenticate": 'Basic realm="wa-exporter"'}, close=True)

@@ -133,23 +133,39 @@ class BasicAuth:
     def __bool__(self) -> bool:
         return bool(self.users)
 
-    def check(self, header: str) -> bool:
+    def _parse(self, header: str) -> tuple[str, str, bytes] | None:
+        """(user, password, cache key), or None if the header cannot name a known user."""
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
-            return False
+            return None
         try:
             user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode(
                 "utf-8").partition(":")
         except (binascii.Error, ValueError):
-            return False
+            return None
         hashed = self.users.get(user)
         if not sep or hashed is None:
+            return None
+        return user, password, hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
+
+    def cached(self, header: str) -> bool | None:
+        """Without bcrypt: True for a recent success, False when the header cannot be right
+        (none, garbled, unknown user), None when only bcrypt can tell."""
+        parsed = self._parse(header)
+        if parsed is None:
             return False
-        key = hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
+        with self._lock:
+            return True if parsed[2] in self._ok else None
+
+    def check(self, header: str) -> bool:
+        parsed = self._parse(header)
+        if parsed is None:
+            return False
+        user, password, key = parsed
         with self._lock:
             if key in self._ok:
                 return True
-        if not bcrypt.checkpw(password.encode(), hashed.encode()):
+        if not bcrypt.checkpw(password.encode(), self.users[user].encode()):
             return False
         with self._lock:
             if len(self._ok) > 1000:

@@ -1,0 +1,500 @@
+"""HTTP/1.1 under the routes: asyncio accepts connections and runs TLS, httptools (the parser
+uvicorn uses) reads requests, and a few worker threads run the handlers, so bcrypt, the
+exposition and webhook decisions never hold up the event loop.
+
+What the servers we measured leave out is owned here (see docs/benchmarks.md):
+
+- a request's headers must arrive within ``read_header_timeout``, the whole request within
+  ``read_timeout``, an idle keep-alive connection is closed after ``idle_timeout``, and a
+  TLS handshake that stalls is dropped after ``tls_handshake_timeout``;
+- at most ``max_connections`` connections (below the process's file-descriptor limit); at
+  the cap, a new connection evicts the oldest one that is still in its handshake, still
+  sending its headers or idle, so a scrape never waits on clients that send nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import socket
+import ssl
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Protocol
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+# File descriptors kept free for everything but HTTP: database and Docker connections, the
+# audit log, volume-scan workers, pipes to `docker exec`.
+FD_RESERVE = 64
+MAX_PIPELINED = 16
+
+
+@dataclass(frozen=True)
+class Limits:
+    read_header_timeout: float = 5.0
+    read_timeout: float = 30.0
+    idle_timeout: float = 120.0
+    tls_handshake_timeout: float = 5.0
+    max_connections: int = 512
+    max_header_bytes: int = 64 * 1024
+    workers: int = 8
+
+    def connection_cap(self) -> int:
+        """``max_connections``, lowered to stay under the soft file-descriptor limit."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return max(1, min(self.max_connections, soft - FD_RESERVE))
+
+
+class Headers:
+    """Request headers by lower-cased name; a repeated header keeps its first value."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def add(self, name: str, value: str) -> None:
+        self._values.setdefault(name.lower(), value)
+
+    def get(self, name: str, default: str = "") -> str:
+        return self._values.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    version: str
+    headers: Headers
+    client: str
+    keep_alive: bool = True
+    body: bytes = b""
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+    close: bool = False  # close the connection after this answer (an unread body, a refusal)
+
+
+class Handler(Protocol):
+    """The routes. ``check`` runs on the event loop once the headers are in and must be
+    cheap; ``handle`` runs in a worker thread once the body is in."""
+
+    max_body_bytes: int
+
+    def check(self, request: Request) -> Response | None: ...
+
+    def handle(self, request: Request) -> Response: ...
+
+    def decorate(self, request: Request, response: Response) -> None:
+        """Headers every answer carries (web config, compression)."""
+
+
+def _error(status: HTTPStatus, text: str) -> Response:
+    return Response(status, f"{text}\n".encode(), close=True)
+
+
+class _Date:
+    """The ``Date`` header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._text = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._text = now, formatdate(now, usegmt=True)
+        return self._text
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: its state, its timer and its parser."""
+
+    # States; the first three are the ones an eviction may end.
+    HANDSHAKE, WAITING, IDLE, READING_BODY, BUSY = ("handshake", "waiting", "idle",
+                                                      "reading_body", "busy")
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.client = ""
+        self.state = self.WAITING
+        self.closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._request: Request | None = None
+        self._body = bytearray()
+        self._request_started = 0.0
+        self._header_bytes = 0
+        self._refusal: Response | None = None
+        self._queue: deque[Request] = deque()
+        self._working = False
+        self._write_paused = False
+        self._stop_parsing = False
+        self._in_message = False
+        self._request_headers = Headers()
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Headers and body leave in one write; Nagle would still hold the tail of a large
+            # answer for the client's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self.server.admit(self):
+            return
+        if self.server.tls is not None:
+            transport.pause_reading()  # nothing may reach the parser before TLS is up
+            self._set_state(self.HANDSHAKE)
+            self.server.loop.create_task(self._start_tls(transport, self.server.tls))
+        else:
+            self._await_request(self.server.limits.read_header_timeout)
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        try:
+            secured = await self.server.loop.start_tls(
+                raw, self, context, server_side=True,
+                ssl_handshake_timeout=self.server.limits.tls_handshake_timeout)
+        except Exception as exc:
+            # Plain HTTP on the TLS port, a missing client certificate, a stalled handshake.
+            log.debug("TLS handshake failed", extra={"client": self.client, "err": str(exc)
+                                                     or type(exc).__name__})
+            raw.abort()
+            self.connection_lost(None)
+            return
+        if self.closed or secured is None:
+            if secured is not None:
+                secured.abort()
+            return
+        self.transport = secured
+        self._await_request(self.server.limits.read_header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stop_parsing or self.closed:
+            return
+        if self.state == self.IDLE:
+            self._set_state(self.WAITING)
+            self._arm(self.server.limits.read_header_timeout, "headers not received in time")
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # An Upgrade or CONNECT request: answered like any other, then the connection ends.
+            self._stop_parsing = True
+            if self._request is not None:
+                self._request.keep_alive = False
+        except (httptools.HttpParserError, ValueError) as exc:
+            self._stop_parsing = True
+            refusal = self._refusal or _error(HTTPStatus.BAD_REQUEST, "malformed HTTP request")
+            log.debug("bad request", extra={"client": self.client, "err": str(exc)})
+            self._refuse(refusal)
+            return
+        if self.state == self.WAITING and self._request is None:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.server.limits.max_header_bytes:
+                self._stop_parsing = True
+                self._refuse(_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                    "request headers too large"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self._working:
+            self._next()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_timer()
+        self.server.forget(self)
+        if self._working:
+            log.debug("client left before its answer", extra={"client": self.client})
+
+    # parser callbacks (httptools)
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._body = bytearray()
+        self._request = None
+        self._request_started = time.monotonic()
+        self._request_headers = Headers()
+        self._in_message = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._request_headers.add(name.decode("latin-1"), value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        url = httptools.parse_url(self._url)
+        request = Request(
+            method=parser.get_method().decode("ascii", "replace"),
+            path=url.path.decode("latin-1"), query=(url.query or b"").decode("latin-1"),
+            version=parser.get_http_version(), headers=self._request_headers,
+            client=self.client, keep_alive=parser.should_keep_alive())
+        self._request = request
+        self._header_bytes = 0
+        if not self._working:
+            self._set_state(self.READING_BODY)
+            left = self.server.limits.read_timeout - (time.monotonic() - self._request_started)
+            self._arm(max(left, 0.0), "request not received in time")
+        refusal = self.server.handler.check(request)
+        if refusal is not None:
+            self._refusal = refusal
+            raise ValueError("refused before the body")
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+        if len(self._body) > self.server.handler.max_body_bytes:
+            self._refusal = _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+            raise ValueError("body too large")
+
+    def on_message_complete(self) -> None:
+        request = self._request
+        assert request is not None
+        request.body = bytes(self._body)
+        self._request = None
+        self._in_message = False
+        self._body = bytearray()
+        self._queue.append(request)
+        if len(self._queue) > MAX_PIPELINED:
+            self._refusal = _error(HTTPStatus.TOO_MANY_REQUESTS, "too many pipelined requests")
+            raise ValueError("too many pipelined requests")
+        if not self._working:
+            self._next()
+
+    # request handling
+
+    def _next(self) -> None:
+        """Start the next queued request, or wait for one."""
+        if self.closed or self._working or self._stop_parsing:
+            return
+        if self._write_paused:
+            self._arm(self.server.limits.read_timeout, "answer not read in time")
+            return
+        if not self._queue:
+            if self._request is not None:  # pipelined behind the last answer: body still due
+                self._set_state(self.READING_BODY)
+                self._arm(self.server.limits.read_timeout, "request not received in time")
+            elif self._in_message:  # its headers still due
+                self._await_request(self.server.limits.read_header_timeout)
+            else:
+                self._await_request(self.server.limits.idle_timeout, idle=True)
+            return
+        request = self._queue.popleft()
+        self._working = True
+        self._set_state(self.BUSY)
+        self._cancel_timer()
+        assert self.transport is not None
+        self.transport.pause_reading()
+        future = self.server.submit(request)
+        future.add_done_callback(lambda done: self._answer(request, done))
+
+    def _answer(self, request: Request, done: asyncio.Future[Response]) -> None:
+        self._working = False
+        if self.closed:
+            return
+        try:
+            response = done.result()
+        except Exception:
+            log.exception("internal error serving request", extra={"path": request.path})
+            response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n",
+                                close=True)
+        self._write(request, response)
+        if not self.closed and not self._stop_parsing:
+            assert self.transport is not None
+            self.transport.resume_reading()
+        self._next()
+
+    def _refuse(self, response: Response) -> None:
+        request = self._request or Request("GET", "", "", "1.1", Headers(), self.client)
+        self._queue.clear()
+        if self._working:
+            return  # the answer in progress goes out; the connection then closes
+        self._write(request, response)
+
+    def _write(self, request: Request, response: Response) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            log.debug("client left before its answer", extra={"client": self.client})
+            return
+        self.server.handler.decorate(request, response)
+        close = response.close or not request.keep_alive or self._stop_parsing
+        status = HTTPStatus(response.status)
+        lines = [f"HTTP/1.1 {status.value} {status.phrase}",
+                 f"Server: {self.server.name}", f"Date: {self.server.date()}",
+                 f"Content-Type: {response.content_type}",
+                 f"Content-Length: {len(response.body)}"]
+        lines += [f"{key}: {value}" for key, value in response.headers.items()]
+        if close:
+            lines.append("Connection: close")
+        elif request.version == "1.0":
+            lines.append("Connection: keep-alive")  # HTTP/1.0 clients must be told it stays open
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        transport.write(head if request.method == "HEAD" else head + response.body)
+        if close:
+            self._stop_parsing = True
+            self._queue.clear()
+            self._cancel_timer()
+            transport.close()
+
+    # state and timers
+
+    def _await_request(self, timeout: float, idle: bool = False) -> None:
+        self._set_state(self.IDLE if idle else self.WAITING)
+        self._arm(timeout, "idle timeout" if idle else "headers not received in time")
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        self.server.evictable(self, state in (self.HANDSHAKE, self.WAITING, self.IDLE))
+
+    def _arm(self, seconds: float, why: str) -> None:
+        self._cancel_timer()
+        self._timer = self.server.loop.call_later(seconds, self._expire, why)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self, why: str) -> None:
+        self._timer = None
+        log.debug("connection closed", extra={"client": self.client, "reason": why})
+        self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.connection_lost(None)
+
+
+class HttpServer:
+    """The listening socket, the event loop thread, the connections and the worker pool."""
+
+    def __init__(self, sock: socket.socket, handler: Handler, tls: ssl.SSLContext | None,
+                 limits: Limits, name: str) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.tls = tls
+        self.limits = limits
+        self.name = name
+        self.cap = limits.connection_cap()
+        self.date = _Date()
+        self.loop = asyncio.new_event_loop()
+        self.pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="http-worker")
+        self._connections: dict[Connection, None] = {}
+        self._evictable: OrderedDict[Connection, None] = OrderedDict()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.evictions = 0
+
+    # connection bookkeeping (event loop thread only)
+
+    def admit(self, connection: Connection) -> bool:
+        """Track a new connection; at the cap, make room by evicting, or refuse it."""
+        if len(self._connections) >= self.cap:
+            if not self._evictable:
+                log.debug("connection refused: every connection is busy",
+                          extra={"client": connection.client, "cap": self.cap})
+                connection.abort()
+                return False
+            oldest = next(iter(self._evictable))
+            self.evictions += 1
+            log.debug("connection evicted to admit a new one",
+                      extra={"client": oldest.client, "state": oldest.state, "cap": self.cap})
+            oldest.abort()
+        self._connections[connection] = None
+        return True
+
+    def forget(self, connection: Connection) -> None:
+        self._connections.pop(connection, None)
+        self._evictable.pop(connection, None)
+
+    def evictable(self, connection: Connection, yes: bool) -> None:
+        if connection.closed:
+            return
+        self._evictable.pop(connection, None)
+        if yes:
+            self._evictable[connection] = None  # newest last: eviction takes the oldest
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def submit(self, request: Request) -> asyncio.Future[Response]:
+        return self.loop.run_in_executor(self.pool, self.handler.handle, request)
+
+    # life cycle
+
+    def start(self) -> None:
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="http",
+                                        daemon=True)
+        self._thread.start()
+        ready.result()
+
+    def _run(self, ready: Future[None]) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(self._loop_error)
+        try:
+            self._server = self.loop.run_until_complete(self.loop.create_server(
+                lambda: Connection(self), sock=self.sock, backlog=1024))
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        self.loop.run_forever()
+        self.loop.close()
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        # asyncio reports failed accepts (EMFILE) and transport errors here; one line each.
+        log.warning("http server event", extra={"err": str(context.get("exception") or
+                                                            context.get("message"))})
+
+    def stop(self) -> None:
+        if self._thread is None:
+            self.sock.close()
+            return
+        done: Future[None] = Future()
+
+        def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for connection in list(self._connections):
+                connection.abort()
+            self.loop.call_soon(self.loop.stop)
+            done.set_result(None)
+
+        self.loop.call_soon_threadsafe(shutdown)
+        done.result(10)
+        self._thread.join(10)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
