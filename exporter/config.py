@@ -481,6 +481,9 @@ class WebhookSettings(_Strict):
             except OSError as exc:
                 raise ValueError(f"{file_key}: cannot read {str(path)!r}: "
                                  f"{exc.strerror or exc}; fix: make it readable") from None
+            except UnicodeDecodeError:  # its message would quote a byte of the secret
+                raise ValueError(f"{file_key}: {str(path)!r} is not UTF-8 text; fix: write "
+                                 "the secret as UTF-8") from None
             object.__setattr__(self, key, Secret(secret))
             object.__setattr__(self, file_key, None)  # read; a re-validation must not re-read
         if (self.basic_auth_username is None) != (self.basic_auth_password is None):
@@ -606,10 +609,11 @@ def read_env_file(path: Path) -> dict[str, str]:
     """Read a docker-style env file such as the WA client's ``db.env``.
 
     ``KEY=value`` per line; blank lines and ``#`` comments are skipped; an ``export``
-    prefix and one pair of matching surrounding quotes are removed.
+    prefix and one pair of matching surrounding quotes are removed. A leading UTF-8 byte-order
+    mark (editors on Windows write one) is skipped, as Docker's ``--env-file`` skips it.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(
             f"--db.env-file: cannot read {str(path)!r}: {exc.strerror or exc}; "
@@ -658,6 +662,10 @@ def _resolve_secret_files(variables: dict[str, str]) -> dict[str, str]:
                 f"{file_key}: cannot read {path!r}: {exc.strerror or exc}; "
                 f"fix: point {file_key} at a readable file holding the secret"
             ) from None
+        except UnicodeDecodeError:  # its message would quote a byte of the secret
+            raise ConfigError(
+                f"{file_key}: {path!r} is not UTF-8 text; fix: write the secret as UTF-8"
+            ) from None
     return resolved
 
 
@@ -668,6 +676,11 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"--config.file: cannot read {str(path)!r}: {exc.strerror or exc}; "
             "fix: point it at a readable YAML file"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--config.file: {path} is not UTF-8 text (byte {exc.start}); fix: save it as "
+            "UTF-8"
         ) from None
     try:
         data = yaml.safe_load(text)

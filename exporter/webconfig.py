@@ -73,6 +73,9 @@ def load_web_config(path: Path) -> WebConfig:
     except OSError as exc:
         raise ConfigError(f"--web.config.file: cannot read {str(path)!r}: "
                           f"{exc.strerror or exc}; fix: point it at a readable file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--web.config.file: {path} is not UTF-8 text (byte {exc.start}); "
+                          "fix: save it as UTF-8") from None
     except yaml.YAMLError:
         raise ConfigError(f"--web.config.file: {path} is not valid YAML; fix: correct the "
                           "syntax") from None

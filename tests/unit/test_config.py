@@ -158,3 +158,29 @@ def test_help_and_version() -> None:
         assert words in help_text
     from exporter import __version__
     assert __version__ in _cli("--version", env={}).stdout
+
+
+def test_db_env_with_a_utf8_byte_order_mark_is_read_as_docker_reads_it(tmp_path: Path) -> None:
+    env_file = tmp_path / "db.env"
+    env_file.write_bytes(b"\xef\xbb\xbfWA_DB_ENGINE=PGSQL\r\nWA_DB_HOSTNAME=pg\r\n")
+    assert read_env_file(env_file) == {"WA_DB_ENGINE": "PGSQL", "WA_DB_HOSTNAME": "pg"}
+
+
+@pytest.mark.parametrize("flag", ["--config.file", "--web.config.file"])
+def test_a_yaml_file_that_is_not_utf8_is_a_config_error(tmp_path: Path, flag: str) -> None:
+    path = tmp_path / "settings.yml"
+    path.write_bytes(b"collectors:\n  messages: {enabled: false}  # caf\xe9 latin-1\n")
+    result = _cli(flag, str(path), "--web.listen-address", "127.0.0.1:0", env=BASE)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wa-exporter: config error: {flag}")
+    assert "not UTF-8" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_secret_file_that_is_not_utf8_is_a_config_error_without_its_bytes(
+        tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_bytes(b"pass\xff\xfeword")
+    with pytest.raises(ConfigError, match="not UTF-8") as raised:
+        load_settings(environ={**BASE, "WA_DB_PASSWORD_FILE": str(secret)})
+    assert "xff" not in str(raised.value)
