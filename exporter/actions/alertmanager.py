@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from exporter.actions.audit import clip
 from exporter.actions.runner import REJECTED, SKIPPED_RESOLVED, Decision, Request, Runner
 from exporter.config import ACTION_NAMES, ActionsSettings
 
@@ -52,8 +53,10 @@ class Notification(BaseModel):
 def parse(body: bytes) -> Notification:
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("body is not JSON we accept: nested too deeply") from None
+    except ValueError as exc:  # also integers over 4,300 digits, and bytes that are not UTF-8
+        raise PayloadError(f"body is not JSON we accept: {clip(str(exc))}") from None
     try:
         return Notification.model_validate(data)
     except ValidationError as exc:
@@ -68,48 +71,67 @@ def _normalise(name: str) -> str:
 
 
 def requests_for(notification: Notification, settings: ActionsSettings
-                 ) -> tuple[list[tuple[Request, str]], list[tuple[Request, str, str]]]:
-    """Split the alerts into requests to submit and requests turned away (outcome, reason)."""
-    wanted: dict[tuple[str, str | None], Request] = {}
-    turned_away: list[tuple[Request, str, str]] = []
+                 ) -> list[tuple[Request, str, str]]:
+    """One (request, outcome, reason) per alert: outcome ``""`` for a request to submit,
+    else why it is turned away. Label values are clipped: they reach the audit log."""
+    decided: list[tuple[Request, str, str]] = []
     for alert in notification.alerts:
-        alertname = alert.labels.get("alertname", "")
-        label = alert.labels.get("action")
+        alertname = clip(alert.labels.get("alertname", ""))
+        label = clip(alert.labels.get("action", ""))
         action = _normalise(label) if label else settings.alert_rules.get(alertname, "")
         target = alert.labels.get("container") if action == "cleanup" else None
-        origin = {"alertname": alertname[:200], "fingerprint": alert.fingerprint}
-        request = Request(action or "none", "alert", target, origin=origin)
+        origin = {"alertname": alertname, "fingerprint": alert.fingerprint}
+        request = Request(action or "none", "alert", clip(target) if target else None,
+                          origin=origin)
         if alert.status == "resolved":
-            turned_away.append((request, SKIPPED_RESOLVED, "resolved alerts start nothing"))
+            decided.append((request, SKIPPED_RESOLVED, "resolved alerts start nothing"))
         elif not action:
-            turned_away.append((request, REJECTED, f"alert {alertname!r} has no action label "
-                                "and no alert_rules entry"))
+            decided.append((request, REJECTED, f"alert {alertname!r} has no action label "
+                            "and no alert_rules entry"))
         elif action not in ACTION_NAMES:
-            turned_away.append((request, REJECTED, f"unknown action {label!r}; known: "
-                                f"{', '.join(ACTION_NAMES)}"))
+            decided.append((request, REJECTED, f"unknown action {label!r}; known: "
+                            f"{', '.join(ACTION_NAMES)}"))
         else:
-            wanted.setdefault((action, target), request)
-    return [(r, "") for r in wanted.values()], turned_away
+            decided.append((request, "", ""))
+    return decided
+
+
+def _named(request: Request, decision: Decision) -> dict[str, object]:
+    """A decision as answered, naming the alert it was made for."""
+    return {**request.origin, **decision.as_dict()}
 
 
 def handle(body: bytes, runner: Runner) -> tuple[int, dict[str, object]]:
     """Validate, decide, start; the answer's status and JSON. Raises PayloadError on 4xx."""
     notification = parse(body)
-    wanted, turned_away = requests_for(notification, runner.settings)
-    rejected = [(r, o, why) for r, o, why in turned_away if o == REJECTED]
-    for request, _ in wanted:
-        reason = runner.validate(request)
-        if reason:
-            rejected.append((request, REJECTED, reason))
-    decisions: list[Decision] = []
-    if rejected:
-        # One bad alert makes the whole notification bad: nothing starts, all is recorded.
-        for request, outcome, reason in turned_away + [x for x in rejected
-                                                        if x not in turned_away]:
-            decisions.append(runner.record_ignored(request, outcome, reason))
-        return 422, {"status": "rejected", "decisions": [d.as_dict() for d in decisions]}
-    for request, outcome, reason in turned_away:
-        decisions.append(runner.record_ignored(request, outcome, reason))
-    for request, _ in wanted:
-        decisions.append(runner.submit(request))
-    return 200, {"status": "ok", "decisions": [d.as_dict() for d in decisions]}
+    decided = requests_for(notification, runner.settings)
+    reasons: dict[tuple[str, str | None], str] = {}
+    for index, (request, outcome, _) in enumerate(decided):
+        if outcome:
+            continue
+        key = (request.action, request.target)
+        if key not in reasons:
+            reasons[key] = runner.validate(request)
+        if reasons[key]:
+            decided[index] = (request, REJECTED, reasons[key])
+    bad = [r.origin["alertname"] or r.action for r, outcome, _ in decided if outcome == REJECTED]
+    if bad:
+        # One bad alert makes the whole notification bad: nothing starts, and every alert in
+        # it is named, in the answer and in the audit log.
+        named = ", ".join(repr(n) for n in bad[:3]) + (f" and {len(bad) - 3} more"
+                                                       if len(bad) > 3 else "")
+        answer = []
+        for request, outcome, reason in decided:
+            if not outcome:
+                outcome, reason = REJECTED, f"not started: rejected with {named} in the same " \
+                                            "notification"
+            answer.append(_named(request, runner.record_ignored(request, outcome, reason)))
+        return 422, {"status": "rejected", "decisions": answer}
+    answer = [_named(r, runner.record_ignored(r, outcome, reason))
+              for r, outcome, reason in decided if outcome]
+    submitted: set[tuple[str, str | None]] = set()
+    for request, outcome, _ in decided:
+        if not outcome and (request.action, request.target) not in submitted:
+            submitted.add((request.action, request.target))  # one run per action and target
+            answer.append(_named(request, runner.submit(request)))
+    return 200, {"status": "ok", "decisions": answer}

@@ -23,6 +23,37 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# Text copied from outside (alert labels, reasons quoting them) is clipped to this many
+# characters, and a record is at most MAX_RECORD_BYTES, so a few large requests cannot
+# rotate every earlier record away.
+MAX_TEXT = 200
+MAX_RECORD_BYTES = 16 * 1024
+MAX_LIST_ITEMS = 100
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """``text``, or its first ``limit`` characters marked as cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[cut {len(text) - limit} characters]"
+
+
+def _clipped(value: Any) -> Any:
+    if isinstance(value, str):
+        return clip(value)
+    if isinstance(value, dict):
+        return {clip(str(k)): _clipped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        kept = [_clipped(v) for v in value[:MAX_LIST_ITEMS]]
+        if len(value) > MAX_LIST_ITEMS:
+            kept.append(f"…[cut {len(value) - MAX_LIST_ITEMS} items]")
+        return kept
+    return value
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record, default=str, separators=(",", ":")) + "\n"
+
 
 class AuditLog:
     def __init__(self, path: Path, *, max_bytes: int = 10 * 1024 * 1024, backups: int = 5,
@@ -40,7 +71,15 @@ class AuditLog:
     def append(self, record: dict[str, Any], *, sync: bool = False) -> dict[str, Any]:
         """Write ``record`` (with a ``ts``); ``sync`` also fsyncs it. Return it as written."""
         record = {"ts": round(time.time(), 3), **record}
-        line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
+        line = _line(record)
+        if len(line) > MAX_RECORD_BYTES:
+            record = _clipped(record)
+            line = _line(record)
+        if len(line) > MAX_RECORD_BYTES:  # many fields: keep what says what happened
+            record = {k: v for k, v in record.items()
+                      if k in ("ts", "event", "action", "outcome", "result", "run_id",
+                               "trigger")} | {"cut": f"{len(line)} bytes"}
+            line = _line(record)
         with self._lock:
             self._recent.append(record)
             self._pending.append(line)

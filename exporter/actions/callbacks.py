@@ -75,7 +75,7 @@ class CallbackInbox:
             raise InvalidCallback(f"body is larger than {MAX_BODY_BYTES} bytes")
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # also too deep, too long an integer, not UTF-8
             raise InvalidCallback("body is not JSON") from None
         services = data.get("services") if isinstance(data, dict) else None
         if not isinstance(services, list) or not services:

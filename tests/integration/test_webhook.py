@@ -249,3 +249,90 @@ def test_callback_endpoint_needs_auth_and_valid_json(wa_api: StandIn, tmp_path: 
         assert requests.post(url, json=body, headers=AUTH, timeout=5).status_code == 200
         bad = requests.post(url, json={"services": "x"}, headers=AUTH, timeout=5)
         assert bad.status_code == 400
+
+
+def raw_exchange(exp: ExporterProcess, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send bytes no HTTP library would send; what the server answered before closing."""
+    import socket
+    host, port = exp.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_hostile_bodies_and_headers_get_4xx_and_start_nothing(wa_api: StandIn,
+                                                              tmp_path: Path) -> None:
+    with run_exporter(env=wa_env(wa_api), config=config(tmp_path), tmp_path=tmp_path) as exp:
+        deep = post(exp, None, raw=b"[" * 100_000 + b"]" * 100_000)
+        assert deep.status_code == 400 and "nested too deeply" in deep.text
+        digits = json.dumps(notification(alert())).replace('"truncatedAlerts": 0',
+                                                          '"truncatedAlerts": ' + "9" * 5000)
+        huge = post(exp, None, raw=digits.encode())
+        assert huge.status_code == 400, huge.text
+        for hook in ("alertmanager", "wa-callback"):
+            head = (f"POST /webhook/{hook} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+                    "\r\nContent-Type: application/json\r\n")
+            for lengths in ("Content-Length: 2\r\nContent-Length: 2\r\n",
+                            "Content-Length: \u0662\r\n", "Content-Length: 2 2\r\n"):
+                answer = raw_exchange(exp, (head + lengths + "\r\n{}").encode())
+                assert answer.startswith(b"HTTP/1.1 400 "), (lengths, answer[:100])
+        callback = requests.post(exp.url + "/webhook/wa-callback", headers=AUTH, timeout=5,
+                                 data=b'{"services":' * 50_000)
+        assert callback.status_code == 400
+        actions = exp.get("/actions?limit=" + "7" * 5000)
+        assert actions.status_code == 400 and "limit" in actions.text
+        assert exp.get("/actions?limit=5").status_code == 200
+        assert exp.get("/-/healthy").status_code == 200
+    assert started_runs(tmp_path) == 0 and wa_api.stats()["media_gc_calls"] == 0
+    assert "Traceback" not in exp.log and "level=error" not in exp.log
+
+
+def test_webhook_paths_answer_get_and_head_at_once(wa_api: StandIn, tmp_path: Path) -> None:
+    with run_exporter(env=wa_env(wa_api), config=config(tmp_path), tmp_path=tmp_path) as exp:
+        for method in ("GET", "HEAD"):
+            for hook in ("alertmanager", "wa-callback"):
+                url = f"{exp.url}/webhook/{hook}"
+                assert requests.request(method, url, timeout=2).status_code == 401
+                assert requests.request(method, url, headers=AUTH, timeout=2).status_code == 405
+
+
+def test_a_rejected_notification_names_every_alert(wa_api: StandIn, tmp_path: Path) -> None:
+    good = alert(alertname="GoodOne")
+    good["fingerprint"] = "f-good"
+    twin = alert(alertname="GoodTwin")
+    twin["fingerprint"] = "f-twin"
+    bad = alert(action="reboot", alertname="BadOne")
+    bad["fingerprint"] = "f-bad"
+    with run_exporter(env=wa_env(wa_api), config=config(tmp_path), tmp_path=tmp_path) as exp:
+        response = post(exp, notification(good, twin, bad))
+    assert response.status_code == 422
+    answered = {(d["alertname"], d["fingerprint"], d["outcome"])
+                for d in response.json()["decisions"]}
+    assert answered == {("GoodOne", "f-good", "rejected"), ("GoodTwin", "f-twin", "rejected"),
+                        ("BadOne", "f-bad", "rejected")}
+    reasons = {d["alertname"]: d["reason"] for d in response.json()["decisions"]}
+    assert "BadOne" in reasons["GoodOne"] and "unknown action" in reasons["BadOne"]
+    logged = {(r["alertname"], r["fingerprint"]) for r in audit(tmp_path)}
+    assert logged == {("GoodOne", "f-good"), ("GoodTwin", "f-twin"), ("BadOne", "f-bad")}
+    assert started_runs(tmp_path) == 0
+
+
+def test_huge_labels_cannot_flood_the_audit_log(wa_api: StandIn, tmp_path: Path) -> None:
+    big = "x" * 1_000_000
+    with run_exporter(env=wa_env(wa_api), config=config(tmp_path), tmp_path=tmp_path) as exp:
+        assert post(exp, notification(alert(status="resolved"), status="resolved")
+                    ).status_code == 200
+        # 12 notifications, each copying a 1 MB label into its decision and reason.
+        for sent in [alert(action="reboot", alertname=big), alert(action=big),
+                     alert(action="cleanup", container=big)] * 4:
+            response = post(exp, notification(sent))
+            assert response.status_code == 422, response.status_code
+            assert len(response.content) < 4096
+    records = audit(tmp_path)
+    assert not (tmp_path / "state" / "audit.jsonl.1").exists()
+    assert records[0]["outcome"] == "skipped_resolved" and len(records) == 13
+    text = (tmp_path / "state" / "audit.jsonl").read_text()
+    assert len(text) < 13 * 2048 and "[cut 999800 characters]" in text

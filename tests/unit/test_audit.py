@@ -107,3 +107,25 @@ def test_state_file_changes_from_two_processes_do_not_overwrite_each_other(
     second.update(lambda d: d["last_start"].__setitem__("cleanup:a", 2.0))  # stale copy
     assert StateFile(tmp_path / "state.json").read()["last_start"] == {"gc": 1.0,
                                                                       "cleanup:a": 2.0}
+
+
+def test_clip_marks_what_it_cut() -> None:
+    from exporter.actions.audit import clip
+    assert clip("short") == "short"
+    assert clip("x" * 1000) == "x" * 200 + "…[cut 800 characters]"
+
+
+def test_records_are_bounded_so_large_labels_cannot_rotate_earlier_records_away(
+        tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=10 * 1024 * 1024)
+    log.append({"event": "decision", "action": "gc", "outcome": "started", "run_id": "first"})
+    for _ in range(12):
+        log.append({"event": "decision", "action": "none", "outcome": "rejected",
+                    "alertname": "A" * 1_000_000, "reason": "unknown action " + "b" * 1_000_000,
+                    "labels": {"k" * 1000: "v"}, "targets": ["t"] * 5000})
+    assert not (tmp_path / "audit.jsonl.1").exists()
+    records = lines(tmp_path / "audit.jsonl")
+    assert records[0]["run_id"] == "first" and len(records) == 13
+    assert all(len(json.dumps(r)) < 16 * 1024 for r in records)
+    assert records[1]["alertname"].startswith("A" * 200 + "…[cut")
+    assert log.recent(1)[0]["reason"].endswith("…[cut 999815 characters]")
