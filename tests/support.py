@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import secrets
 import signal
 import subprocess
@@ -161,12 +162,19 @@ def series(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], flo
 class ExporterProcess:
     """The real ``wa-exporter`` command in a subprocess, listening on a free loopback port."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path | None = None,
+                 open_files: int | None = None) -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WA_")}
         full_env.update(env)
+
+        def limit_open_files() -> None:  # in the child, before exec
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "--web.listen-address", "127.0.0.1:0", *args],
-            env=full_env, cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            env=full_env, cwd=cwd or ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=limit_open_files if open_files is not None else None)
         self.lines: list[str] = []
         self._listening = threading.Event()
         self.address = ""
@@ -222,15 +230,15 @@ class ExporterProcess:
 
 @contextmanager
 def run_exporter(args: list[str] | None = None, env: dict[str, str] | None = None,
-                 config: str | None = None, tmp_path: Path | None = None
-                 ) -> Iterator[ExporterProcess]:
+                 config: str | None = None, tmp_path: Path | None = None,
+                 open_files: int | None = None) -> Iterator[ExporterProcess]:
     args = list(args or [])
     if config is not None:
         assert tmp_path is not None
         path = tmp_path / f"config-{secrets.token_hex(3)}.yml"
         path.write_text(config)
         args += ["--config.file", str(path)]
-    process = ExporterProcess(args, env or {})
+    process = ExporterProcess(args, env or {}, open_files=open_files)
     try:
         yield process
     finally:
