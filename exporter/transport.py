@@ -233,8 +233,6 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         self.server.forget(self)
-        if self._working:
-            log.debug("client left before its answer", extra={"client": self.client})
 
     # parser callbacks (httptools)
 
@@ -321,6 +319,8 @@ class Connection(asyncio.Protocol):
     def _answer(self, request: Request, done: asyncio.Future[Response]) -> None:
         self._working = False
         if self.closed:
+            log.debug("client left before its answer", extra={"client": self.client,
+                                                              "path": request.path})
             return
         try:
             response = done.result()
