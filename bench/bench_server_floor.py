@@ -8,13 +8,21 @@ audit line:
 - ``threads``: the standard library's ``ThreadingHTTPServer`` (a thread per connection), the
   model the exporter's server is built on;
 - ``asyncio``: one event loop reading and writing every connection, a minimal HTTP/1.1
-  parser, the work handed to 8 worker threads (as a handler that may block would need).
+  parser, the work handed to 8 worker threads (as a handler that may block would need);
+- ``uvicorn``: uvicorn with httptools, the same 8-thread executor (only if uvicorn is
+  installed: it is not a dependency; ``pip install uvicorn httptools`` to compare). It never
+  keeps an HTTP/1.0 connection alive, and ``ab -k`` speaks HTTP/1.0, so each of its
+  requests opens a connection;
+- ``transport``: the exporter's own transport (``exporter.transport``: asyncio, httptools,
+  8 worker threads, timeouts and the connection cap) with the same trivial handler.
 
 Each runs in its own process on 127.0.0.1; ``BENCH_FLOOR_REPEAT`` (3) bursts per setting.
+After the bursts, each server's threads and resident memory are read from /proc.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -103,6 +111,63 @@ async def main():
 asyncio.run(main())
 """
 
+UVICORN_SERVER = """
+import asyncio, json, sys
+from concurrent.futures import ThreadPoolExecutor
+import uvicorn
+
+POOL = ThreadPoolExecutor(8)
+
+def work(body):
+    json.loads(body)
+    return b'{"status":"ok"}'
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    data = await asyncio.get_running_loop().run_in_executor(POOL, work, body)
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http="httptools", loop="asyncio",
+            log_level="warning", access_log=False, backlog=256)
+"""
+
+TRANSPORT_SERVER = """
+import json, socket, sys, threading
+from exporter.transport import HttpServer, Limits, Response
+
+class Handler:
+    max_body_bytes = 1 << 20
+
+    def check(self, request):
+        return None
+
+    def handle(self, request):
+        json.loads(request.body)
+        return Response(200, b'{"status":"ok"}', "application/json")
+
+    def decorate(self, request, response):
+        pass
+
+sock = socket.socket()
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+HttpServer(sock, Handler(), None, Limits(), "bench").start()
+threading.Event().wait()
+"""
+
+
+def _proc_status(pid: int) -> dict[str, float]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines())
+    return {"threads": float(fields["Threads"]),
+            "rss_mb": int(fields["VmRSS"].split()[0]) / 1024}
+
 
 def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
     if proc.poll() is not None:
@@ -128,13 +193,16 @@ def burst(port: int, senders: int, payload: Path) -> dict[str, float]:
             "per_second": float(rate.group(1))}
 
 
-def measure(code: str, payload: Path) -> dict[str, list[dict[str, float]]]:
+def measure(code: str, payload: Path) -> dict[str, object]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", code, str(port)])
+    proc = subprocess.Popen([sys.executable, "-c", code, str(port)],
+                            cwd=Path(__file__).resolve().parent.parent)
     try:
         wait_for(lambda: _listening(port, proc), what="the server to listen")
-        return {str(senders): [burst(port, senders, payload) for _ in range(REPEAT)]
-                for senders in SENDERS}
+        bursts: dict[str, object] = {str(senders): [burst(port, senders, payload)
+                                                    for _ in range(REPEAT)]
+                                     for senders in SENDERS}
+        return {**bursts, "process": _proc_status(proc.pid)}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -147,14 +215,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         payload = Path(tmp) / "notification.json"
         payload.write_text(BODY)
-        report = {name: measure(code, payload)
-                  for name, code in (("threads", THREADS_SERVER), ("asyncio", ASYNCIO_SERVER))}
+        servers = [("threads", THREADS_SERVER), ("asyncio", ASYNCIO_SERVER),
+                   ("transport", TRANSPORT_SERVER)]
+        if importlib.util.find_spec("uvicorn") is not None:
+            servers.insert(2, ("uvicorn", UVICORN_SERVER))
+        report = {name: measure(code, payload) for name, code in servers}
+    floor = {senders: statistics.median(r["p99_ms"] for r in report["threads"][str(senders)])
+             for senders in SENDERS}
     for name, by_senders in report.items():
-        for senders, runs in by_senders.items():
+        process = by_senders["process"]
+        for senders in SENDERS:
+            runs = by_senders[str(senders)]
             p99 = [r["p99_ms"] for r in runs]
             rate = statistics.median(r["per_second"] for r in runs)
             print(f"  {name}: {senders} senders, {NOTIFICATIONS} notifications: p99 "
-                  f"{min(p99):.0f}-{max(p99):.0f} ms, median {rate:.0f}/s", flush=True)
+                  f"{min(p99):.0f}-{max(p99):.0f} ms (median {statistics.median(p99):.0f} = "
+                  f"{statistics.median(p99) / max(floor[senders], 1):.2f}x the threads floor), "
+                  f"median {rate:.0f}/s; then {process['threads']:.0f} threads, "
+                  f"{process['rss_mb']:.1f} MB RSS", flush=True)
     print(json.dumps(report, indent=2))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import resource
 import socket
 import ssl
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # audit log, volume-scan workers, pipes to `docker exec`.
 FD_RESERVE = 64
 MAX_PIPELINED = 16
+SWEEP_SECONDS = 0.1  # how often deadlines are checked: the slack on every timeout
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ class Handler(Protocol):
         """Headers every answer carries (web config, compression)."""
 
 
+_STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
+
+
 def _error(status: HTTPStatus, text: str) -> Response:
     return Response(status, f"{text}\n".encode(), close=True)
 
@@ -138,7 +143,10 @@ class Connection(asyncio.Protocol):
         self.client = ""
         self.state = self.WAITING
         self.closed = False
-        self._timer: asyncio.TimerHandle | None = None
+        # When the connection is closed unless something happens first (``inf``: never), and
+        # why; the server's sweep checks every connection, cheaper than a timer per request.
+        self.deadline = math.inf
+        self.deadline_reason = ""
         self._parser = httptools.HttpRequestParser(self)
         self._url = b""
         self._request: Request | None = None
@@ -149,6 +157,7 @@ class Connection(asyncio.Protocol):
         self._queue: deque[Request] = deque()
         self._working = False
         self._write_paused = False
+        self._reading_paused = False
         self._stop_parsing = False
         self._in_message = False
         self._request_headers = Headers()
@@ -198,7 +207,8 @@ class Connection(asyncio.Protocol):
             return
         if self.state == self.IDLE:
             self._set_state(self.WAITING)
-            self._arm(self.server.limits.read_header_timeout, "headers not received in time")
+            self._set_deadline(self.server.limits.read_header_timeout,
+                               "headers not received in time")
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -212,8 +222,8 @@ class Connection(asyncio.Protocol):
             log.debug("bad request", extra={"client": self.client, "err": str(exc)})
             self._refuse(refusal)
             return
-        if self.state == self.WAITING and self._request is None:
-            self._header_bytes += len(data)
+        if self._request is None and (self._in_message or self.state == self.WAITING):
+            self._header_bytes += len(data)  # headers still due: bounded, as httptools is not
             if self._header_bytes > self.server.limits.max_header_bytes:
                 self._stop_parsing = True
                 self._refuse(_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -231,7 +241,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        self._cancel_timer()
+        self._clear_deadline()
         self.server.forget(self)
 
     # parser callbacks (httptools)
@@ -263,7 +273,7 @@ class Connection(asyncio.Protocol):
         if not self._working:
             self._set_state(self.READING_BODY)
             left = self.server.limits.read_timeout - (time.monotonic() - self._request_started)
-            self._arm(max(left, 0.0), "request not received in time")
+            self._set_deadline(max(left, 0.0), "request not received in time")
         refusal = self.server.handler.check(request)
         if refusal is not None:
             self._refusal = refusal
@@ -288,6 +298,10 @@ class Connection(asyncio.Protocol):
             raise ValueError("too many pipelined requests")
         if not self._working:
             self._next()
+        elif self.transport is not None and not self._reading_paused:
+            # Requests pile up behind a busy one: read no more until they are answered.
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     # request handling
 
@@ -296,12 +310,12 @@ class Connection(asyncio.Protocol):
         if self.closed or self._working or self._stop_parsing:
             return
         if self._write_paused:
-            self._arm(self.server.limits.read_timeout, "answer not read in time")
+            self._set_deadline(self.server.limits.read_timeout, "answer not read in time")
             return
         if not self._queue:
             if self._request is not None:  # pipelined behind the last answer: body still due
                 self._set_state(self.READING_BODY)
-                self._arm(self.server.limits.read_timeout, "request not received in time")
+                self._set_deadline(self.server.limits.read_timeout, "request not received in time")
             elif self._in_message:  # its headers still due
                 self._await_request(self.server.limits.read_header_timeout)
             else:
@@ -310,9 +324,7 @@ class Connection(asyncio.Protocol):
         request = self._queue.popleft()
         self._working = True
         self._set_state(self.BUSY)
-        self._cancel_timer()
-        assert self.transport is not None
-        self.transport.pause_reading()
+        self._clear_deadline()
         future = self.server.submit(request)
         future.add_done_callback(lambda done: self._answer(request, done))
 
@@ -329,8 +341,10 @@ class Connection(asyncio.Protocol):
             response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n",
                                 close=True)
         self._write(request, response)
-        if not self.closed and not self._stop_parsing:
+        if self._reading_paused and not self._queue and not self.closed \
+                and not self._stop_parsing:
             assert self.transport is not None
+            self._reading_paused = False
             self.transport.resume_reading()
         self._next()
 
@@ -348,8 +362,7 @@ class Connection(asyncio.Protocol):
             return
         self.server.handler.decorate(request, response)
         close = response.close or not request.keep_alive or self._stop_parsing
-        status = HTTPStatus(response.status)
-        lines = [f"HTTP/1.1 {status.value} {status.phrase}",
+        lines = [_STATUS_LINES.get(response.status) or f"HTTP/1.1 {response.status} ",
                  f"Server: {self.server.name}", f"Date: {self.server.date()}",
                  f"Content-Type: {response.content_type}",
                  f"Content-Length: {len(response.body)}"]
@@ -363,31 +376,29 @@ class Connection(asyncio.Protocol):
         if close:
             self._stop_parsing = True
             self._queue.clear()
-            self._cancel_timer()
+            self._clear_deadline()
             transport.close()
 
     # state and timers
 
     def _await_request(self, timeout: float, idle: bool = False) -> None:
         self._set_state(self.IDLE if idle else self.WAITING)
-        self._arm(timeout, "idle timeout" if idle else "headers not received in time")
+        self._set_deadline(timeout, "idle timeout" if idle else "headers not received in time")
 
     def _set_state(self, state: str) -> None:
         self.state = state
         self.server.evictable(self, state in (self.HANDSHAKE, self.WAITING, self.IDLE))
 
-    def _arm(self, seconds: float, why: str) -> None:
-        self._cancel_timer()
-        self._timer = self.server.loop.call_later(seconds, self._expire, why)
+    def _set_deadline(self, seconds: float, why: str) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.deadline_reason = why
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _clear_deadline(self) -> None:
+        self.deadline = math.inf
 
-    def _expire(self, why: str) -> None:
-        self._timer = None
-        log.debug("connection closed", extra={"client": self.client, "reason": why})
+    def expire(self) -> None:
+        log.debug("connection closed", extra={"client": self.client,
+                                              "reason": self.deadline_reason})
         self.abort()
 
     def abort(self) -> None:
@@ -471,8 +482,16 @@ class HttpServer:
             ready.set_exception(exc)
             return
         ready.set_result(None)
+        self.loop.call_soon(self._sweep)
         self.loop.run_forever()
         self.loop.close()
+
+    def _sweep(self) -> None:
+        """Close every connection past its deadline; again in SWEEP_SECONDS."""
+        now = time.monotonic()
+        for connection in [c for c in self._connections if c.deadline <= now]:
+            connection.expire()
+        self.loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
         # asyncio reports failed accepts (EMFILE) and transport errors here; one line each.
