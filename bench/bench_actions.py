@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 import subprocess
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
+from bench.bench_server_floor import ab, process_status, start_floor
 from exporter.actions.audit import AuditLog, StateFile
 from exporter.actions.cleanup import CleanupAction
 from exporter.actions.runner import Request, Runner
@@ -29,26 +29,30 @@ from tests.docker_support import (
     remove_test_containers,
     start_wa_container,
 )
-from tests.support import run_exporter
+from tests.support import ROOT, ExporterProcess, wait_for
 from tests.wa_standin.schema import create_messages_table, insert_messages
 from tests.wa_standin.server import StandIn
 
 NOTIFICATIONS = 200
-SENDERS = int(os.environ.get("BENCH_SENDERS", "20"))
+SENDERS = (20, 200)
+SCRAPERS = (1, 20)
+SCRAPES = 2000
+REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+# The last commit whose HTTP server was the standard library's ThreadingHTTPServer: "today",
+# for the /metrics and memory comparison. Empty: skip it.
+BASELINE_REF = os.environ.get("BENCH_BASELINE_REF", "89fad30")
 CONTAINERS = 10
 CLEANUP_SECONDS = 2
+BODY = json.dumps({"version": "4", "status": "firing", "receiver": "wa", "groupKey": "g",
+                   "alerts": [{"status": "firing", "labels": {
+                       "alertname": "WhatsAppMessagesTableLarge", "action": "gc"}}]})
+AUTH = "Authorization: Bearer bench-token"
 
 
-def bench_webhook(tmp: Path) -> dict[str, float]:
-    db_dir = tmp / "db"
-    db_dir.mkdir()
-    engine = sa.create_engine(f"sqlite:///{db_dir / 'wabench_main.db'}")
-    create_messages_table(engine)
-    insert_messages(engine, 2000)
-    engine.dispose()
+def _config(tmp: Path, state: Path) -> str:
     token = tmp / "token"
     token.write_text("bench-token")
-    config = f"""
+    return f"""
 collectors:
   containers: {{enabled: false}}
   logs: {{enabled: false}}
@@ -56,52 +60,120 @@ collectors:
   volume_scan: {{enabled: false}}
 actions:
   allowed: [gc]
-  state_dir: {tmp / 'state'}
+  state_dir: {state}
   schedules: []
   gc: {{callback_timeout: 5s, settle_interval: 1s, round_timeout: 30s}}
 webhook:
   bearer_token_file: {token}
 """
-    body = json.dumps({"version": "4", "status": "firing", "receiver": "wa", "groupKey": "g",
-                       "alerts": [{"status": "firing", "labels": {
-                           "alertname": "WhatsAppMessagesTableLarge", "action": "gc"}}]})
-    headers = {"Authorization": "Bearer bench-token"}
+
+
+def _baseline_tree(tmp: Path) -> Path | None:
+    """The exporter at BASELINE_REF, unpacked beside the run (``python -m exporter`` there
+    imports that tree's package)."""
+    if not BASELINE_REF:
+        return None
+    tree = tmp / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", BASELINE_REF], cwd=ROOT, capture_output=True,
+                             check=False)
+    if archive.returncode != 0:
+        print(f"  baseline {BASELINE_REF}: not in this clone, skipped", flush=True)
+        return None
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def _measure_exporter(tmp: Path, name: str, tree: Path, db_dir: Path, payload: Path
+                      ) -> dict[str, object]:
+    """Webhook bursts at each concurrency, then /metrics at each number of scrapers, then
+    threads and memory; exactly-once read from the exporter's own counters."""
+    config = tmp / f"{name}.yml"
+    config.write_text(_config(tmp, tmp / f"{name}-state"))
     with StandIn(f"sqlite:///{db_dir / 'wabench_main.db'}", gc_delay=3) as standin:
         env = {"WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
                "WA_DB_NAME_PREFIX": "wabench_", "WA_WEB_URL": standin.url,
                "WA_WEB_USERNAME": "admin", "WA_WEB_PASSWORD": "secret"}
-        with run_exporter(env=env, config=config, tmp_path=tmp) as exporter:
-            # ab (apache2-utils) is the client: a C program, so the 2 cores go to the server.
-            # Keep-alive, as Alertmanager's HTTP client does.
-            payload = tmp / "notification.json"
-            payload.write_text(body)
-            output = subprocess.run(
-                ["ab", "-q", "-k", "-n", str(NOTIFICATIONS), "-c", str(SENDERS),
-                 "-p", str(payload), "-T", "application/json",
-                 "-H", headers["Authorization"].join(("Authorization: ", "")),
-                 exporter.url + "/webhook/alertmanager"],
-                capture_output=True, text=True, check=False)
-            if output.returncode != 0:
-                raise SystemExit(f"ab failed: {output.stderr.strip()}")
-            output = output.stdout
+        exporter = ExporterProcess(["--config.file", str(config)], env, cwd=tree)
+        try:
+            wait_for(lambda: exporter.get("/-/ready").ok, timeout=30, what="ready")
+            report: dict[str, object] = {
+                f"webhook_{senders}": [ab(exporter.url + "/webhook/alertmanager", senders,
+                                          NOTIFICATIONS, payload, (AUTH,))
+                                       for _ in range(REPEAT)]
+                for senders in SENDERS}
             standin.wait_until(lambda s: s["message_gc_calls"] >= 1, timeout=10)
+            for scrapers in SCRAPERS:
+                report[f"metrics_{scrapers}"] = [ab(exporter.url + "/metrics", scrapers,
+                                                    SCRAPES) for _ in range(REPEAT)]
+            report["process"] = process_status(exporter.proc.pid)
             samples = exporter.metrics()
-            gc_calls = standin.stats()["message_gc_calls"]
-    percent = dict(re.findall(r"^\s+(\d+)%\s+(\d+)", output, re.MULTILINE))
-    rate = float(re.search(r"Requests per second:\s+([\d.]+)", output).group(1))
-    # ab counts differing body lengths as "failed"; only non-2xx answers are failures here.
-    non_2xx = re.search(r"Non-2xx responses:\s+(\d+)", output)
-    failed = int(non_2xx.group(1)) if non_2xx else 0
+            report["wa_gc_calls"] = standin.stats()["message_gc_calls"]
+        finally:
+            exporter.stop()
 
     def outcome(name: str) -> float:
         return samples.get(("whatsapp_action_requests_total",
                             (("action", "gc"), ("outcome", name))), 0.0)
 
-    return {"notifications": NOTIFICATIONS, "senders": SENDERS, "failed_requests": failed,
-            "p50_ms": float(percent["50"]), "p99_ms": float(percent["99"]),
-            "per_second": rate, "started": outcome("started"),
-            "skipped_running": outcome("skipped_running"),
-            "skipped_cooldown": outcome("skipped_cooldown"), "wa_gc_calls": gc_calls}
+    report["started"] = outcome("started")
+    report["skipped"] = outcome("skipped_running") + outcome("skipped_cooldown")
+    return report
+
+
+def bench_webhook(tmp: Path) -> dict[str, object]:
+    """The stdlib floor, today's exporter (BASELINE_REF) and this one, in the same run."""
+    db_dir = tmp / "db"
+    db_dir.mkdir()
+    engine = sa.create_engine(f"sqlite:///{db_dir / 'wabench_main.db'}")
+    create_messages_table(engine)
+    insert_messages(engine, 2000)
+    engine.dispose()
+    payload = tmp / "notification.json"
+    payload.write_text(BODY)
+    proc, port = start_floor()
+    try:
+        report: dict[str, object] = {"floor": {
+            f"webhook_{senders}": [ab(f"http://127.0.0.1:{port}/", senders, NOTIFICATIONS,
+                                      payload) for _ in range(REPEAT)]
+            for senders in SENDERS}}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    baseline = _baseline_tree(tmp)
+    if baseline is not None:
+        report["baseline"] = _measure_exporter(tmp, "baseline", baseline, db_dir, payload)
+    report["current"] = _measure_exporter(tmp, "current", ROOT, db_dir, payload)
+    return report
+
+
+def _median(runs: object, key: str) -> float:
+    assert isinstance(runs, list)
+    return statistics.median(run[key] for run in runs)
+
+
+def print_webhook(report: dict[str, object]) -> None:
+    floor = report["floor"]
+    assert isinstance(floor, dict)
+    for name, figures in report.items():
+        assert isinstance(figures, dict)
+        parts = []
+        for senders in SENDERS:
+            p99 = _median(figures[f"webhook_{senders}"], "p99_ms")
+            ratio = p99 / _median(floor[f"webhook_{senders}"], "p99_ms")
+            goal = 20 if senders == 20 else 50
+            parts.append(f"webhook {senders} senders p99 {p99:.1f} ms (goal <= {goal}) = "
+                         f"{ratio:.2f}x floor")
+        for scrapers in SCRAPERS:
+            if f"metrics_{scrapers}" in figures:
+                parts.append(f"/metrics {scrapers} scrapers p99 "
+                             f"{_median(figures[f'metrics_{scrapers}'], 'p99_ms'):.1f} ms")
+        if "process" in figures:
+            process = figures["process"]
+            parts.append(f"{process['threads']:.0f} threads, {process['rss_mb']:.1f} MB RSS; "
+                         f"started {figures['started']:.0f}, WA GC calls "
+                         f"{figures['wa_gc_calls']} (goal 1)")
+        print(f"  {name}: " + "; ".join(parts), flush=True)
 
 
 def bench_cleanup(tmp: Path) -> dict[str, float]:
@@ -150,14 +222,9 @@ def bench_cleanup(tmp: Path) -> dict[str, float]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         webhook = bench_webhook(Path(tmp))
-        print(f"  webhook: {webhook['notifications']} notifications, {webhook['senders']} "
-              f"concurrent, at {webhook['per_second']:.0f}/s; acceptance p50 "
-              f"{webhook['p50_ms']:.0f} ms, p99 {webhook['p99_ms']:.0f} ms (goal <= 20 ms; ab "
-              f"reports whole ms); non-2xx {webhook['failed_requests']}; "
-              f"started {webhook['started']}, WA GC calls {webhook['wa_gc_calls']} (goal 1); "
-              f"skipped_running {webhook['skipped_running']}, "
-              f"skipped_cooldown {webhook['skipped_cooldown']}", flush=True)
+        print_webhook(webhook)
         if os.environ.get("BENCH_SKIP_CLEANUP"):
+            print(json.dumps({"webhook": webhook}, indent=2))
             return
         cleanup = bench_cleanup(Path(tmp))
         print(f"  cleanup: {cleanup['containers']} containers, script {CLEANUP_SECONDS} s each; "

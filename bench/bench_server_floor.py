@@ -162,13 +162,6 @@ threading.Event().wait()
 """
 
 
-def _proc_status(pid: int) -> dict[str, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
-                  .splitlines())
-    return {"threads": float(fields["Threads"]),
-            "rss_mb": int(fields["VmRSS"].split()[0]) / 1024}
-
-
 def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
     if proc.poll() is not None:
         raise SystemExit(f"server exited with {proc.returncode}")
@@ -179,30 +172,59 @@ def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
     return True
 
 
-def burst(port: int, senders: int, payload: Path) -> dict[str, float]:
-    out = subprocess.run(["ab", "-q", "-k", "-n", str(NOTIFICATIONS), "-c", str(senders),
-                          "-p", str(payload), "-T", "application/json",
-                          f"http://127.0.0.1:{port}/"],
-                         capture_output=True, text=True, check=False, timeout=60)
-    if out.returncode != 0:
-        raise SystemExit(f"ab failed: {out.stderr.strip()}")
-    percent = dict(re.findall(r"^\s+(\d+)%\s+(\d+)", out.stdout, re.MULTILINE))
+def ab(url: str, senders: int, requests_total: int, payload: Path | None = None,
+       headers: tuple[str, ...] = ()) -> dict[str, float]:
+    """``ab -k`` (keep-alive, as Prometheus and Alertmanager): p50/p99 in ms (fractional, from
+    ab's percentile file), requests per second and non-2xx answers."""
+    with tempfile.NamedTemporaryFile(suffix=".csv") as percentiles:
+        command = ["ab", "-q", "-k", "-n", str(requests_total), "-c", str(senders),
+                   "-e", percentiles.name]
+        if payload is not None:
+            command += ["-p", str(payload), "-T", "application/json"]
+        for header in headers:
+            command += ["-H", header]
+        out = subprocess.run([*command, url], capture_output=True, text=True, check=False,
+                             timeout=120)
+        if out.returncode != 0:
+            raise SystemExit(f"ab failed: {out.stderr.strip()}")
+        percent = dict(line.split(",") for line in Path(percentiles.name).read_text()
+                       .splitlines()[1:])
     rate = re.search(r"Requests per second:\s+([\d.]+)", out.stdout)
     assert rate is not None, out.stdout
+    non_2xx = re.search(r"Non-2xx responses:\s+(\d+)", out.stdout)
     return {"p50_ms": float(percent["50"]), "p99_ms": float(percent["99"]),
-            "per_second": float(rate.group(1))}
+            "per_second": float(rate.group(1)),
+            "non_2xx": float(non_2xx.group(1)) if non_2xx else 0.0}
 
 
-def measure(code: str, payload: Path) -> dict[str, object]:
+def burst(port: int, senders: int, payload: Path) -> dict[str, float]:
+    return ab(f"http://127.0.0.1:{port}/", senders, NOTIFICATIONS, payload)
+
+
+def process_status(pid: int) -> dict[str, float]:
+    """Threads and resident memory of a running process."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
+                  .splitlines())
+    return {"threads": float(fields["Threads"]),
+            "rss_mb": int(fields["VmRSS"].split()[0]) / 1024}
+
+
+def start_floor(code: str = THREADS_SERVER) -> tuple[subprocess.Popen[bytes], int]:
+    """One of the trivial servers above, listening on a free loopback port."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", code, str(port)],
                             cwd=Path(__file__).resolve().parent.parent)
+    wait_for(lambda: _listening(port, proc), what="the server to listen")
+    return proc, port
+
+
+def measure(code: str, payload: Path) -> dict[str, object]:
+    proc, port = start_floor(code)
     try:
-        wait_for(lambda: _listening(port, proc), what="the server to listen")
         bursts: dict[str, object] = {str(senders): [burst(port, senders, payload)
                                                     for _ in range(REPEAT)]
                                      for senders in SENDERS}
-        return {**bursts, "process": _proc_status(proc.pid)}
+        return {**bursts, "process": process_status(proc.pid)}
     finally:
         proc.terminate()
         proc.wait(10)

@@ -84,7 +84,6 @@ class AuditLog:
             self._recent.append(record)
             self._pending.append(line)
             try:
-                self._rotate_if_needed()
                 self._write_pending(sync)
             except OSError as exc:
                 self.write_errors += 1
@@ -115,6 +114,12 @@ class AuditLog:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             size = os.fstat(fd).st_size
+            if size >= self.max_bytes:  # the size from this fstat: no second stat per record
+                os.close(fd)
+                fd = -1
+                self._rotate()
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                size = 0
             try:
                 view = memoryview(data)
                 while view:
@@ -126,7 +131,8 @@ class AuditLog:
                     os.ftruncate(fd, size)
                 raise
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self._pending.clear()
 
     @property
@@ -137,13 +143,7 @@ class AuditLog:
         with self._lock:
             return list(self._recent)[-limit:]
 
-    def _rotate_if_needed(self) -> None:
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < self.max_bytes:
-            return
+    def _rotate(self) -> None:
         for index in range(self.backups - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{index}")
             if older.exists():

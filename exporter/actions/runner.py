@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from exporter.actions.audit import AuditLog, StateFile
@@ -62,8 +62,10 @@ class Decision:
     targets: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["targets"] = [t for t in self.targets if t]  # "" stands for the whole action
+        # By hand: dataclasses.asdict deep-copies, a third of a webhook decision's time.
+        data = {"action": self.action, "outcome": self.outcome, "reason": self.reason,
+                "run_id": self.run_id,
+                "targets": [t for t in self.targets if t]}  # "" stands for the whole action
         return {k: v for k, v in data.items() if v not in (None, "", [])}
 
 
