@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -165,21 +165,16 @@ class Connection(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # The event loop sets TCP_NODELAY on accepted TCP sockets: no Nagle delay on answers.
+        raw = self.transport = cast(asyncio.Transport, transport)  # uvloop's: no subclass
+        peer = raw.get_extra_info("peername")
         self.client = str(peer[0]) if peer else ""
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Headers and body leave in one write; Nagle would still hold the tail of a large
-            # answer for the client's delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not self.server.admit(self):
             return
         if self.server.tls is not None:
-            transport.pause_reading()  # nothing may reach the parser before TLS is up
+            raw.pause_reading()  # nothing may reach the parser before TLS is up
             self._set_state(self.HANDSHAKE)
-            self.server.loop.create_task(self._start_tls(transport, self.server.tls))
+            self.server.loop.create_task(self._start_tls(raw, self.server.tls))
         else:
             self._await_request(self.server.limits.read_header_timeout)
 
