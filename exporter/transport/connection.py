@@ -1,133 +1,26 @@
-"""HTTP/1.1 under the routes: asyncio accepts connections and runs TLS, httptools (the parser
-uvicorn uses) reads requests, and a few worker threads run the handlers, so bcrypt, the
-exposition and webhook decisions never hold up the event loop.
-
-What the servers we measured leave out is owned here (see docs/benchmarks.md):
-
-- a request's headers must arrive within ``read_header_timeout``, the whole request within
-  ``read_timeout``, an idle keep-alive connection is closed after ``idle_timeout``, and a
-  TLS handshake that stalls is dropped after ``tls_handshake_timeout``;
-- at most ``max_connections`` connections (below the process's file-descriptor limit); at
-  the cap, a new connection evicts the oldest one that is still in its handshake, still
-  sending its headers or idle, so a scrape never waits on clients that send nothing.
-"""
+"""One client connection: its state, its deadline, its parser, its queue of requests."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-import resource
-import socket
 import ssl
-import threading
 import time
-from collections import OrderedDict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from email.utils import formatdate
+from collections import deque
 from http import HTTPStatus
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
-log = logging.getLogger(__name__)
+from exporter.transport.messages import STATUS_LINES, Headers, Request, Response, error
 
-# File descriptors kept free for everything but HTTP: database and Docker connections, the
-# audit log, volume-scan workers, pipes to `docker exec`.
-FD_RESERVE = 64
+if TYPE_CHECKING:
+    from exporter.transport.listener import HttpServer
+
+log = logging.getLogger("exporter.transport")
+
 MAX_PIPELINED = 16
-SWEEP_SECONDS = 0.1  # how often deadlines are checked: the slack on every timeout
-
-
-@dataclass(frozen=True)
-class Limits:
-    read_header_timeout: float = 5.0
-    read_timeout: float = 30.0
-    idle_timeout: float = 120.0
-    tls_handshake_timeout: float = 5.0
-    max_connections: int = 512
-    max_header_bytes: int = 64 * 1024
-    workers: int = 8
-
-    def connection_cap(self) -> int:
-        """``max_connections``, lowered to stay under the soft file-descriptor limit."""
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return self.max_connections
-        return max(1, min(self.max_connections, soft - FD_RESERVE))
-
-
-class Headers:
-    """Request headers by lower-cased name; a repeated header keeps its first value."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, str] = {}
-
-    def add(self, name: str, value: str) -> None:
-        self._values.setdefault(name.lower(), value)
-
-    def get(self, name: str, default: str = "") -> str:
-        return self._values.get(name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._values
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: str
-    version: str
-    headers: Headers
-    client: str
-    keep_alive: bool = True
-    body: bytes = b""
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-    headers: dict[str, str] = field(default_factory=dict)
-    close: bool = False  # close the connection after this answer (an unread body, a refusal)
-
-
-class Handler(Protocol):
-    """The routes. ``check`` runs on the event loop once the headers are in and must be
-    cheap; ``handle`` runs in a worker thread once the body is in."""
-
-    max_body_bytes: int
-
-    def check(self, request: Request) -> Response | None: ...
-
-    def handle(self, request: Request) -> Response: ...
-
-    def decorate(self, request: Request, response: Response) -> None:
-        """Headers every answer carries (web config, compression)."""
-
-
-_STATUS_LINES = {status.value: f"HTTP/1.1 {status.value} {status.phrase}" for status in HTTPStatus}
-
-
-def _error(status: HTTPStatus, text: str) -> Response:
-    return Response(status, f"{text}\n".encode(), close=True)
-
-
-class _Date:
-    """The ``Date`` header, formatted once a second."""
-
-    def __init__(self) -> None:
-        self._second = 0
-        self._text = ""
-
-    def __call__(self) -> str:
-        now = int(time.time())
-        if now != self._second:
-            self._second, self._text = now, formatdate(now, usegmt=True)
-        return self._text
 
 
 class Connection(asyncio.Protocol):
@@ -213,7 +106,7 @@ class Connection(asyncio.Protocol):
                 self._request.keep_alive = False
         except (httptools.HttpParserError, ValueError) as exc:
             self._stop_parsing = True
-            refusal = self._refusal or _error(HTTPStatus.BAD_REQUEST, "malformed HTTP request")
+            refusal = self._refusal or error(HTTPStatus.BAD_REQUEST, "malformed HTTP request")
             log.debug("bad request", extra={"client": self.client, "err": str(exc)})
             self._refuse(refusal)
             return
@@ -221,7 +114,7 @@ class Connection(asyncio.Protocol):
             self._header_bytes += len(data)  # headers still due: bounded, as httptools is not
             if self._header_bytes > self.server.limits.max_header_bytes:
                 self._stop_parsing = True
-                self._refuse(_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                self._refuse(error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
                                     "request headers too large"))
 
     def pause_writing(self) -> None:
@@ -277,7 +170,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._body += body
         if len(self._body) > self.server.handler.max_body_bytes:
-            self._refusal = _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
+            self._refusal = error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
             raise ValueError("body too large")
 
     def on_message_complete(self) -> None:
@@ -289,7 +182,7 @@ class Connection(asyncio.Protocol):
         self._body = bytearray()
         self._queue.append(request)
         if len(self._queue) > MAX_PIPELINED:
-            self._refusal = _error(HTTPStatus.TOO_MANY_REQUESTS, "too many pipelined requests")
+            self._refusal = error(HTTPStatus.TOO_MANY_REQUESTS, "too many pipelined requests")
             raise ValueError("too many pipelined requests")
         if not self._working:
             self._next()
@@ -357,7 +250,7 @@ class Connection(asyncio.Protocol):
             return
         self.server.handler.decorate(request, response)
         close = response.close or not request.keep_alive or self._stop_parsing
-        lines = [_STATUS_LINES.get(response.status) or f"HTTP/1.1 {response.status} ",
+        lines = [STATUS_LINES.get(response.status) or f"HTTP/1.1 {response.status} ",
                  f"Server: {self.server.name}", f"Date: {self.server.date()}",
                  f"Content-Type: {response.content_type}",
                  f"Content-Length: {len(response.body)}"]
@@ -400,115 +293,3 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         self.connection_lost(None)
-
-
-class HttpServer:
-    """The listening socket, the event loop thread, the connections and the worker pool."""
-
-    def __init__(self, sock: socket.socket, handler: Handler, tls: ssl.SSLContext | None,
-                 limits: Limits, name: str) -> None:
-        self.sock = sock
-        self.handler = handler
-        self.tls = tls
-        self.limits = limits
-        self.name = name
-        self.cap = limits.connection_cap()
-        self.date = _Date()
-        self.loop = asyncio.new_event_loop()
-        self.pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="http-worker")
-        self._connections: dict[Connection, None] = {}
-        self._evictable: OrderedDict[Connection, None] = OrderedDict()
-        self._server: asyncio.base_events.Server | None = None
-        self._thread: threading.Thread | None = None
-        self.evictions = 0
-
-    # connection bookkeeping (event loop thread only)
-
-    def admit(self, connection: Connection) -> bool:
-        """Track a new connection; at the cap, make room by evicting, or refuse it."""
-        if len(self._connections) >= self.cap:
-            if not self._evictable:
-                log.debug("connection refused: every connection is busy",
-                          extra={"client": connection.client, "cap": self.cap})
-                connection.abort()
-                return False
-            oldest = next(iter(self._evictable))
-            self.evictions += 1
-            log.debug("connection evicted to admit a new one",
-                      extra={"client": oldest.client, "state": oldest.state, "cap": self.cap})
-            oldest.abort()
-        self._connections[connection] = None
-        return True
-
-    def forget(self, connection: Connection) -> None:
-        self._connections.pop(connection, None)
-        self._evictable.pop(connection, None)
-
-    def evictable(self, connection: Connection, yes: bool) -> None:
-        if connection.closed:
-            return
-        self._evictable.pop(connection, None)
-        if yes:
-            self._evictable[connection] = None  # newest last: eviction takes the oldest
-
-    @property
-    def connections(self) -> int:
-        return len(self._connections)
-
-    def submit(self, request: Request) -> asyncio.Future[Response]:
-        return self.loop.run_in_executor(self.pool, self.handler.handle, request)
-
-    # life cycle
-
-    def start(self) -> None:
-        ready: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="http",
-                                        daemon=True)
-        self._thread.start()
-        ready.result()
-
-    def _run(self, ready: Future[None]) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.set_exception_handler(self._loop_error)
-        try:
-            self._server = self.loop.run_until_complete(self.loop.create_server(
-                lambda: Connection(self), sock=self.sock, backlog=1024))
-        except BaseException as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(None)
-        self.loop.call_soon(self._sweep)
-        self.loop.run_forever()
-        self.loop.close()
-
-    def _sweep(self) -> None:
-        """Close every connection past its deadline; again in SWEEP_SECONDS."""
-        now = time.monotonic()
-        for connection in [c for c in self._connections if c.deadline <= now]:
-            connection.expire()
-        self.loop.call_later(SWEEP_SECONDS, self._sweep)
-
-    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-        # asyncio reports failed accepts (EMFILE) and transport errors here; one line each.
-        log.warning("http server event", extra={"err": str(context.get("exception") or
-                                                            context.get("message"))})
-
-    def stop(self) -> None:
-        if self._thread is None:
-            self.sock.close()
-            return
-        done: Future[None] = Future()
-
-        def shutdown() -> None:
-            if self._server is not None:
-                self._server.close()
-            for connection in list(self._connections):
-                connection.abort()
-            self.loop.call_soon(self.loop.stop)
-            done.set_result(None)
-
-        self.loop.call_soon_threadsafe(shutdown)
-        done.result(10)
-        self._thread.join(10)
-        self.pool.shutdown(wait=False, cancel_futures=True)
-

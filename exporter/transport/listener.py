@@ -1,0 +1,145 @@
+"""The listening socket, the event loop thread, the connections and the worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from email.utils import formatdate
+
+from exporter.transport.connection import Connection
+from exporter.transport.messages import Handler, Limits, Request, Response
+
+log = logging.getLogger("exporter.transport")
+
+SWEEP_SECONDS = 0.1  # how often deadlines are checked: the slack on every timeout
+
+
+class _Date:
+    """The ``Date`` header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._text = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._text = now, formatdate(now, usegmt=True)
+        return self._text
+
+
+class HttpServer:
+    """The listening socket, the event loop thread, the connections and the worker pool."""
+
+    def __init__(self, sock: socket.socket, handler: Handler, tls: ssl.SSLContext | None,
+                 limits: Limits, name: str) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.tls = tls
+        self.limits = limits
+        self.name = name
+        self.cap = limits.connection_cap()
+        self.date = _Date()
+        self.loop = asyncio.new_event_loop()
+        self.pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="http-worker")
+        self._connections: dict[Connection, None] = {}
+        self._evictable: OrderedDict[Connection, None] = OrderedDict()
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.evictions = 0
+
+    # connection bookkeeping (event loop thread only)
+
+    def admit(self, connection: Connection) -> bool:
+        """Track a new connection; at the cap, make room by evicting, or refuse it."""
+        if len(self._connections) >= self.cap:
+            if not self._evictable:
+                log.debug("connection refused: every connection is busy",
+                          extra={"client": connection.client, "cap": self.cap})
+                connection.abort()
+                return False
+            oldest = next(iter(self._evictable))
+            self.evictions += 1
+            log.debug("connection evicted to admit a new one",
+                      extra={"client": oldest.client, "state": oldest.state, "cap": self.cap})
+            oldest.abort()
+        self._connections[connection] = None
+        return True
+
+    def forget(self, connection: Connection) -> None:
+        self._connections.pop(connection, None)
+        self._evictable.pop(connection, None)
+
+    def evictable(self, connection: Connection, yes: bool) -> None:
+        if connection.closed:
+            return
+        self._evictable.pop(connection, None)
+        if yes:
+            self._evictable[connection] = None  # newest last: eviction takes the oldest
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def submit(self, request: Request) -> asyncio.Future[Response]:
+        return self.loop.run_in_executor(self.pool, self.handler.handle, request)
+
+    # life cycle
+
+    def start(self) -> None:
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="http",
+                                        daemon=True)
+        self._thread.start()
+        ready.result()
+
+    def _run(self, ready: Future[None]) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(self._loop_error)
+        try:
+            self._server = self.loop.run_until_complete(self.loop.create_server(
+                lambda: Connection(self), sock=self.sock, backlog=1024))
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        self.loop.call_soon(self._sweep)
+        self.loop.run_forever()
+        self.loop.close()
+
+    def _sweep(self) -> None:
+        """Close every connection past its deadline; again in SWEEP_SECONDS."""
+        now = time.monotonic()
+        for connection in [c for c in self._connections if c.deadline <= now]:
+            connection.expire()
+        self.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        # asyncio reports failed accepts (EMFILE) and transport errors here; one line each.
+        log.warning("http server event", extra={"err": str(context.get("exception") or
+                                                            context.get("message"))})
+
+    def stop(self) -> None:
+        if self._thread is None:
+            self.sock.close()
+            return
+        done: Future[None] = Future()
+
+        def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for connection in list(self._connections):
+                connection.abort()
+            self.loop.call_soon(self.loop.stop)
+            done.set_result(None)
+
+        self.loop.call_soon_threadsafe(shutdown)
+        done.result(10)
+        self._thread.join(10)
+        self.pool.shutdown(wait=False, cancel_futures=True)
