@@ -54,6 +54,7 @@ class Connection(asyncio.Protocol):
         self._stop_parsing = False
         self._in_message = False
         self._request_headers = Headers()
+        self._handshake: asyncio.Task[None] | None = None
 
     # asyncio callbacks
 
@@ -67,7 +68,8 @@ class Connection(asyncio.Protocol):
         if self.server.tls is not None:
             raw.pause_reading()  # nothing may reach the parser before TLS is up
             self._set_state(self.HANDSHAKE)
-            self.server.loop.create_task(self._start_tls(raw, self.server.tls))
+            # Kept: the loop holds only a weak reference to a task.
+            self._handshake = self.server.loop.create_task(self._start_tls(raw, self.server.tls))
         else:
             self._await_request(self.server.limits.read_header_timeout)
 
@@ -166,6 +168,9 @@ class Connection(asyncio.Protocol):
         if refusal is not None:
             self._refusal = refusal
             raise ValueError("refused before the body")
+        if request.headers.get("Expect").lower() == "100-continue" and self.transport is not None:
+            # curl asks before sending a body over 1 KiB and would otherwise wait a second.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body += body

@@ -198,3 +198,13 @@ def test_headers_must_arrive_within_the_header_timeout() -> None:
             read_answer(sock)
             assert read_to_close(sock) == b""  # idle after its answer: closed
         assert server.connections == 0
+
+
+def test_expect_100_continue_is_answered_before_the_body(served) -> None:
+    server, _ = served
+    with connect(server) as sock:
+        sock.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        assert read_answer(sock, head_only=True)[0] == b"HTTP/1.1 100 Continue"
+        sock.sendall(b"abc")
+        assert read_answer(sock)[1] == b"POST /e 3"
