@@ -64,7 +64,7 @@ class Server:
                                else MAX_OTHER_BODY_BYTES)
         self.get_routes: dict[str, Callable[[Request], Response]] = {
             telemetry_path: self.metrics, "/-/healthy": self.healthy,
-            "/-/ready": self.readiness, "/": self.landing, runbooks.PATH: self.runbooks}
+            "/-/ready": self.readiness, "/": self.landing, runbooks.PATH: self.runbook_page}
         self.post_routes: dict[str, Callable[[Webhooks, bytes], tuple[int, Any]]] = {}
         if webhooks is not None:
             from exporter.actions.webhook import Webhooks
@@ -193,7 +193,7 @@ class Server:
             return Response(HTTPStatus.OK, b"Ready\n")
         return Response(HTTPStatus.SERVICE_UNAVAILABLE, b"Not ready: first refresh running\n")
 
-    def runbooks(self, request: Request) -> Response:
+    def runbook_page(self, request: Request) -> Response:
         status, content_type, body = runbooks.page(request.path)
         return Response(status, body, content_type)
 
