@@ -32,7 +32,7 @@ from exporter.collectors.volume import MediaVolume, VolumeCollector, VolumeScanC
 from exporter.config import ConfigError, Settings
 from exporter.doctor import missing_media_path_fix
 from exporter.server import Server
-from exporter.sources.database import MessagesSource, open_source
+from exporter.sources.database import MessagesSource, open_source, warn_ignored_settings
 from exporter.sources.docker import ContainerDirectory, DockerEngine
 from exporter.sources.locks import FileLocks, cluster_lock
 from exporter.sources.wa_api import WaApiClient
@@ -52,6 +52,7 @@ class Sources:
         wanted = settings.collectors
         self.database: MessagesSource | None = None
         if settings.database is not None:
+            warn_ignored_settings(settings.database)
             self.database = open_source(settings.database, wanted.messages)
         self.engine = DockerEngine(timeout=max(wanted.containers.timeout or 0,
                                                wanted.logs.timeout or 0,

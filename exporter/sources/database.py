@@ -9,6 +9,7 @@ so a locked table or a black-holed connection ends in a :class:`DatabaseError`.
 
 from __future__ import annotations
 
+import logging
 import re
 import select
 import threading
@@ -21,6 +22,8 @@ from typing import Any
 
 from exporter.config import DatabaseSettings, MessagesSettings, scrub
 from exporter.errors import SourceError
+
+log = logging.getLogger(__name__)
 
 MESSAGES_TABLE = "messages"
 MAX_LISTED = 20  # databases named in a message, so a shared server cannot flood the log
@@ -155,6 +158,10 @@ class MessagesSource:
         return (f"no database whose name starts with WA_DB_NAME_PREFIX={self.prefix!r} holds a "
                 f"{MESSAGES_TABLE} table; {seen}; fix: set WA_DB_NAME_PREFIX as in the WA "
                 "client's db.env, or grant WA_DB_USERNAME access to its databases")
+
+    def idle_timeout(self, conn: Connection) -> float | None:
+        """Seconds after which the server ends ``conn`` if it stays idle, when known."""
+        return None
 
     def _wanted(self, name: str) -> bool:
         return name.startswith(self.prefix)
@@ -300,6 +307,11 @@ class MySQLSource(MessagesSource):
         except self.errors as exc:
             raise self.describe_error(exc) from None
 
+    def idle_timeout(self, conn: Connection) -> float | None:
+        # The guide's WA_DB_CONNECTION_IDLE_TIMEOUT says it for MySQL.
+        ms = self.db.connection_idle_timeout_ms
+        return ms / 1000 if ms else None
+
     def close(self) -> None:
         self.pool.close()
 
@@ -442,6 +454,15 @@ class PostgresSource(MessagesSource):
         except self.errors as exc:
             raise self.describe_error(exc) from None
 
+    def idle_timeout(self, conn: Connection) -> float | None:
+        # WA_DB_CONNECTION_IDLE_TIMEOUT is MySQL-only; PostgreSQL's own limit is the
+        # session's idle_session_timeout (PostgreSQL 14+, 0 = none), as set for its database
+        # or role.
+        found = query(conn, "SELECT setting::bigint FROM pg_settings "
+                      "WHERE name = 'idle_session_timeout'")
+        ms = int(found[0][0]) if found else 0
+        return ms / 1000 if ms > 0 else None
+
     def close(self) -> None:
         with self._lock:
             pools, self._pools = list(self._pools.values()), {}
@@ -514,3 +535,10 @@ SOURCES: dict[str, type[MessagesSource]] = {
 
 def open_source(db: DatabaseSettings, settings: MessagesSettings) -> MessagesSource:
     return SOURCES[db.engine](db, settings)
+
+
+def warn_ignored_settings(db: DatabaseSettings) -> None:
+    """Say once, at start, which ``db.env`` settings this engine does not use."""
+    if db.engine == "PGSQL" and db.connection_idle_timeout_ms:
+        log.warning("WA_DB_CONNECTION_IDLE_TIMEOUT is MySQL only: ignored with PGSQL; the "
+                    "cluster lock session follows the server's idle_session_timeout")

@@ -48,6 +48,15 @@ class Held:
 COOLDOWN = "cooldown:"
 
 
+def keepalive_interval(idle_timeout: float | None) -> float:
+    """How often to ping a session that holds locks and is otherwise idle: at half the
+    server's idle timeout, and at least every minute (firewalls and NAT drop idle TCP
+    connections too, whatever the server says)."""
+    if idle_timeout is None:
+        return 60.0
+    return max(1.0, min(60.0, idle_timeout / 2))
+
+
 class SessionLocks:
     """Named locks on one dedicated session, shared by every run, closed when none is held.
 
@@ -58,11 +67,10 @@ class SessionLocks:
     idle timeout drops it and the locks with it, and frees cooldown locks when they expire."""
 
     def __init__(self, source: MessagesSource, acquire_sql: str, release_sql: str,
-                 name_of: Callable[[str], object], deadline: float,
-                 keepalive: float = 60.0) -> None:
+                 name_of: Callable[[str], object], deadline: float) -> None:
         self._source = source
         self._deadline = deadline
-        self._keepalive = keepalive
+        self._keepalive = keepalive_interval(None)
         self._acquire = acquire_sql
         self._release = release_sql
         self._name_of = name_of
@@ -98,6 +106,7 @@ class SessionLocks:
         try:
             if self._conn is None:
                 self._conn = self._source.session(self._deadline)
+                self._keepalive = keepalive_interval(self._source.idle_timeout(self._conn))
             got = query(self._conn, self._acquire, {"name": self._name_of(name)})[0][0]
         except self._source.errors as exc:
             self._drop()
@@ -143,8 +152,8 @@ class SessionLocks:
         """While the session holds anything — a run lock (a GC in rounds can take an hour)
         or a cooldown lock — ping it every ``keepalive`` seconds, and free cooldown locks
         when they expire."""
-        next_ping = time.monotonic() + self._keepalive
         with self._mutex:
+            next_ping = time.monotonic() + self._keepalive
             while self._cooling or self._held:
                 now = time.monotonic()
                 with client_deadline(self._deadline):
@@ -238,20 +247,16 @@ def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float
     queries never wait on the server, so a slower answer means the database is out of reach,
     and a webhook decision must not wait a whole ``query_timeout`` for that."""
     label = f"wa-exporter:{source.prefix}:"
-    # A session holding locks is otherwise idle: ping it well within the idle timeout.
-    keepalive = 60.0
-    if source.db.connection_idle_timeout_ms:
-        keepalive = max(1.0, min(keepalive, source.db.connection_idle_timeout_ms / 2000))
     if isinstance(source, MySQLSource):
         # MySQL lock names are at most 64 characters.
         return SessionLocks(source, "SELECT GET_LOCK(%(name)s, 0)",
                             "SELECT RELEASE_LOCK(%(name)s)",
                             lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60],
-                            timeout, keepalive)
+                            timeout)
     if isinstance(source, PostgresSource):
         return SessionLocks(source, "SELECT pg_try_advisory_lock(%(name)s)",
                             "SELECT pg_advisory_unlock(%(name)s)",
                             lambda key: int.from_bytes(hashlib.sha256(
                                 (label + key).encode()).digest()[:8], "big", signed=True),
-                            timeout, keepalive)
+                            timeout)
     return FileLocks(state_dir / "locks")

@@ -175,8 +175,9 @@ def two_replicas(db_server: DatabaseServer, tmp_path: Path, cooldown: float = 36
     """Two runners, each with its own state directory and DB session, like two exporters.
 
     With ``idle_timeout_ms`` (PostgreSQL only), the server itself ends sessions idle for
-    longer, and the replicas are told so through ``WA_DB_CONNECTION_IDLE_TIMEOUT``: their
-    lock sessions go to the WA database, which alone carries ``idle_session_timeout``."""
+    longer: ``idle_session_timeout`` on the WA database, which the replicas' lock sessions
+    go to. Nothing tells the replicas (``WA_DB_CONNECTION_IDLE_TIMEOUT`` is MySQL-only);
+    they must read it from their own session."""
     prefix = new_prefix()
     engine = db_server.create_database(prefix + "main", messages=1)
     env = db_server.env(prefix)
@@ -186,7 +187,6 @@ def two_replicas(db_server: DatabaseServer, tmp_path: Path, cooldown: float = 36
         with db_server.admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(sa.text(f'ALTER DATABASE "{prefix}main" '
                                  f"SET idle_session_timeout = {idle_timeout_ms}"))
-        env["WA_DB_CONNECTION_IDLE_TIMEOUT"] = str(idle_timeout_ms)
         messages = MessagesSettings(maintenance_database=prefix + "main")
     engine.dispose()
     db = DatabaseSettings.model_validate(env)
@@ -355,8 +355,8 @@ def test_a_lock_taken_by_another_replica_in_the_gap_is_let_go_with_a_warning(
 def test_the_cooldown_lock_outlives_a_server_that_ends_idle_sessions(
         postgres: DatabaseServer, tmp_path: Path) -> None:
     """The session holding a cooldown lock is otherwise idle. PostgreSQL here ends sessions
-    idle for 2 s (``idle_session_timeout``, as WA_DB_CONNECTION_IDLE_TIMEOUT says a server
-    or network will); the keeper's pings keep the session, and the lock, for the whole
+    idle for 2 s (``idle_session_timeout``, which the keeper reads from its session); the
+    keeper's pings keep the session, and the lock, for the whole
     cooldown: the other replica keeps skipping for twice the idle timeout and more."""
     idle_s = 2.0
     with two_replicas(postgres, tmp_path, cooldown=60.0, idle_timeout_ms=int(idle_s * 1000)

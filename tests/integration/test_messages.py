@@ -160,3 +160,21 @@ def test_log_formats(flag: str, tmp_path: Path) -> None:
     else:
         assert all(line.startswith("ts=") for line in exporter.lines)
         assert " level=info " in listening
+
+
+def test_the_mysql_only_idle_timeout_is_ignored_with_a_warning_on_postgresql(
+        db_server: DatabaseServer, tmp_path: Path) -> None:
+    """The guide: WA_DB_CONNECTION_IDLE_TIMEOUT is for MySQL. A PostgreSQL db.env that carries
+    it anyway gets one warning at start; a MySQL one gets none."""
+    prefix = new_prefix()
+    db_server.create_database(prefix + "main", messages=4)
+    env = {**db_server.env(prefix), "WA_DB_CONNECTION_IDLE_TIMEOUT": "180000"}
+    with run_exporter(env=env, config=FAST.format(bound=1_000_000),
+                      tmp_path=tmp_path) as exporter:
+        exporter.wait_metric("whatsapp_messages_table_rows", 4.0, database=prefix + "main")
+        warned = [line for line in exporter.lines if "WA_DB_CONNECTION_IDLE_TIMEOUT" in line]
+    if db_server.engine_name == "PGSQL":
+        assert len(warned) == 1, warned
+        assert "level=warn " in warned[0] and "ignored with PGSQL" in warned[0]
+    else:
+        assert warned == []
