@@ -24,28 +24,38 @@ from tests.wa_standin.schema import create_messages_table
 ROWS = int(os.environ.get("BENCH_ROWS", "5000000"))
 DATABASE = "wabench_5m"
 PREFIX = "wabench_"
+# The GC-feedback half: a table of its own, filled afresh each run, 20 % of it deleted.
+DELETE_ROWS = int(os.environ.get("BENCH_DELETE_ROWS", "2000000"))
+DELETE_DATABASE = "wabench_gc"
 
 
-def _fill(engine_name: str) -> sa.URL:
-    server = sa.make_url(MYSQL_URL if engine_name == "MYSQL" else PG_URL)
+def _server(engine_name: str) -> sa.URL:
+    return sa.make_url(MYSQL_URL if engine_name == "MYSQL" else PG_URL)
+
+
+def _fill(engine_name: str, database: str = DATABASE, rows: int = ROWS) -> sa.URL:
+    server = _server(engine_name)
     admin = sa.create_engine(server, poolclass=sa.pool.NullPool,
                              isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         if engine_name == "MYSQL":
-            conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS {DATABASE}"))
+            conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS {database}"))
         elif not conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"),
-                              {"d": DATABASE}).first():
-            conn.execute(sa.text(f"CREATE DATABASE {DATABASE}"))
-    url = server.set(database=DATABASE)
+                              {"d": database}).first():
+            conn.execute(sa.text(f"CREATE DATABASE {database}"))
+    url = server.set(database=database)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     create_messages_table(engine)
+    if engine_name == "PGSQL":  # as on a server run with autovacuum = off
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE messages SET (autovacuum_enabled = false)"))
     with engine.begin() as conn:
         have = conn.execute(sa.text("SELECT COUNT(*) FROM messages")).scalar_one()
-        if have < ROWS:
-            print(f"  filling {engine_name} {DATABASE}.messages: {have:,} -> {ROWS:,} rows",
+        if have < rows:
+            print(f"  filling {engine_name} {database}.messages: {have:,} -> {rows:,} rows",
                   flush=True)
-            series = (f"seq_1_to_{ROWS - have}" if engine_name == "MYSQL"
-                      else f"generate_series(1, {ROWS - have}) AS seq(seq)")
+            series = (f"seq_1_to_{rows - have}" if engine_name == "MYSQL"
+                      else f"generate_series(1, {rows - have}) AS seq(seq)")
             column = "seq" if engine_name == "MYSQL" else "seq.seq"
             conn.execute(sa.text(
                 "INSERT INTO messages (message_id, chat_id, direction, type, status, body, "
@@ -120,9 +130,58 @@ def _latency(db: DatabaseSettings, engine_name: str, requests_total: int = 3000
             "p99_ms_4_clients": times[int(len(times) * 0.99)] * 1000}
 
 
+def _estimate_after_delete(engine_name: str) -> dict[str, object]:
+    """Delete 20 % of a table read by estimate (no ANALYZE, no autovacuum after), then read
+    the figure right away and a few times more; the exact count of the same moment is the
+    reference, and ``reltuples`` (PostgreSQL) is what the figure was before n_live_tup."""
+    url = _fill(engine_name, DELETE_DATABASE, DELETE_ROWS)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    source = open_source(_settings(url, engine_name),
+                         MessagesSettings(exact_count_below=0, query_timeout=120))
+    try:
+        before = source.read().tables[DELETE_DATABASE]
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM messages WHERE id % 5 = 0"))
+        delete_s = time.perf_counter() - started
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            exact = int(conn.execute(sa.text("SELECT COUNT(*) FROM messages")).scalar_one())
+            reltuples = (int(conn.execute(sa.text(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = 'messages'::regclass")
+                ).scalar_one()) if engine_name == "PGSQL" else None)
+        count_s = time.perf_counter() - started
+        after = []
+        for wait in (0.0, 1.0, 2.0, 5.0):  # seconds after the DELETE committed
+            pause = wait - (time.perf_counter() - started - count_s)
+            if pause > 0:
+                time.sleep(pause)
+            table = source.read().tables[DELETE_DATABASE]
+            after.append({"seconds": round(wait, 1), "estimate": table.rows,
+                          "source": str(table.source),
+                          "error_percent": 100 * (table.rows - exact) / exact})
+    finally:
+        source.close()
+        with sa.create_engine(_server(engine_name), poolclass=sa.pool.NullPool,
+                              isolation_level="AUTOCOMMIT").connect() as conn:
+            force = " WITH (FORCE)" if engine_name == "PGSQL" else ""
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {DELETE_DATABASE}{force}"))
+    first = after[0]
+    print(f"  {engine_name}: after a 20 % delete of {DELETE_ROWS:,} rows, exact {exact:,} "
+          f"(COUNT(*) {count_s * 1000:.0f} ms); estimate at once {first['estimate']:,} "
+          f"({first['source']}, {first['error_percent']:+.2f} %)" + (
+              "" if reltuples is None else
+              f"; reltuples {reltuples:,} ({100 * (reltuples - exact) / exact:+.2f} %)"),
+          flush=True)
+    return {"rows_before": before.rows, "source_before": str(before.source),
+            "delete_ms": delete_s * 1000, "exact_after": exact, "exact_count_ms": count_s * 1000,
+            "reltuples_after": reltuples, "estimates_after": after}
+
+
 def main() -> None:
-    results = {}
+    results: dict[str, dict[str, object]] = {}
     for engine_name in ("MYSQL", "PGSQL"):
+        gc = _estimate_after_delete(engine_name)
         url = _fill(engine_name)
         db = _settings(url, engine_name)
         exact_s, exact_flag = _refresh_cost(db, bound=10**12, repeat=3)
@@ -130,7 +189,7 @@ def main() -> None:
         assert exact_flag and not estimate_flag
         latency = _latency(db, engine_name)
         results[engine_name] = {
-            "rows": ROWS, "exact_refresh_ms": exact_s * 1000,
+            "estimate_after_delete": gc, "rows": ROWS, "exact_refresh_ms": exact_s * 1000,
             "estimate_refresh_ms": estimate_s * 1000, "ratio_estimate_to_exact":
             estimate_s / exact_s, **latency}
         r = results[engine_name]

@@ -138,6 +138,23 @@ def connect_server(engine_name: str) -> DatabaseServer:
                           url.username or "")
 
 
+def big_table_without_autovacuum(server: DatabaseServer, database: str, rows: int,
+                                 read_fraction: float) -> sa.Engine:
+    """A messages table of ``rows`` rows, about ``read_fraction`` of them read, that no
+    autovacuum will analyze on PostgreSQL; analyzed once now, as any table was at some time
+    (PostgreSQL counts a never-analyzed table exactly)."""
+    from tests.wa_standin.schema import create_messages_table, insert_messages
+
+    engine = server.create_database(database, messages=None)
+    create_messages_table(engine)
+    if server.engine_name == "PGSQL":
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE messages SET (autovacuum_enabled = false)"))
+    insert_messages(engine, rows, read_fraction=read_fraction)
+    server.analyze(database)
+    return engine
+
+
 LISTENING = re.compile(r'msg=listening address=(\S+)|"msg": "listening", "address": "([^"]+)"')
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

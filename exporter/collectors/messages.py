@@ -74,6 +74,11 @@ class MessagesCollector(Collector):
         exact = GaugeMetricFamily("whatsapp_messages_table_rows_exact",
                                   "1 if the row figure is an exact COUNT(*), 0 if an engine "
                                   "estimate.", labels=["database"])
+        source = GaugeMetricFamily("whatsapp_messages_table_rows_source",
+                                   "Where the row figure came from (always 1): count (an exact "
+                                   "COUNT(*)), n_live_tup or reltuples (PostgreSQL), table_rows "
+                                   "(MySQL/MariaDB information_schema).",
+                                   labels=["database", "source"])
         size = GaugeMetricFamily("whatsapp_messages_table_size_bytes",
                                  "Data and index bytes of the messages table.",
                                  labels=["database"])
@@ -85,8 +90,9 @@ class MessagesCollector(Collector):
             table = last[0]
             rows.add_metric([name], float(table.rows))
             exact.add_metric([name], 1.0 if table.exact else 0.0)
+            source.add_metric([name, table.source], 1.0)
             size.add_metric([name], float(table.size_bytes))
-        families: list[Metric] = [db_up, rows, exact, size]
+        families: list[Metric] = [db_up, rows, exact, source, size]
         if discovered is not None:
             count = GaugeMetricFamily("whatsapp_messages_databases",
                                       "WA databases found: name starts with the prefix and holds "

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,29 @@ class DatabaseError(SourceError):
     (``timeout``)."""
 
 
+class RowSource(StrEnum):
+    """Where a row figure came from."""
+
+    COUNT = "count"  # an exact COUNT(*)
+    N_LIVE_TUP = "n_live_tup"  # PostgreSQL's cumulative statistics, kept on every commit
+    RELTUPLES = "reltuples"  # PostgreSQL's planner estimate, set by VACUUM and ANALYZE only
+    TABLE_ROWS = "table_rows"  # MySQL/MariaDB information_schema.TABLES
+
+
 @dataclass(frozen=True)
 class TableReading:
     database: str
     rows: int
-    exact: bool
     size_bytes: int
+    source: RowSource
+
+    @property
+    def exact(self) -> bool:
+        return self.source is RowSource.COUNT
+
+
+# A row estimate and where it came from; None when the engine has none.
+Estimate = tuple[int | None, RowSource]
 
 
 @dataclass
@@ -177,13 +195,15 @@ class MessagesSource:
         text = " ".join(text.split())[:300] or type(exc).__name__
         return DatabaseError(scrub(text, self.db.password), kind=kind)
 
-    def _measure(self, conn: Connection, database: str, estimate: int | None, size: int,
+    def _measure(self, conn: Connection, database: str, estimate: Estimate, size: int,
                  table: str) -> TableReading:
-        """Exact ``COUNT(*)`` while the estimate is below the bound, else the estimate."""
-        if estimate is None or estimate < self.settings.exact_count_below:
-            rows = query(conn, f"SELECT COUNT(*) FROM {table}")[0][0]
-            return TableReading(database, int(rows), True, size)
-        return TableReading(database, int(estimate), False, size)
+        """Exact ``COUNT(*)`` while the estimate is below the bound (or there is none), else
+        the estimate."""
+        rows, source = estimate
+        if rows is None or rows < self.settings.exact_count_below:
+            counted = query(conn, f"SELECT COUNT(*) FROM {table}")[0][0]
+            return TableReading(database, int(counted), size, RowSource.COUNT)
+        return TableReading(database, rows, size, source)
 
 
 def classify(exc: BaseException) -> str:
@@ -291,8 +311,9 @@ class MySQLSource(MessagesSource):
             try:
                 with self.pool.connection() as conn:
                     reading.tables[schema] = self._measure(
-                        conn, schema, None if estimate is None else int(estimate), int(size),
-                        f"{mysql_quote(schema)}.{mysql_quote(MESSAGES_TABLE)}")
+                        conn, schema,
+                        (None if estimate is None else int(estimate), RowSource.TABLE_ROWS),
+                        int(size), f"{mysql_quote(schema)}.{mysql_quote(MESSAGES_TABLE)}")
             except self.errors as exc:
                 reading.errors[schema] = self.describe_error(exc)
         return reading
@@ -349,6 +370,36 @@ def _wait_with_deadline(conn: Any) -> None:
             raise ext.QueryCanceledError("client-side timeout: the server did not answer in time")
         poller.poll(None if remaining is None else max(1, int(remaining * 1000)))
         poller.unregister(conn.fileno())
+
+
+# The planner's estimate, the live-row count of the cumulative statistics, whether those
+# statistics have seen a VACUUM or ANALYZE since they were last reset or lost, whether they
+# are kept at all, and the table's size.
+POSTGRES_TABLE_FIGURES = (
+    "SELECT reltuples::bigint, pg_stat_get_live_tuples(oid), "
+    "pg_stat_get_vacuum_count(oid) + pg_stat_get_autovacuum_count(oid) "
+    "+ pg_stat_get_analyze_count(oid) + pg_stat_get_autoanalyze_count(oid) > 0, "
+    "current_setting('track_counts')::boolean, pg_total_relation_size(oid) "
+    "FROM pg_class WHERE oid = to_regclass(%(table)s)")
+
+
+def postgres_estimate(reltuples: int, live: int, anchored: bool, track_counts: bool
+                      ) -> Estimate:
+    """PostgreSQL's best cheap row figure for a table.
+
+    ``n_live_tup`` follows every committed insert and delete within the statistics flush
+    delay, whatever autovacuum does; ``reltuples`` moves only on VACUUM or ANALYZE, so
+    with autovacuum off it never follows a GC. ``n_live_tup`` is a running total from the
+    last VACUUM or ANALYZE, which set it: if the statistics were reset
+    (``pg_stat_reset()``) or lost (a crash) since, none is on record and it counts from
+    zero, so ``reltuples`` is used instead; likewise with ``track_counts`` off, which
+    stops the counting. A table never vacuumed nor analyzed (``reltuples`` -1) has no
+    estimate to check against: it is counted exactly."""
+    if track_counts and anchored:
+        return max(live, 0), RowSource.N_LIVE_TUP
+    if reltuples >= 0:
+        return reltuples, RowSource.RELTUPLES
+    return None, RowSource.COUNT
 
 
 class PostgresSource(MessagesSource):
@@ -429,15 +480,15 @@ class PostgresSource(MessagesSource):
         for database in sorted(candidates):
             try:
                 with self._connect(database) as conn:
-                    rows = query(conn, "SELECT reltuples::bigint, pg_total_relation_size(oid) "
-                                 "FROM pg_class WHERE oid = to_regclass(%(table)s)",
-                                 {"table": MESSAGES_TABLE})
+                    rows = query(conn, POSTGRES_TABLE_FIGURES, {"table": MESSAGES_TABLE})
                     if not rows:
                         continue
-                    tuples, size = rows[0]
-                    estimate = int(tuples) if tuples is not None and tuples >= 0 else None
-                    reading.tables[database] = self._measure(conn, database, estimate,
-                                                             int(size), MESSAGES_TABLE)
+                    reltuples, live, anchored, track_counts, size = rows[0]
+                    reading.tables[database] = self._measure(
+                        conn, database,
+                        postgres_estimate(int(reltuples), int(live), bool(anchored),
+                                          bool(track_counts)),
+                        int(size), MESSAGES_TABLE)
             except self.errors as exc:
                 error = self.describe_error(exc)
                 if error.kind == "connect" and "does not exist" in str(error):
@@ -503,8 +554,9 @@ class SQLiteSource(MessagesSource):
                     if not query(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' "
                                  "AND name = ?", (MESSAGES_TABLE,)):
                         continue
-                    reading.tables[database] = self._measure(conn, database, None,
-                                                             self._size(conn), MESSAGES_TABLE)
+                    reading.tables[database] = self._measure(
+                        conn, database, (None, RowSource.COUNT), self._size(conn),
+                        MESSAGES_TABLE)
                 finally:
                     conn.close()
             except self.errors as exc:

@@ -14,6 +14,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,21 +122,30 @@ webhook:
                                     project=project)
         coreapp = start_wa_container(docker_client, role="coreapp", service="wacore",
                                      project=project)
-        with StandIn(mysql.url(database), gc_delay=0.5) as wa_api:
-            env = {**mysql.env(prefix), "WA_WEB_URL": wa_api.url, "WA_WEB_USERNAME": "admin",
-                   "WA_WEB_PASSWORD": "secret"}
-            with run_exporter(env=env, config=config, tmp_path=tmp_path) as exporter:
-                wa_api.set_callback(exporter.url + "/webhook/wa-callback",
-                                    {"Authorization": f"Bearer {TOKEN}"})
-                with alertmanager(tmp_path / "am", _alertmanager_config(
-                        exporter.url, token_file)) as am, \
-                        prometheus(tmp_path / "prom", _prometheus_config(
-                            exporter.address, _rules(tmp_path), am.url)) as prom:
-                    _gc_loop(engine, database, prom, state)
-                    _cleanup_loop(coreapp, webapp, prom, state)
-                    _every_dashboard_query_has_data(prom)
+        with loop_stack(mysql, prefix, config, token_file, tmp_path) as prom:
+            _gc_loop(engine, database, prom, state)
+            _cleanup_loop(coreapp, webapp, prom, state)
+            _every_dashboard_query_has_data(prom)
     finally:
         remove_test_containers(docker_client, project)
+
+
+@contextmanager
+def loop_stack(server: DatabaseServer, prefix: str, config: str, token_file: Path,
+               tmp_path: Path) -> Iterator[Any]:
+    """The WA API stand-in on the ``<prefix>main`` database, the exporter with ``config``,
+    Alertmanager calling its webhook, Prometheus scraping it: yields Prometheus."""
+    with StandIn(server.url(prefix + "main"), gc_delay=0.5) as wa_api:
+        env = {**server.env(prefix), "WA_WEB_URL": wa_api.url, "WA_WEB_USERNAME": "admin",
+               "WA_WEB_PASSWORD": "secret"}
+        with run_exporter(env=env, config=config, tmp_path=tmp_path) as exporter:
+            wa_api.set_callback(exporter.url + "/webhook/wa-callback",
+                                {"Authorization": f"Bearer {TOKEN}"})
+            with alertmanager(tmp_path / "am", _alertmanager_config(
+                    exporter.url, token_file)) as am, \
+                    prometheus(tmp_path / "prom", _prometheus_config(
+                        exporter.address, _rules(tmp_path), am.url)) as prom:
+                yield prom
 
 
 def _gc_loop(engine: sa.Engine, database: str, prom: Any, state: Path) -> None:

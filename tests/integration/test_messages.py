@@ -9,9 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from exporter.config import DatabaseSettings, MessagesSettings
+from exporter.sources.database import RowSource, TableReading, open_source
 from tests.support import (
     ONLY_MESSAGES,
     DatabaseServer,
+    Samples,
+    big_table_without_autovacuum,
     new_prefix,
     run_exporter,
     series,
@@ -178,3 +182,103 @@ def test_the_mysql_only_idle_timeout_is_ignored_with_a_warning_on_postgresql(
         assert "level=warn " in warned[0] and "ignored with PGSQL" in warned[0]
     else:
         assert warned == []
+
+
+def delete_read_rows(engine: sa.Engine) -> int:
+    """Delete what a message GC may delete, as the WA client does; the exact count left."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM messages WHERE status = 'read'"))
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT COUNT(*) FROM messages")).scalar_one())
+
+
+def row_source(samples: Samples, database: str) -> str | None:
+    [source] = [dict(labels)["source"] for labels in series(
+        samples, "whatsapp_messages_table_rows_source") if dict(labels)["database"] == database]
+    return source
+
+
+def test_the_estimate_follows_a_large_delete_without_analyze(db_server: DatabaseServer,
+                                                             tmp_path: Path) -> None:
+    """Above the exact bound the figure is the engine's estimate, and it is the feedback of
+    the GC loop: after 40 % of the rows are deleted, the next refresh must report within 5 %
+    of the exact count, with no ANALYZE and (on PostgreSQL) no autovacuum for the table."""
+    prefix = new_prefix()
+    database = prefix + "big"
+    total = 20_000
+    engine = big_table_without_autovacuum(db_server, database, total, read_fraction=0.4)
+    expected_source = "n_live_tup" if db_server.engine_name == "PGSQL" else "table_rows"
+    with run_exporter(env=db_server.env(prefix), config=FAST.format(bound=5000),
+                      tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_messages_table_rows_exact", 0.0,
+                                       database=database)
+        before = value(samples, "whatsapp_messages_table_rows", database=database)
+        assert before is not None and abs(before - total) <= 0.05 * total, before
+        assert row_source(samples, database) == expected_source
+        left = delete_read_rows(engine)
+        assert left <= 0.7 * total  # a large share is gone
+
+        def close_to_exact() -> Samples | None:
+            samples = exporter.metrics()
+            rows = value(samples, "whatsapp_messages_table_rows", database=database)
+            return samples if rows is not None and abs(rows - left) <= 0.05 * left else None
+        # The statistics flush delay: about 1 s on PostgreSQL, none on MariaDB.
+        samples = wait_for(close_to_exact, timeout=15, what=f"rows within 5 % of {left}")
+        assert value(samples, "whatsapp_messages_table_rows_exact", database=database) == 0
+        assert row_source(samples, database) == expected_source
+
+
+def read_one(source_settings: tuple[DatabaseSettings, MessagesSettings],
+             database: str) -> TableReading:
+    """One refresh through a new source (new sessions, so database settings apply)."""
+    source = open_source(*source_settings)
+    try:
+        reading = source.read()
+    finally:
+        source.close()
+    assert not reading.errors, reading.errors
+    return reading.tables[database]
+
+
+def test_postgres_falls_back_to_reltuples_when_its_statistics_are_reset_or_off(
+        postgres: DatabaseServer) -> None:
+    """n_live_tup is a running total from the last VACUUM/ANALYZE. Reset (as after a crash,
+    which loses them) it counts from zero, and with track_counts off it is not kept: the
+    figure must then be reltuples, never the absurd 0 or a frozen total."""
+    prefix = new_prefix()
+    database = prefix + "big"
+    engine = big_table_without_autovacuum(postgres, database, 3000, read_fraction=0.5)
+    settings = (DatabaseSettings.model_validate(postgres.env(prefix)),
+                MessagesSettings(exact_count_below=1000))
+    left = delete_read_rows(engine)
+    live = wait_for(lambda: (t := read_one(settings, database)).rows == left and t,
+                    what="n_live_tup to follow the delete")
+    assert live.source is RowSource.N_LIVE_TUP
+
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT pg_stat_reset_single_table_counters("
+                             "'messages'::regclass)"))
+        assert conn.execute(sa.text("SELECT n_live_tup FROM pg_stat_user_tables "
+                                    "WHERE relname = 'messages'")).scalar_one() == 0
+    reset = read_one(settings, database)
+    assert (reset.source, reset.rows) == (RowSource.RELTUPLES, 3000)  # the last ANALYZE's
+
+    postgres.analyze(database)  # a VACUUM or ANALYZE puts the live figure back on record
+    analyzed = read_one(settings, database)
+    assert (analyzed.source, analyzed.rows) == (RowSource.N_LIVE_TUP, left)
+
+    with postgres.admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{database}" SET track_counts = off'))
+    off = read_one(settings, database)
+    assert (off.source, off.rows) == (RowSource.RELTUPLES, left)
+
+
+def test_postgres_counts_a_table_never_analyzed(postgres: DatabaseServer) -> None:
+    """reltuples is -1 until the first VACUUM or ANALYZE: there is nothing to trust."""
+    prefix = new_prefix()
+    postgres.create_database(prefix + "big", messages=3000)
+    settings = (DatabaseSettings.model_validate(postgres.env(prefix)),
+                MessagesSettings(exact_count_below=1000))
+    reading = read_one(settings, prefix + "big")
+    assert (reading.source, reading.rows, reading.exact) == (RowSource.COUNT, 3000, True)
+
