@@ -91,7 +91,8 @@ class DatabaseServer:
 
         with self.admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             quoted = self.admin.dialect.identifier_preparer.quote(name)
-            conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
+            # Not text(): it doubles a '%' in the name for PyMySQL, which then sends it doubled.
+            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
         self.created.append(name)
         engine = self.engine(name)
         if messages is not None:
@@ -104,7 +105,7 @@ class DatabaseServer:
         quoted = self.admin.dialect.identifier_preparer.quote(name)
         force = " WITH (FORCE)" if self.engine_name == "PGSQL" else ""
         with self.admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {quoted}{force}"))
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}{force}")
         if name in self.created:
             self.created.remove(name)
 

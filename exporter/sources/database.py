@@ -73,11 +73,15 @@ def like_prefix(prefix: str) -> str:
     return re.sub(r"([\\%_])", r"\\\1", prefix) + "%"
 
 
-def query(conn: Connection, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-    """Every row of one statement."""
+def query(conn: Connection, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Every row of one statement. Without ``params`` the text is sent as it is: PyMySQL and
+    psycopg2 would read a ``%`` in it (a database named ``wa_50%``) as a placeholder."""
     cur = conn.cursor()
     try:
-        cur.execute(sql, params)
+        if params is None:
+            cur.execute(sql)
+        else:
+            cur.execute(sql, params)
         return list(cur.fetchall())
     finally:
         cur.close()
@@ -244,7 +248,9 @@ class MySQLSource(MessagesSource):
         timeout = settings.query_timeout
         self._connect_args: dict[str, Any] = {
             "host": db.hostname, "port": db.port, "charset": "utf8mb4", "autocommit": True,
-            "password": db.password.reveal() if db.password else "",
+            # As bytes: PyMySQL encodes a str password as latin-1, so 'é' is refused and
+            # '☃' raises; the mysql CLI sends what was typed, UTF-8.
+            "password": db.password.reveal().encode() if db.password else b"",
             "connect_timeout": max(1, round(min(timeout, 10))),
             "read_timeout": max(1, round(db.read_timeout_s or timeout + 2)),
             "write_timeout": max(1, round(timeout + 2)),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -282,3 +284,42 @@ def test_postgres_counts_a_table_never_analyzed(postgres: DatabaseServer) -> Non
     reading = read_one(settings, prefix + "big")
     assert (reading.source, reading.rows, reading.exact) == (RowSource.COUNT, 3000, True)
 
+
+@pytest.mark.parametrize("password", ["pässwörd-é", "snow☃man"], ids=["latin1", "bmp"])
+def test_a_mysql_password_with_non_ascii_characters_logs_in(
+        mysql: DatabaseServer, tmp_path: Path, password: str) -> None:
+    """The mysql CLI sends the password as typed (UTF-8): 'é' must not be refused, '☃' must
+    not raise."""
+    prefix = new_prefix()
+    mysql.create_database(prefix + "main", messages=3)
+    user = prefix + "user"
+    with mysql.admin.connect() as conn:  # utf8mb4: the server hashes the UTF-8 bytes
+        conn.execute(sa.text(f"CREATE USER '{user}'@'%' IDENTIFIED BY :password"),
+                     {"password": password})
+        conn.execute(sa.text(f"GRANT SELECT ON *.* TO '{user}'@'%'"))
+    try:
+        if shutil.which("mysql"):  # the reference: the CLI logs in with it
+            subprocess.run(["mysql", "-h", mysql.host, "-P", str(mysql.port), "-u", user,
+                            f"-p{password}", "-e", "SELECT 1"], check=True, capture_output=True)
+        env = {**mysql.env(prefix), "WA_DB_USERNAME": user, "WA_DB_PASSWORD": password}
+        with run_exporter(env=env, config=FAST.format(bound=1_000_000),
+                          tmp_path=tmp_path) as exporter:
+            exporter.wait_metric("whatsapp_messages_table_rows", 3.0, database=prefix + "main")
+        assert "Traceback" not in exporter.log
+        assert password not in exporter.log
+    finally:
+        with mysql.admin.connect() as conn:
+            conn.execute(sa.text(f"DROP USER IF EXISTS '{user}'@'%'"))
+
+
+def test_a_mysql_database_named_with_a_percent_sign_is_counted(mysql: DatabaseServer,
+                                                               tmp_path: Path) -> None:
+    """A '%' in the name reaches the COUNT(*) text: it must not be read as a placeholder."""
+    prefix = new_prefix()
+    database = prefix + "50%off"
+    mysql.create_database(database, messages=7)
+    with run_exporter(env=mysql.env(prefix), config=FAST.format(bound=1_000_000),
+                      tmp_path=tmp_path) as exporter:
+        samples = exporter.wait_metric("whatsapp_messages_table_rows", 7.0, database=database)
+        assert value(samples, "whatsapp_db_up", database=database) == 1
+        assert value(samples, "whatsapp_messages_table_rows_exact", database=database) == 1
