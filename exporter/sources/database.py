@@ -18,8 +18,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from exporter.config import DatabaseSettings, MessagesSettings, scrub
 from exporter.errors import SourceError
@@ -87,52 +90,42 @@ def query(conn: Connection, sql: str, params: Any = None) -> list[tuple[Any, ...
         cur.close()
 
 
-class Pool:
-    """Keeps one idle connection between refreshes (a refresh every minute should not pay a
-    TLS handshake each time). It is checked before reuse and renewed before the server's own
-    idle timeout would drop it; a connection that saw any error is closed, never reused."""
+def pooled_engine(driver: str, connect_args: dict[str, Any], *, recycle: float | None = None,
+                  checkout_timeout: float, on_connect: Callable[[Connection], None] | None = None
+                  ) -> sa.Engine:
+    """A SQLAlchemy engine that keeps one connection between refreshes (a refresh every
+    minute should not pay a TLS handshake each time): pinged before reuse, and renewed after
+    ``recycle`` seconds, before a server's idle timeout drops it. Every driver setting,
+    timeouts included, goes through ``connect_args``; ``on_connect`` gets each new DB-API
+    connection."""
+    engine = sa.create_engine(
+        sa.URL.create(driver), poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0,
+        pool_timeout=checkout_timeout, pool_pre_ping=True,
+        pool_recycle=-1 if recycle is None else recycle, isolation_level="AUTOCOMMIT",
+        connect_args=connect_args)
+    if on_connect is not None:
+        sa.event.listen(engine, "connect", lambda dbapi_conn, _record: on_connect(dbapi_conn))
+    return engine
 
-    def __init__(self, connect: Callable[[], Connection], ping: Callable[[Connection], None],
-                 *, recycle_after: float | None = None) -> None:
-        self._connect = connect
-        self._ping = ping
-        self._recycle_after = recycle_after
-        self._idle: tuple[Connection, float] | None = None  # (connection, made at)
-        self._lock = threading.Lock()
 
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        conn, made = self._take()
-        try:
-            yield conn
-        except BaseException:
-            _close(conn)
-            raise
-        with self._lock:
-            spare, self._idle = self._idle, (conn, made)
-        if spare is not None:
-            _close(spare[0])
+@contextmanager
+def checked_out(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """The engine's connection; one that saw any error is invalidated, never reused (after a
+    client-side deadline its protocol state is unknown)."""
+    conn = engine.connect()
+    try:
+        yield conn
+    except BaseException:
+        conn.invalidate()
+        raise
+    finally:
+        conn.close()
 
-    def _pop_idle(self) -> tuple[Connection, float] | None:
-        with self._lock:
-            idle, self._idle = self._idle, None
-        return idle
 
-    def _take(self) -> tuple[Connection, float]:
-        idle = self._pop_idle()
-        if idle is not None:
-            conn, made = idle
-            if self._recycle_after is None or time.monotonic() - made < self._recycle_after:
-                with suppress(Exception):  # gone or broken: make a new one
-                    self._ping(conn)
-                    return conn, made
-            _close(conn)
-        return self._connect(), time.monotonic()
-
-    def close(self) -> None:
-        idle = self._pop_idle()
-        if idle is not None:
-            _close(idle[0])
+def count_rows(conn: sa.Connection, table: str) -> int:
+    # On the DB-API cursor: for PyMySQL, SQLAlchemy would double a '%' in the table's schema
+    # (text()) or %-format the statement with empty parameters (exec_driver_sql).
+    return int(query(conn.connection, f"SELECT COUNT(*) FROM {table}")[0][0])
 
 
 def _close(conn: Connection) -> None:
@@ -190,6 +183,8 @@ class MessagesSource:
 
     def describe_error(self, exc: BaseException) -> DatabaseError:
         """A typed error whose text is short and never holds the password."""
+        if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None:
+            exc = exc.orig  # the driver's own error, without SQLAlchemy's statement and link
         kind = classify(exc)
         args: tuple[object, ...] = tuple(getattr(exc, "args", ()))
         if len(args) == 2 and isinstance(args[0], int):  # PyMySQL: (code, message)
@@ -199,14 +194,13 @@ class MessagesSource:
         text = " ".join(text.split())[:300] or type(exc).__name__
         return DatabaseError(scrub(text, self.db.password), kind=kind)
 
-    def _measure(self, conn: Connection, database: str, estimate: Estimate, size: int,
-                 table: str) -> TableReading:
+    def _measure(self, database: str, estimate: Estimate, size: int,
+                 count: Callable[[], int]) -> TableReading:
         """Exact ``COUNT(*)`` while the estimate is below the bound (or there is none), else
         the estimate."""
         rows, source = estimate
         if rows is None or rows < self.settings.exact_count_below:
-            counted = query(conn, f"SELECT COUNT(*) FROM {table}")[0][0]
-            return TableReading(database, int(counted), size, RowSource.COUNT)
+            return TableReading(database, count(), size, RowSource.COUNT)
         return TableReading(database, rows, size, source)
 
 
@@ -244,7 +238,7 @@ class MySQLSource(MessagesSource):
         import pymysql  # only the driver this engine needs is loaded
 
         self._pymysql = pymysql
-        self.errors = (pymysql.err.Error,)
+        self.errors = (pymysql.err.Error, sa.exc.DBAPIError, sa.exc.TimeoutError)
         timeout = settings.query_timeout
         self._connect_args: dict[str, Any] = {
             "host": db.hostname, "port": db.port, "charset": "utf8mb4", "autocommit": True,
@@ -267,8 +261,9 @@ class MySQLSource(MessagesSource):
         recycle = None
         if db.connection_idle_timeout_ms:
             recycle = max(1.0, db.connection_idle_timeout_ms / 1000 * 0.8)
-        self.pool = Pool(self.session, lambda conn: conn.ping(reconnect=False),
-                         recycle_after=recycle)
+        self.engine = pooled_engine("mysql+pymysql", self._connect_args, recycle=recycle,
+                                    checkout_timeout=timeout + 2,
+                                    on_connect=self._session_limits)
 
     def session(self, timeout: float | None = None) -> Connection:
         args = self._connect_args
@@ -301,36 +296,37 @@ class MySQLSource(MessagesSource):
     def read(self) -> ServerReading:
         reading = ServerReading()
         try:
-            with self.pool.connection() as conn:
-                found = query(conn,
-                              "SELECT TABLE_SCHEMA, TABLE_ROWS, "
-                              "COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) "
-                              "FROM information_schema.TABLES "
-                              "WHERE TABLE_NAME = %(table)s AND TABLE_TYPE = 'BASE TABLE' "
-                              "AND TABLE_SCHEMA LIKE %(pattern)s",
-                              {"table": MESSAGES_TABLE, "pattern": like_prefix(self.prefix)})
+            with checked_out(self.engine) as conn:
+                found = conn.execute(sa.text(
+                    "SELECT TABLE_SCHEMA, TABLE_ROWS, "
+                    "COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) "
+                    "FROM information_schema.TABLES "
+                    "WHERE TABLE_NAME = :table AND TABLE_TYPE = 'BASE TABLE' "
+                    "AND TABLE_SCHEMA LIKE :pattern"),
+                    {"table": MESSAGES_TABLE, "pattern": like_prefix(self.prefix)}).all()
         except self.errors as exc:
             raise self.describe_error(exc) from None
         for schema, estimate, size in found:
             if not self._wanted(schema):
                 continue
             try:
-                with self.pool.connection() as conn:
+                with checked_out(self.engine) as conn:
+                    table = f"{mysql_quote(schema)}.{mysql_quote(MESSAGES_TABLE)}"
                     reading.tables[schema] = self._measure(
-                        conn, schema,
+                        schema,
                         (None if estimate is None else int(estimate), RowSource.TABLE_ROWS),
-                        int(size), f"{mysql_quote(schema)}.{mysql_quote(MESSAGES_TABLE)}")
+                        int(size), partial(count_rows, conn, table))
             except self.errors as exc:
                 reading.errors[schema] = self.describe_error(exc)
         return reading
 
     def list_databases(self) -> list[str]:
         try:
-            with self.pool.connection() as conn:
-                return [name for (name,) in query(
-                    conn, "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME "
+            with checked_out(self.engine) as conn:
+                return list(conn.execute(sa.text(
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME "
                     "NOT IN ('information_schema', 'mysql', 'performance_schema', 'sys') "
-                    "ORDER BY SCHEMA_NAME")]
+                    "ORDER BY SCHEMA_NAME")).scalars())
         except self.errors as exc:
             raise self.describe_error(exc) from None
 
@@ -340,7 +336,7 @@ class MySQLSource(MessagesSource):
         return ms / 1000 if ms else None
 
     def close(self) -> None:
-        self.pool.close()
+        self.engine.dispose()
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
@@ -386,7 +382,7 @@ POSTGRES_TABLE_FIGURES = (
     "pg_stat_get_vacuum_count(oid) + pg_stat_get_autovacuum_count(oid) "
     "+ pg_stat_get_analyze_count(oid) + pg_stat_get_autoanalyze_count(oid) > 0, "
     "current_setting('track_counts')::boolean, pg_total_relation_size(oid) "
-    "FROM pg_class WHERE oid = to_regclass(%(table)s)")
+    "FROM pg_class WHERE oid = to_regclass(:table)")
 
 
 def postgres_estimate(reltuples: int, live: int, anchored: bool, track_counts: bool
@@ -418,8 +414,8 @@ class PostgresSource(MessagesSource):
 
         psycopg2.extensions.set_wait_callback(_wait_with_deadline)
         self._psycopg2 = psycopg2
-        self.errors = (psycopg2.Error,)
-        self._pools: dict[str, Pool] = {}
+        self.errors = (psycopg2.Error, sa.exc.DBAPIError, sa.exc.TimeoutError)
+        self._engines: dict[str, sa.Engine] = {}
         self._lock = threading.Lock()
         ms = round(settings.query_timeout * 1000)
         self._connect_args: dict[str, Any] = {
@@ -451,34 +447,37 @@ class PostgresSource(MessagesSource):
         # Bounded by the caller's client_deadline(), which covers connecting too.
         return self.connect(self.settings.maintenance_database)
 
-    def pool_for(self, database: str) -> Pool:
+    def engine_for(self, database: str) -> sa.Engine:
+        """One engine per database: a PostgreSQL connection reaches one database only."""
         with self._lock:
-            pool = self._pools.get(database)
-            if pool is None:
-                pool = self._pools[database] = Pool(lambda: self.connect(database), _pg_ping)
-            return pool
+            engine = self._engines.get(database)
+            if engine is None:
+                engine = self._engines[database] = pooled_engine(
+                    "postgresql+psycopg2", {**self._connect_args, "dbname": database},
+                    checkout_timeout=self.settings.query_timeout + 2)
+            return engine
 
     def _forget(self, keep: set[str]) -> None:
         with self._lock:
-            gone = [self._pools.pop(name) for name in list(self._pools)
+            gone = [self._engines.pop(name) for name in list(self._engines)
                     if name not in keep and name != self.settings.maintenance_database]
-        for pool in gone:
-            pool.close()
+        for engine in gone:
+            engine.dispose()
 
     @contextmanager
-    def _connect(self, database: str) -> Iterator[Connection]:
+    def _connect(self, database: str) -> Iterator[sa.Connection]:
         with client_deadline(self.settings.query_timeout + 2), \
-                self.pool_for(database).connection() as conn:
+                checked_out(self.engine_for(database)) as conn:
             yield conn
 
     def read(self) -> ServerReading:
         reading = ServerReading()
         try:
             with self._connect(self.settings.maintenance_database) as conn:
-                names = [name for (name,) in query(
-                    conn, "SELECT datname FROM pg_database WHERE datallowconn AND NOT "
-                    "datistemplate AND datname LIKE %(pattern)s ORDER BY datname",
-                    {"pattern": like_prefix(self.prefix)})]
+                names = list(conn.execute(sa.text(
+                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT "
+                    "datistemplate AND datname LIKE :pattern ORDER BY datname"),
+                    {"pattern": like_prefix(self.prefix)}).scalars())
         except self.errors as exc:
             raise self.describe_error(exc) from None
         candidates = {n for n in names if self._wanted(n)}
@@ -486,15 +485,16 @@ class PostgresSource(MessagesSource):
         for database in sorted(candidates):
             try:
                 with self._connect(database) as conn:
-                    rows = query(conn, POSTGRES_TABLE_FIGURES, {"table": MESSAGES_TABLE})
-                    if not rows:
+                    row = conn.execute(sa.text(POSTGRES_TABLE_FIGURES),
+                                       {"table": MESSAGES_TABLE}).first()
+                    if row is None:
                         continue
-                    reltuples, live, anchored, track_counts, size = rows[0]
+                    reltuples, live, anchored, track_counts, size = row
                     reading.tables[database] = self._measure(
-                        conn, database,
+                        database,
                         postgres_estimate(int(reltuples), int(live), bool(anchored),
                                           bool(track_counts)),
-                        int(size), MESSAGES_TABLE)
+                        int(size), partial(count_rows, conn, MESSAGES_TABLE))
             except self.errors as exc:
                 error = self.describe_error(exc)
                 if error.kind == "connect" and "does not exist" in str(error):
@@ -505,9 +505,9 @@ class PostgresSource(MessagesSource):
     def list_databases(self) -> list[str]:
         try:
             with self._connect(self.settings.maintenance_database) as conn:
-                return [name for (name,) in query(
-                    conn, "SELECT datname FROM pg_database WHERE datallowconn AND NOT "
-                    "datistemplate ORDER BY datname")]
+                return list(conn.execute(sa.text(
+                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT "
+                    "datistemplate ORDER BY datname")).scalars())
         except self.errors as exc:
             raise self.describe_error(exc) from None
 
@@ -522,13 +522,9 @@ class PostgresSource(MessagesSource):
 
     def close(self) -> None:
         with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.close()
-
-
-def _pg_ping(conn: Connection) -> None:
-    query(conn, "SELECT 1")
+            engines, self._engines = list(self._engines.values()), {}
+        for engine in engines:
+            engine.dispose()
 
 
 # --- SQLite (the demo) ----------------------------------------------------------------------
@@ -561,8 +557,8 @@ class SQLiteSource(MessagesSource):
                                  "AND name = ?", (MESSAGES_TABLE,)):
                         continue
                     reading.tables[database] = self._measure(
-                        conn, database, (None, RowSource.COUNT), self._size(conn),
-                        MESSAGES_TABLE)
+                        database, (None, RowSource.COUNT), self._size(conn),
+                        partial(self._count, conn))
                 finally:
                     conn.close()
             except self.errors as exc:
@@ -574,6 +570,9 @@ class SQLiteSource(MessagesSource):
         if not directory.is_dir():
             raise DatabaseError(f"{directory} is not a directory", kind="connect")
         return sorted(path.stem for path in directory.glob("*.db"))
+
+    def _count(self, conn: Connection) -> int:
+        return int(query(conn, f"SELECT COUNT(*) FROM {MESSAGES_TABLE}")[0][0])
 
     def _size(self, conn: Connection) -> int:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import sqlalchemy as sa
 
 from exporter.collectors.messages import MessagesCollector
 from exporter.config import DatabaseSettings, MessagesSettings
@@ -14,6 +15,8 @@ from exporter.sources.database import (
     RowSource,
     ServerReading,
     TableReading,
+    checked_out,
+    pooled_engine,
     postgres_estimate,
     warn_ignored_settings,
 )
@@ -87,3 +90,22 @@ def test_the_collector_says_which_source_gave_each_figure() -> None:
     assert samples[("whatsapp_messages_table_rows_source",
                     (("database", "wa_b"), ("source", "count")))] == 1
     assert samples[("whatsapp_messages_table_rows_exact", (("database", "wa_b"),))] == 1
+
+
+def dbapi_connection_of(conn: sa.Connection) -> object:
+    return conn.connection.dbapi_connection
+
+
+def test_the_pooled_connection_is_kept_between_refreshes_and_dropped_after_an_error() -> None:
+    engine = pooled_engine("sqlite", {}, checkout_timeout=1)
+    try:
+        with checked_out(engine) as conn:
+            first = dbapi_connection_of(conn)
+        with checked_out(engine) as conn:
+            assert dbapi_connection_of(conn) is first  # kept: no new handshake per refresh
+        with pytest.raises(sa.exc.OperationalError), checked_out(engine) as conn:
+            conn.execute(sa.text("SELECT * FROM no_such_table"))
+        with checked_out(engine) as conn:
+            assert dbapi_connection_of(conn) is not first  # never reused after an error
+    finally:
+        engine.dispose()
