@@ -335,6 +335,12 @@ class ContainersSettings(CollectorSettings):
     names: Annotated[
         dict[str, Role], _fix("map each container name to webapp, coreapp or master")
     ] = Field(default_factory=dict)
+    # Where the WA containers mount the media volume (the guide: /usr/local/wamedia); each
+    # container's mount there is reported. Not collectors.volume.path: that is the exporter's.
+    media_path: Annotated[
+        str, BeforeValidator(_absolute),
+        _fix("use the absolute media path inside the WA containers, e.g. /usr/local/wamedia"),
+    ] = "/usr/local/wamedia"
 
 
 class LogsSettings(CollectorSettings):
@@ -545,6 +551,10 @@ class ActionsSettings(_Strict):
     window: WindowSettings | None = None
     timezone: TimeZone = "UTC"
     alert_rules: dict[str, ActionName] = {}  # alertname -> action, when no action label
+    # The `instance` label(s) Prometheus gives this exporter. With one exporter per host
+    # behind one Alertmanager, a firing alert whose `instance` is another is another host's:
+    # recorded as skipped_other_host. Empty: every alert is for this exporter.
+    instances: list[Annotated[str, Field(min_length=1)]] = []
     # Replaces the host cron job of the WA guide. gc needs the WA API settings to run.
     schedules: list[ScheduleEntry] = [ScheduleEntry(action="cleanup", cron="0 3 * * *"),
                                       ScheduleEntry(action="gc", cron="0 4 * * *")]

@@ -7,18 +7,25 @@ busybox, which is copied into a temporary build context (the binary is never com
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import queue
+import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
+
+from tests.support import wait_for
 
 CONTEXT_DIR = Path(__file__).resolve().parent / "images" / "wa-standin"  # committed build context
 BUSYBOX = Path("/bin/busybox")  # Debian busybox-static; copied into the build context
@@ -120,8 +127,13 @@ def start_wa_container(
     labels: Mapping[str, str] | None = None,
     image: str = DEFAULT_TAG,
     ready_timeout: float = 30.0,
+    volumes: Mapping[str, Mapping[str, str]] | None = None,
+    network_mode: str | None = None,
 ) -> Container:
-    """Start a stand-in WA container labelled like compose would, and wait for its ready line."""
+    """Start a stand-in WA container labelled like compose would, and wait for its ready line.
+
+    ``volumes`` as docker-py takes them: ``{volume name or host path: {"bind": path,
+    "mode": "rw"|"ro"}}``; ``network_mode="none"`` on an engine without a bridge."""
     if role not in LIVE_LOGS:
         raise ValueError(f"role must be one of {sorted(LIVE_LOGS)}, not {role!r}")
     name = name or compose_name(project, service, index)
@@ -141,6 +153,8 @@ def start_wa_container(
         labels=all_labels,
         environment={"WA_ROLE": role, **(env or {})},
         stop_signal="SIGTERM",
+        volumes={source: dict(bind) for source, bind in (volumes or {}).items()},
+        network_mode=network_mode,
     )
     wait_for_log_line(container, "wa-standin ready", timeout=ready_timeout)
     container.reload()
@@ -326,3 +340,70 @@ def remove_test_containers(client: docker.DockerClient, project: str | None = No
         except NotFound:
             pass
     return removed
+
+
+@dataclass
+class Engine:
+    """A Docker engine of its own, as on a second host: its own engine ID, data and socket."""
+
+    url: str
+    client: docker.DockerClient
+    identity: str
+
+
+@contextmanager
+def second_engine(root: Path) -> Iterator[Engine]:
+    """Start a second ``dockerd`` (root only) with its data, state, socket and key under
+    ``root`` (keep it short: unix socket paths are limited to 108 bytes), in a network
+    namespace of its own: without a bridge (containers take ``network_mode="none"``), it
+    would otherwise delete the host's ``docker0`` as it starts. Builds the stand-in image
+    there; stops the engine and removes its containers afterwards."""
+    if shutil.which("dockerd") is None or shutil.which("unshare") is None:
+        raise DockerUnavailable("dockerd or unshare is not installed")
+    if os.geteuid() != 0:
+        raise DockerUnavailable("a second Docker engine needs root")
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "daemon.json"
+    # Docker up to 22 takes its engine ID from a key file (/etc/docker/key.json, shared with
+    # the first engine unless moved); later ones from the data root.
+    version = re.search(r"version (\d+)\.", subprocess.run(
+        ["dockerd", "--version"], capture_output=True, text=True).stdout)
+    major = int(version.group(1)) if version else 99
+    config.write_text(json.dumps({"deprecated-key-path": str(root / "key.json")}
+                                 if major < 23 else {}))
+    url = f"unix://{root / 'docker.sock'}"
+    clients: list[docker.DockerClient] = []
+
+    def answering() -> bool:
+        if process.poll() is not None:
+            raise DockerUnavailable("the second dockerd exited: " + (
+                root / "dockerd.log").read_text(errors="replace")[-1500:])
+        try:  # the client asks the engine's API version as it is made
+            clients.append(docker.DockerClient(base_url=url, timeout=120))
+        except DockerException:
+            return False
+        return True
+
+    with (root / "dockerd.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["unshare", "--net", "--", "dockerd", "--config-file", str(config),
+             "--data-root", str(root / "data"), "--exec-root", str(root / "run"),
+             "--pidfile", str(root / "dockerd.pid"), "-H", url, "--bridge=none",
+             "--iptables=false", "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(answering, timeout=60, interval=0.2, what="the second dockerd to answer")
+        [client] = clients
+        build_standin_image(client)
+        yield Engine(url, client, str(client.info()["ID"]))
+    finally:
+        for client in clients:
+            with suppress(DockerException):
+                remove_test_containers(client)
+            client.close()
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(root, ignore_errors=True)

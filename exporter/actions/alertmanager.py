@@ -3,7 +3,8 @@
 The payload is validated strictly; each firing alert maps to an action through its
 ``action`` label or, failing that, the ``alert_rules`` on its ``alertname``. Cleanup may be
 narrowed to the one container an alert's ``container`` label names. Resolved alerts start
-nothing. Targets are only ever checked against discovery, never taken on trust.
+nothing, nor do alerts whose ``instance`` is another exporter's (``actions.instances``).
+Targets are only ever checked against discovery, never taken on trust.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.actions.audit import clip
-from exporter.actions.runner import REJECTED, SKIPPED_RESOLVED, Decision, Request, Runner
+from exporter.actions.runner import (
+    REJECTED,
+    SKIPPED_OTHER_HOST,
+    SKIPPED_RESOLVED,
+    Decision,
+    Request,
+    Runner,
+)
 from exporter.config import ACTION_NAMES, ActionsSettings
 
 MAX_ALERTS = 1000
@@ -80,11 +88,20 @@ def requests_for(notification: Notification, settings: ActionsSettings
         label = clip(alert.labels.get("action", ""))
         action = _normalise(label) if label else settings.alert_rules.get(alertname, "")
         target = alert.labels.get("container") if action == "cleanup" else None
+        instance = alert.labels.get("instance")
         origin = {"alertname": alertname, "fingerprint": alert.fingerprint}
+        if instance is not None:
+            origin["instance"] = clip(instance)
         request = Request(action or "none", "alert", clip(target) if target else None,
                           origin=origin)
         if alert.status == "resolved":
             decided.append((request, SKIPPED_RESOLVED, "resolved alerts start nothing"))
+        elif settings.instances and instance is not None and instance not in settings.instances:
+            # Another exporter's alert (one per host, every notification sent to all): the
+            # container it names is on that host, whatever a container here is called.
+            decided.append((request, SKIPPED_OTHER_HOST,
+                            f"instance {clip(instance)!r} is another exporter; this one is "
+                            f"{', '.join(settings.instances)}"))
         elif not action:
             decided.append((request, REJECTED, f"alert {alertname!r} has no action label "
                             "and no alert_rules entry"))

@@ -49,5 +49,10 @@ class Action:
             raise UnknownTarget(f"{self.name} takes no target; got {requested!r}")
         return [""]
 
+    def lock_key(self, target: str) -> str:
+        """The cross-replica lock of one target (``""``: the action as a whole): replicas
+        that would act on the same thing must build the same key, and only they."""
+        return f"{self.name}:{target}" if target else self.name
+
     def run(self, ctx: RunContext) -> ActionResult:
         raise NotImplementedError

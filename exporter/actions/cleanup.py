@@ -43,8 +43,10 @@ class CleanupAction(Action):
     def __init__(self, directory: ContainerDirectory, settings: CleanupSettings) -> None:
         self.directory = directory
         self.settings = settings
-        # Its own client: a script may run for minutes, longer than the collectors' timeout.
-        self.engine = DockerEngine(timeout=settings.timeout + 30)
+        # Its own client to the same engine: a script may run for minutes, longer than the
+        # collectors' timeout.
+        self.engine = DockerEngine(timeout=settings.timeout + 30,
+                                   factory=directory.engine.factory)
 
     def _containers(self) -> dict[str, WaContainer]:
         """The WA containers now (one API call): a stale list would aim at containers that
@@ -56,6 +58,10 @@ class CleanupAction(Action):
 
     def targets(self, requested: str | None) -> list[str]:
         known = self._containers()
+        try:
+            self.directory.engine.identity()  # for lock_key; asked once per Docker client
+        except SourceError as exc:
+            raise UnknownTarget(f"cannot identify the Docker engine: {exc}") from None
         if requested:
             if requested not in known:
                 raise UnknownTarget(f"{requested!r} is not a known WA container")
@@ -64,6 +70,12 @@ class CleanupAction(Action):
         if not running:
             raise UnknownTarget("no running WA container found")
         return running
+
+    def lock_key(self, target: str) -> str:
+        """``cleanup:<engine ID>/<container>``: names are only unique on one engine, and with
+        one exporter per host, same-named containers on two hosts (compose names them alike)
+        must not share a lock. Exporters watching the same engine do share it."""
+        return f"{self.name}:{self.directory.engine.identity()}/{target}"
 
     def run(self, ctx: RunContext) -> ActionResult:
         known = self.directory.known()

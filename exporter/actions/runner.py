@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING = "started", "skipped_cooldown", "skipped_running"
 SKIPPED_WINDOW, REJECTED, SKIPPED_RESOLVED = "skipped_window", "rejected", "skipped_resolved"
 SKIPPED_LOCK = "skipped_lock_unavailable"
+SKIPPED_OTHER_HOST = "skipped_other_host"  # an alert another exporter reported (its instance)
 OUTCOMES = (STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING, SKIPPED_WINDOW, DRY_RUN, REJECTED,
-            SKIPPED_RESOLVED, SKIPPED_LOCK)
+            SKIPPED_RESOLVED, SKIPPED_LOCK, SKIPPED_OTHER_HOST)
 TRIGGERS = ("alert", "schedule", "manual")
 INSTANCE = uuid.uuid4().hex  # this process, as named in the runs it records
 
@@ -278,12 +279,14 @@ class Runner:
         for target in free:
             key = _key(name, target)
             try:
+                # The lock's key may say more than the state's (cleanup: which Docker engine).
+                shared = self.actions[name].lock_key(target)
                 if self.lock is None:
                     lock: HeldLock | None = _NoLock()
-                elif (lock := self.lock.try_acquire(key)) is None:
+                elif (lock := self.lock.try_acquire(shared)) is None:
                     skipped.append((SKIPPED_RUNNING, f"{key} is running on another replica"))
                     continue
-                elif self.lock.cooling_elsewhere(key):
+                elif self.lock.cooling_elsewhere(shared):
                     lock.release()
                     skipped.append((SKIPPED_COOLDOWN,
                                     f"{key} ran on another replica within its cooldown"))

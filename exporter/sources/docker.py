@@ -76,7 +76,25 @@ class DockerEngine:
         self.factory = factory
         self.where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self._client: docker.DockerClient | None = None
+        self._identity: str | None = None  # the engine ID, asked once per client
         self._lock = threading.Lock()
+
+    def identity(self) -> str:
+        """The engine's ID (``docker info``): what tells one Docker host from another, e.g.
+        same-named containers on two hosts. Asked once per client; a client remade after an
+        outage asks again, as the engine behind ``DOCKER_HOST`` may have been replaced."""
+        client = self._get()
+        with self._lock:
+            if self._identity is not None and self._client is client:
+                return self._identity
+        try:
+            identity = str(self.call(lambda api: api.info())["ID"])
+        except APIError as exc:
+            raise DockerError(f"docker info failed: {_explain(exc)}", kind="api") from None
+        with self._lock:
+            if self._client is client:
+                self._identity = identity
+        return identity
 
     def call(self, request: Callable[[docker.APIClient], T]) -> T:
         """Run ``request`` with the low-level API; engine trouble becomes a :class:`DockerError`.
@@ -115,7 +133,7 @@ class DockerEngine:
         with self._lock:
             current = self._client is client  # else another thread already replaced it
             if current:
-                self._client = None
+                self._client, self._identity = None, None
         if current:
             client.close()
 
@@ -139,12 +157,42 @@ class DockerEngine:
 # --- finding the WA containers ----------------------------------------------------------------
 
 
+MediaMode = Literal["rw", "ro", "none"]
+MEDIA_MODES: tuple[MediaMode, ...] = ("rw", "ro", "none")
+
+
+@dataclass(frozen=True)
+class MediaMount:
+    """What a container has mounted at the media path: ``mode`` ``none`` if nothing; else the
+    mount's ``type`` (``volume``, ``bind``…) and ``source`` (a volume's name, a bind's host
+    path)."""
+
+    mode: MediaMode = "none"
+    type: str = ""
+    source: str = ""
+
+
+def media_mount(mounts: Sequence[Mapping[str, Any]], path: str) -> MediaMount:
+    """The mount at ``path`` among a container's ``Mounts`` (as ``docker inspect`` and the
+    container list give them)."""
+    wanted = path.rstrip("/") or "/"
+    for mount in mounts:
+        if (str(mount.get("Destination") or "").rstrip("/") or "/") != wanted:
+            continue
+        kind = str(mount.get("Type") or "")
+        source = str(mount.get("Name") or "") if kind == "volume" else ""
+        return MediaMount("rw" if mount.get("RW") else "ro", kind,
+                          source or str(mount.get("Source") or ""))
+    return MediaMount()
+
+
 @dataclass(frozen=True)
 class WaContainer:
     id: str
     name: str
     role: Role
     running: bool
+    media: MediaMount = MediaMount()
 
 
 def recognise(name: str, labels: Mapping[str, str], image: str,
@@ -192,7 +240,9 @@ class ContainerDirectory:
             role = recognise(name, item.get("Labels") or {}, item.get("Image") or "",
                              self.settings)
             if role is not None:
-                found.append(WaContainer(item["Id"], name, role, item.get("State") == "running"))
+                media = media_mount(item.get("Mounts") or [], self.settings.media_path)
+                found.append(WaContainer(item["Id"], name, role, item.get("State") == "running",
+                                         media))
         found.sort(key=lambda c: c.name)
         with self._lock:
             self._known = {c.name: c for c in found}
