@@ -205,6 +205,9 @@ def test_alertmanager_example_is_valid_and_routes_fixable_alerts_to_the_exporter
                      f"--verify.receivers={receivers}", *labels)
         assert result.returncode == 0, f"{labels}: {result.stdout}{result.stderr}"
     config = yaml.safe_load(ALERTMANAGER.read_text())
+    # One notification per exporter: with one exporter per host, each acts on its own alerts.
+    route = next(r for r in config["route"]["routes"] if r["receiver"] == "wa-exporter")
+    assert "instance" in route["group_by"]
     hook = next(r for r in config["receivers"] if r["name"] == "wa-exporter")["webhook_configs"][0]
     assert hook["send_resolved"] is False
     assert hook["http_config"]["authorization"]["credentials_file"]
