@@ -72,9 +72,9 @@ class CleanupAction(Action):
         return running
 
     def lock_key(self, target: str) -> str:
-        """``cleanup:<engine ID>/<container>``: names are only unique on one engine, and with
-        one exporter per host, same-named containers on two hosts (compose names them alike)
-        must not share a lock. Exporters watching the same engine do share it."""
+        """``cleanup:<engine ID>@<host>/<container>``: names are only unique on one engine,
+        and with one exporter per host, same-named containers on two hosts (compose names
+        them alike) must not share a lock. Exporters watching the same engine do share it."""
         return f"{self.name}:{self.directory.engine.identity()}/{target}"
 
     def run(self, ctx: RunContext) -> ActionResult:

@@ -80,15 +80,18 @@ class DockerEngine:
         self._lock = threading.Lock()
 
     def identity(self) -> str:
-        """The engine's ID (``docker info``): what tells one Docker host from another, e.g.
-        same-named containers on two hosts. Asked once per client; a client remade after an
-        outage asks again, as the engine behind ``DOCKER_HOST`` may have been replaced."""
+        """``<engine ID>@<host name>`` as ``docker info`` gives them: what tells one Docker
+        host from another, e.g. same-named containers on two hosts. The host name too, as
+        hosts cloned from one image can share the engine ID's key file. Asked once per
+        client; a client remade after an outage asks again, as the engine behind
+        ``DOCKER_HOST`` may have been replaced."""
         client = self._get()
         with self._lock:
             if self._identity is not None and self._client is client:
                 return self._identity
         try:
-            identity = str(self.call(lambda api: api.info())["ID"])
+            info = self.call(lambda api: api.info())
+            identity = f"{info.get('ID') or ''}@{info.get('Name') or ''}"
         except APIError as exc:
             raise DockerError(f"docker info failed: {_explain(exc)}", kind="api") from None
         with self._lock:

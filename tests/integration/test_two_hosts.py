@@ -146,6 +146,19 @@ def test_same_named_containers_on_two_hosts_do_not_share_a_cleanup_lock(
     assert archive_files(hosts["a/wacore"]) == 35  # only the container named
 
 
+def test_the_daily_cleanup_of_every_container_runs_on_both_hosts(
+        db_server: DatabaseServer, engine_b: Engine, hosts: dict[str, Container],
+        project: str, tmp_path: Path) -> None:
+    with replicas(db_server, tmp_path, project, {"a": None, "b": engine_b.url}) as runners:
+        for host in "ab":
+            decision = runners[host].submit(Request("cleanup", "schedule"))
+            assert decision.outcome == "started", decision
+            assert decision.targets == sorted(c.name for key, c in hosts.items()
+                                              if key.startswith(host + "/")), decision
+            assert runners[host].wait_idle(60)
+    assert {key: archive_files(c) for key, c in hosts.items()} == dict.fromkeys(hosts, 30)
+
+
 def test_replicas_watching_one_engine_still_share_the_lock_of_a_container(
         db_server: DatabaseServer, hosts: dict[str, Container], project: str,
         tmp_path: Path) -> None:
