@@ -51,12 +51,14 @@ def test_every_exported_family_has_samples_and_passes_promtool_lint(
         tmp_path: Path) -> None:
     prefix = new_prefix()
     mysql.create_database(prefix + "main", messages=5)
-    start_wa_container(client, role="webapp", service="waweb", project=project)
-    core = start_wa_container(client, role="coreapp", service="wacore", project=project)
-    fill_archive(core, 3, prefix="coreapp.log")
     media = tmp_path / "media"
     media.mkdir()
     (media / "a.jpg").write_bytes(b"x" * 100)
+    # The webapp mounts the media directory the exporter reads (its mount's source).
+    start_wa_container(client, role="webapp", service="waweb", project=project,
+                       volumes={str(media): {"bind": "/usr/local/wamedia", "mode": "rw"}})
+    core = start_wa_container(client, role="coreapp", service="wacore", project=project)
+    fill_archive(core, 3, prefix="coreapp.log")
     token = tmp_path / "token"
     token.write_text(TOKEN)
     config = f"""
