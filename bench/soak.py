@@ -5,9 +5,13 @@ The world, all on this machine and on loopback, at rates far above the defaults:
 
 - MariaDB (``WAX_TEST_MYSQL_URL``, default root@127.0.0.1:3306), or PostgreSQL with
   ``SOAK_ENGINE=PGSQL`` (``WAX_TEST_PG_URL``, default postgres@127.0.0.1:5432): a ``messages``
-  table in a database of its own, ``wax_soak<pid>_main``, with 500 rows inserted every 2 s;
-- the WA API stand-in (``tests/wa_standin``), whose message GC deletes the read rows and posts
-  its callback to the exporter's ``/webhook/wa-callback``, and whose media GC deletes aged files;
+  table in a database of its own, ``wax_soak<pid>_main``, filled to ``SOAK_ROWS`` rows
+  (10,000,000) at the start, with 500 rows inserted every 2 s;
+- the WA API stand-in (``tests/wa_standin``), whose message GC deletes the oldest read rows
+  (at most 5,000 a round) and posts its callback to the exporter's ``/webhook/wa-callback``,
+  and whose media GC deletes aged files;
+- query-exporter (``bench/soak_reference.py``) on the same table with a cached
+  ``COUNT(*)``, the memory anchor;
 - three stand-in WA containers (webapp, coreapp, master1) writing their logs five times a
   second, rotated at 4 KiB by ``cleanup.sh`` with 10 archived files kept;
 - a media directory (3 x 16 directories and more coming and going) where files are added,
@@ -18,22 +22,23 @@ The driver fires the Alertmanager webhook (gc every 20 s, cleanup every 25 s, me
 either restarts the coreapp container or stops master1, waits until the exporter reports it
 down, and starts it again. It scrapes ``/metrics`` every second (as Prometheus would: keep-alive,
 OpenMetrics, gzip) and reads the exporter's VmRSS, open fds, threads and child processes (the
-volume scan's workers) from ``/proc`` every 10 s.
+volume scan's workers) from ``/proc`` every 10 s; query-exporter is scraped and sampled alike.
 
     make soak                       # 10 minutes
     SOAK_SECONDS=120 make soak      # shorter
     SOAK_ENGINE=PGSQL make soak     # the WA database on PostgreSQL instead of MariaDB
+    SOAK_ROWS=1000000 make soak     # a smaller table than the 10,000,000 rows (faster fill)
     SOAK_JSON=soak.json SOAK_LOG=exporter.log make soak   # keep every figure and its log
     SOAK_FOOTPRINT=1 make soak      # the import footprint even when RSS is within its goal
 
 Goals: RSS grows less than 10 % from the end of the warm-up (60 s) to the end, and its peak
-(VmHWM) stays within 60 MB; open fds, threads and child processes stay flat (after warm-up,
-the lowest count of the run's last third is not above the highest of its first third: a request,
-an action or a scan comes and goes, a connection pool levels off at its bound, a leak keeps
-climbing); every scrape is answered; the exporter stays up
-and logs no traceback; every change to the world succeeds (and a run of 2 minutes or more sees
-at least 2 GC and 2 cleanup runs and a container restart). When RSS is over its goal, the report
-adds where a bare ``import exporter.app`` puts its memory.
+(VmHWM) is at most query-exporter's peak in the same run; open fds, threads and child
+processes stay flat (after warm-up, the lowest count of the run's last third is not above the
+highest of its first third: a request, an action or a scan comes and goes, a connection pool
+levels off at its bound, a leak keeps climbing); every scrape is answered; the exporter stays
+up and logs no traceback; every change to the world succeeds (and a run of 2 minutes or more
+sees at least 2 GC and 2 cleanup runs and a container restart). When RSS is over its goal, the
+report adds where a bare ``import exporter.app`` puts its memory.
 
 Exit status: 0 every goal met, 1 a goal missed (each is printed), 2 the world could not be
 set up, 130 interrupted. Everything it makes is removed at the end, also on Ctrl-C or SIGTERM:
@@ -71,7 +76,9 @@ import sqlalchemy as sa
 from docker.errors import DockerException
 from docker.models.containers import Container
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families as text_format_families
 
+from bench.soak_reference import ReferenceExporter, fill_messages, query_exporter
 from tests.docker_support import (
     DockerUnavailable,
     build_standin_image,
@@ -91,12 +98,11 @@ SCRAPE_TIMEOUT = 5.0
 SAMPLE_EVERY = 10.0
 CHILD_POLL_EVERY = 0.2  # a scan's workers live well under a second
 GOAL_RSS_GROWTH_PERCENT = 10.0
-GOAL_MAX_RSS_MB = 60.0
 DRAIN_TIMEOUT = 60.0  # runs still in flight at the end must finish within this
 
 TOKEN = "soak-webhook-token"
-INITIAL_ROWS = 20_000
 ROWS_PER_INSERT = 500
+GC_ROWS_PER_ROUND = 5_000  # about what 20 s of inserts make read; the big fill stays big
 SOAK_LABEL = "wa-exporter.soak"  # value: the driver's pid, to find a killed run's containers
 DB_PATTERN = re.compile(r"^wax_soak(\d+)_")
 TMP_PATTERN = re.compile(r"/wa-soak(\d+)-[^/]*/")
@@ -294,31 +300,37 @@ class ChildWatcher(threading.Thread):
 # --- scraping ---------------------------------------------------------------------------------
 
 
-def parse_openmetrics(text: str) -> Samples:
+def parse_metrics(text: str, content_type: str = "application/openmetrics-text") -> Samples:
+    """Samples of an answer in OpenMetrics or, as query-exporter answers, the text format."""
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    families = (text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
+                if openmetrics else text_format_families(text))
     samples: Samples = {}
-    for family in text_string_to_metric_families(text):  # type: ignore[no-untyped-call]
+    for family in families:
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
 
 
-def scrape(session: requests.Session, url: str) -> Samples:
+def scrape(session: requests.Session, url: str,
+           required: str = "whatsapp_exporter_build_info") -> Samples:
     """One scrape as Prometheus makes it (OpenMetrics, gzip), checked and parsed."""
     response = session.get(url, timeout=SCRAPE_TIMEOUT,
                            headers={"Accept": PROMETHEUS_ACCEPT, "Accept-Encoding": "gzip"})
     response.raise_for_status()
-    samples = parse_openmetrics(response.text)
-    if not any(name == "whatsapp_exporter_build_info" for name, _ in samples):
-        raise ValueError("no whatsapp_exporter_build_info in the answer")
+    samples = parse_metrics(response.text, response.headers.get("Content-Type", ""))
+    if not any(name == required for name, _ in samples):
+        raise ValueError(f"no {required} in the answer")
     return samples
 
 
 class Scraper(threading.Thread):
     """``/metrics`` every second, as Prometheus scrapes; others wait on what it sees."""
 
-    def __init__(self, url: str, ready_at: float, stop: threading.Event) -> None:
-        super().__init__(name="scraper", daemon=True)
-        self.url, self.ready_at, self.stop = url, ready_at, stop
+    def __init__(self, url: str, ready_at: float, stop: threading.Event,
+                 required: str = "whatsapp_exporter_build_info") -> None:
+        super().__init__(name=f"scraper of {url}", daemon=True)
+        self.url, self.ready_at, self.stop, self.required = url, ready_at, stop, required
         self.latencies: list[float] = []
         self.failures: list[tuple[float, str]] = []
         self.collector_down: Counter[str] = Counter()  # scrapes showing collector_success 0
@@ -331,7 +343,7 @@ class Scraper(threading.Thread):
         for _ in ticks(self.stop, SCRAPE_EVERY):
             started = time.perf_counter()
             try:
-                samples = scrape(session, self.url)
+                samples = scrape(session, self.url, self.required)
                 elapsed = time.perf_counter() - started
             except (requests.RequestException, ValueError) as exc:
                 self.failures.append((round(time.monotonic() - self.ready_at, 1),
@@ -533,7 +545,9 @@ def remove_leftovers(client: docker.DockerClient, server: DatabaseServer) -> lis
         with contextlib.suppress(OSError, ValueError):
             argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
             match = next((m for arg in argv if (m := TMP_PATTERN.search(arg))), None)
-            if match and "exporter" in argv and not _alive(int(match.group(1))):
+            ours_or_reference = "exporter" in argv or any(
+                arg.endswith("/query-exporter") for arg in argv)
+            if match and ours_or_reference and not _alive(int(match.group(1))):
                 os.kill(int(proc.name), signal.SIGTERM)
                 removed.append(f"exporter process {proc.name}")
     for container in client.containers.list(all=True, filters={"label": SOAK_LABEL}):
@@ -652,6 +666,7 @@ FOOTPRINT_STEPS = [
     ("bcrypt", "bcrypt"),
     ("paramiko (ssh extra)", "paramiko"),
     ("docker", "docker"),
+    ("sqlalchemy", "sqlalchemy"),
     ("exporter.config", "exporter.config"),
     ("rest of exporter.app", "exporter.app"),
 ]
@@ -706,6 +721,16 @@ def exporter_log_findings(lines: list[str]) -> dict[str, Any]:
 
 
 @dataclass
+class Reference:
+    """What the soak saw of query-exporter, the memory anchor."""
+
+    process: ReferenceExporter
+    samples: list[ProcSample]  # taken at the same moments as the exporter's
+    scraper: Scraper
+    memory: dict[str, dict[str, float]]  # memory_breakdown() at the last sample
+
+
+@dataclass
 class Run:
     """What a soak run observed, for the report."""
 
@@ -723,6 +748,7 @@ class Run:
     died_at: float | None  # seconds after ready, if the exporter exited on its own
     drained: bool  # every action run finished after the world stopped changing
     memory: dict[str, dict[str, float]]  # memory_breakdown() after warm-up and at the end
+    reference: Reference
 
 
 def action_figures(state: Path) -> dict[str, Any]:
@@ -755,16 +781,39 @@ def action_figures(state: Path) -> dict[str, Any]:
     }
 
 
+def rss_figures(samples: list[ProcSample]) -> dict[str, Any]:
+    """MB after warm-up and at the end, growth between them, and the peak (VmHWM)."""
+    if not samples:
+        return {"start": None, "start_at_s": None, "end": None, "growth_percent": None,
+                "max": None, "anon_start": None, "anon_end": None}
+    start = next((s for s in samples if s.t >= WARMUP), samples[0])
+    end = samples[-1]
+    return {"start": round(mb(start.rss_kb), 1), "start_at_s": start.t,
+            "end": round(mb(end.rss_kb), 1),
+            "growth_percent": round(100.0 * (end.rss_kb - start.rss_kb) / start.rss_kb, 1),
+            "max": round(mb(max(max(s.rss_kb for s in samples), end.hwm_kb)), 1),
+            "anon_start": round(mb(start.rss_anon_kb), 1),
+            "anon_end": round(mb(end.rss_anon_kb), 1)}
+
+
+def scrape_figures(scraper: Scraper) -> dict[str, Any]:
+    latencies_ms = [1000 * x for x in scraper.latencies]
+    return {"ok": len(latencies_ms), "failed": len(scraper.failures),
+            "p50_ms": round(percentile(latencies_ms, 50), 1),
+            "p99_ms": round(percentile(latencies_ms, 99), 1),
+            "max_ms": round(max(latencies_ms, default=float("nan")), 1),
+            "failures": scraper.failures[:10]}
+
+
 def report(run: Run) -> tuple[dict[str, Any], list[str]]:
     """The figures, and the goals missed."""
     samples = run.samples
     after = [s for s in samples if s.t >= WARMUP] or samples
     start, end = after[0], samples[-1]
-    growth = 100.0 * (end.rss_kb - start.rss_kb) / start.rss_kb
-    max_rss = max(max(s.rss_kb for s in samples), end.hwm_kb)
+    rss = rss_figures(samples)
+    reference = rss_figures(run.reference.samples)
     series = {name: [float(getattr(s, name)) for s in after]
               for name in ("fds", "threads", "children")}
-    latencies_ms = [1000 * x for x in run.scraper.latencies]
     actions = action_figures(run.state)
     actions["webhook_decisions"] = {f"{a}:{o}": n
                                     for (a, o), n in sorted(run.driver.decisions.items())}
@@ -773,10 +822,14 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
         "duration_s": DURATION, "warmup_s": WARMUP, "engine": ENGINE,
         "machine": {"cores": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version()},
-        "rss_mb": {"start": round(mb(start.rss_kb), 1), "start_at_s": start.t,
-                   "end": round(mb(end.rss_kb), 1), "growth_percent": round(growth, 1),
-                   "max": round(mb(max_rss), 1), "anon_start": round(mb(start.rss_anon_kb), 1),
-                   "anon_end": round(mb(end.rss_anon_kb), 1)},
+        "rss_mb": rss,
+        "reference": {
+            "tool": run.reference.process.version,
+            "interval_s": run.reference.process.interval_s, "rss_mb": reference,
+            "memory_mb": run.reference.memory, "scrapes": scrape_figures(run.reference.scraper),
+            "threads": [s.threads for s in run.reference.samples][-1:],
+            "samples": [{"t": s.t, "rss_kb": s.rss_kb, "hwm_kb": s.hwm_kb}
+                        for s in run.reference.samples]},
         **{name: {"start": int(values[0]), "end": int(values[-1]), "max": int(max(values)),
                   "by_third": by_third(values)}
            for name, values in series.items()},
@@ -791,11 +844,7 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
                           "largest_rss_mb": round(mb(run.watcher.largest_rss_kb), 1),
                           "zombies_at_samples": sum(s.zombies for s in samples),
                           "reaped_cpu_s": round(end.children_cpu_s, 2)},
-        "scrapes": {"ok": len(latencies_ms), "failed": len(run.scraper.failures),
-                    "p50_ms": round(percentile(latencies_ms, 50), 1),
-                    "p99_ms": round(percentile(latencies_ms, 99), 1),
-                    "max_ms": round(max(latencies_ms, default=float("nan")), 1),
-                    "failures": run.scraper.failures[:10],
+        "scrapes": {**scrape_figures(run.scraper),
                     "collector_success_0": dict(run.scraper.collector_down)},
         "actions": actions,
         "world": {**dict(run.driver.counts), "rows_at_start": run.rows_at_start,
@@ -811,11 +860,15 @@ def report(run: Run) -> tuple[dict[str, Any], list[str]]:
         "samples": [asdict(s) for s in samples],
     }
     missed: list[str] = []
-    if growth >= GOAL_RSS_GROWTH_PERCENT:
-        missed.append(f"RSS grew {growth:.1f} % from {start.t:.0f} s to the end "
+    if rss["growth_percent"] >= GOAL_RSS_GROWTH_PERCENT:
+        missed.append(f"RSS grew {rss['growth_percent']:.1f} % from {start.t:.0f} s to the end "
                       f"(goal < {GOAL_RSS_GROWTH_PERCENT:.0f} %)")
-    if mb(max_rss) > GOAL_MAX_RSS_MB:
-        missed.append(f"max RSS {mb(max_rss):.1f} MB (goal <= {GOAL_MAX_RSS_MB:.0f} MB)")
+    if reference["max"] is None or run.reference.samples[-1].t < end.t:
+        missed.append("query-exporter, the memory anchor, was not running to the end: "
+                      "no peak RSS to compare with")
+    elif rss["max"] > reference["max"]:
+        missed.append(f"peak RSS {rss['max']:.1f} MB above query-exporter's "
+                      f"{reference['max']:.1f} MB in the same run (goal: at most)")
     for name, values in series.items():
         if growing(values):
             missed.append(f"{name} keep growing: lowest-highest by third "
@@ -850,10 +903,18 @@ def print_report(figures: dict[str, Any]) -> None:
     print(f"\nsoak: {figures['duration_s']:.0f} s, WA database on {figures['engine']}, on "
           f"{figures['machine']['cores']} cores, "
           f"Linux {figures['machine']['kernel']}, Python {figures['machine']['python']}")
+    q = figures["reference"]
     print(f"RSS: {r['start']} MB at {r['start_at_s']:.0f} s, {r['end']} MB at the end: "
           f"{r['growth_percent']:+.1f} % (goal < {GOAL_RSS_GROWTH_PERCENT:.0f} %); max "
-          f"{r['max']} MB (VmHWM; goal <= {GOAL_MAX_RSS_MB:.0f} MB); anonymous "
+          f"{r['max']} MB (VmHWM; goal <= query-exporter's); anonymous "
           f"{r['anon_start']} -> {r['anon_end']} MB")
+    qr, qs = q["rss_mb"], q["scrapes"]
+    print(f"query-exporter {q['tool']} (COUNT(*) every {q['interval_s']} s, same table, same "
+          f"scrapes): RSS {qr['start']} MB at {qr['start_at_s']} s, {qr['end']} MB at the end "
+          f"({qr['growth_percent']} %); max {qr['max']} MB (VmHWM); anonymous "
+          f"{qr['anon_start']} -> {qr['anon_end']} MB; memory at the end (MB) "
+          f"{q['memory_mb'].get('end')}; scrapes {qs['ok']} ok, {qs['failed']} failed, "
+          f"p50 {qs['p50_ms']} ms, p99 {qs['p99_ms']} ms")
     for name in ("fds", "threads", "children"):
         x = figures[name]
         print(f"{name}: start {x['start']}, end {x['end']}, max {x['max']}; (lowest, highest) by "
@@ -900,6 +961,7 @@ class World:
     containers: dict[str, Container]  # by compose service
     media: MediaChurn
     exporter: ExporterProcess
+    reference: ReferenceExporter  # query-exporter on the same table: the memory anchor
 
 
 def build_world(stack: contextlib.ExitStack) -> World:
@@ -920,7 +982,9 @@ def build_world(stack: contextlib.ExitStack) -> World:
         print(f"removed a killed run's {leftover}", flush=True)
     prefix = f"wax_soak{pid}_"
     database = prefix + "main"
-    engine = server.create_database(database, messages=INITIAL_ROWS)
+    engine = server.create_database(database)
+    reference = stack.enter_context(
+        query_exporter(ENGINE, fill_messages(ENGINE, database), tmp))
     stack.callback(remove_test_containers, client, project)
     containers = {
         service: start_wa_container(client, role=role, service=service, project=project,
@@ -932,6 +996,7 @@ def build_world(stack: contextlib.ExitStack) -> World:
     token_file.write_text(TOKEN)
     config = exporter_config(tmp, project, tmp / "media", token_file)
     standin = stack.enter_context(StandIn(server.url(database), gc_delay=0.5,
+                                          gc_max_rows_per_round=GC_ROWS_PER_ROUND,
                                           media_dir=tmp / "media"))
     env = {**server.env(prefix), "WA_WEB_URL": standin.url, "WA_WEB_USERNAME": "admin",
            "WA_WEB_PASSWORD": "secret"}
@@ -942,8 +1007,9 @@ def build_world(stack: contextlib.ExitStack) -> World:
     wait_for(lambda: exporter.get("/-/ready").status_code == 200, timeout=60, interval=0.1,
              what="the exporter to be ready")
     print(f"soak: exporter pid {exporter.proc.pid} on {exporter.url}, {DURATION:.0f} s, "
-          f"project {project}, database {database}", flush=True)
-    return World(tmp, database, engine, containers, media, exporter)
+          f"project {project}, database {database}; query-exporter {reference.version} pid "
+          f"{reference.pid}, COUNT(*) every {reference.interval_s} s", flush=True)
+    return World(tmp, database, engine, containers, media, exporter, reference)
 
 
 def soak(world: World, stop: threading.Event) -> int:
@@ -951,8 +1017,11 @@ def soak(world: World, stop: threading.Event) -> int:
     exporter_pid = exporter.proc.pid
     ready_at = time.monotonic()
     scraper = Scraper(exporter.url + "/metrics", ready_at, stop)
+    reference_scraper = Scraper(world.reference.metrics_url, ready_at, stop,
+                                required="messages_table_rows")
     watcher = ChildWatcher(exporter_pid, stop)
     scraper.start()
+    reference_scraper.start()
     watcher.start()
     started_rows = scraper.wait_until(
         lambda s: any(n == "whatsapp_messages_table_rows" for n, _ in s),
@@ -983,7 +1052,9 @@ def soak(world: World, stop: threading.Event) -> int:
     driver.every("media", 1.0, 0.5, lambda n: world.media.step())
 
     samples: list[ProcSample] = []
+    reference_samples: list[ProcSample] = []
     memory: dict[str, dict[str, float]] = {}
+    reference_memory: dict[str, dict[str, float]] = {}
     died_at: float | None = None
     for due in ticks(stop, SAMPLE_EVERY):
         t = due - ready_at
@@ -991,23 +1062,30 @@ def soak(world: World, stop: threading.Event) -> int:
             died_at = time.monotonic() - ready_at
             break
         samples.append(sample_process(exporter_pid, t))
+        with contextlib.suppress(OSError):  # query-exporter gone: the report says so
+            reference_samples.append(sample_process(world.reference.pid, t))
+            reference_memory["end"] = memory_breakdown(world.reference.pid)
         if t >= WARMUP and "start" not in memory:
             memory["start"] = memory_breakdown(exporter_pid)
         memory["end"] = memory_breakdown(exporter_pid)
         last = samples[-1]
+        reference_rss = (f"{mb(reference_samples[-1].rss_kb):5.1f} MB"
+                         if reference_samples and reference_samples[-1].t == last.t else "gone")
         full_gcs = scraper.latest().get(("python_gc_collections_total",
                                          (("generation", "2"),)), 0)
         print(f"  {t:5.0f} s  RSS {mb(last.rss_kb):5.1f} MB  fds {last.fds:3d} (docker "
               f"{last.fd_kinds.get('unix (client)', 0):2d})  threads {last.threads:3d} "
               f"({sum(n for k, n in last.thread_states.items() if k != 'futex'):2d} not in "
               f"futex)  children {last.children}  full GCs {full_gcs:.0f}  scrapes "
-              f"{len(scraper.latencies)}/{len(scraper.failures)} failed", flush=True)
+              f"{len(scraper.latencies)}/{len(scraper.failures)} failed  query-exporter RSS "
+              f"{reference_rss}", flush=True)
         if t >= DURATION - 0.5:
             break
 
     stop.set()  # the world stops changing; runs in flight finish on their own
     driver.join(30)
     scraper.join(SCRAPE_TIMEOUT + 1)
+    reference_scraper.join(SCRAPE_TIMEOUT + 1)
     watcher.join(1)
     state = world.tmp / "state"
     final: Samples = {}
@@ -1021,10 +1099,13 @@ def soak(world: World, stop: threading.Event) -> int:
     exporter.stop()
     figures, missed = report(Run(samples, scraper, watcher, driver, world.media, state,
                                  database, started_rows, final, list(exporter.lines),
-                                 exporter.proc.returncode, died_at, drained, memory))
+                                 exporter.proc.returncode, died_at, drained, memory,
+                                 Reference(world.reference, reference_samples,
+                                           reference_scraper, reference_memory)))
     print_report(figures)
     footprint: list[str] = []
-    if figures["rss_mb"]["max"] > GOAL_MAX_RSS_MB or os.environ.get("SOAK_FOOTPRINT"):
+    if (figures["rss_mb"]["max"] > (figures["reference"]["rss_mb"]["max"] or 0)
+            or os.environ.get("SOAK_FOOTPRINT")):
         print("where the memory goes (fresh interpreters, nothing done):", flush=True)
         footprint = import_footprint()
         print("\n".join(footprint))
@@ -1064,7 +1145,7 @@ def main() -> int:
         try:
             world = build_world(stack)
         except (SetupFailed, DockerException, sa.exc.SQLAlchemyError, AssertionError,
-                TimeoutError, OSError) as exc:
+                TimeoutError, OSError, RuntimeError, subprocess.SubprocessError) as exc:
             print(f"soak: cannot set up the world: {exc}", file=sys.stderr)
             return 2
         return soak(world, stop)
