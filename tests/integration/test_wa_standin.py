@@ -308,6 +308,57 @@ def test_gc_fail_mode_mysql(mysql_url: str, rx: CallbackReceiver) -> None:
         assert count_by_status(mysql_url) == before
 
 
+def test_gc_fail_rounds_reports_errors_for_n_rounds_then_clean_ones(
+        sqlite_url: str, rx: CallbackReceiver) -> None:
+    n_read = fill(sqlite_url, 1000)
+    with StandIn(sqlite_url, callback_url=rx.url, gc_max_rows_per_round=100,
+                 multiconnect=["wacore1", "wacore2"]) as wa:
+        token = login(wa)
+        admin(wa, "gc_fail_rounds", rounds=2, details="GC did not finish")
+        error = {"code": 1014, "title": "Internal error", "details": "GC did not finish"}
+        for _ in range(2):  # failed: nothing deleted, every node reports the error
+            put_gc(wa, token).raise_for_status()
+            gcs = [cb.body["services"][0]["message"]["gc"] for cb in rx.get_many(2)]
+            assert sorted(gc["node"] for gc in gcs) == sorted(wa.node_ids)
+            assert all(gc["status"] == "failed" and gc["errors"] == [error] for gc in gcs)
+        assert count_by_status(sqlite_url)["read"] == n_read
+        put_gc(wa, token).raise_for_status()
+        gcs = [cb.body["services"][0]["message"]["gc"] for cb in rx.get_many(2)]
+        assert all(set(gc) == {"messages_deleted", "status", "node"} for gc in gcs)
+        assert sum(gc["messages_deleted"] for gc in gcs) == 100
+
+        # complete with errors: the rows go, the callback still lists the error.
+        admin(wa, "gc_fail_rounds", rounds=1, status="complete", details="GC did not finish")
+        assert wa.faults()["gc_fail_rounds"] == {"remaining": 1, "status": "complete",
+                                                 "details": "GC did not finish"}
+        put_gc(wa, token).raise_for_status()
+        gcs = [cb.body["services"][0]["message"]["gc"] for cb in rx.get_many(2)]
+        assert all(gc["status"] == "complete" and gc["errors"] == [error] for gc in gcs)
+        assert sum(gc["messages_deleted"] for gc in gcs) == 100
+        assert wa.wait_gc_idle(5)
+        stats = wa.stats()
+        assert (stats["gc_rounds_failed"], stats["gc_rounds_completed"]) == (3, 1)
+        assert wa.faults()["gc_fail_rounds"] is None
+        assert count_by_status(sqlite_url)["read"] == n_read - 200
+        r = requests.post(f"{wa.url}/_standin/gc_fail_rounds", json={"rounds": 1,
+                                                                     "status": "partial"},
+                          timeout=5)
+        assert r.status_code == 400 and "status must be one of" in r.json()["error"]
+
+
+def test_gc_batch_pause_deletes_slowly(sqlite_url: str, rx: CallbackReceiver) -> None:
+    n_read = fill(sqlite_url, 400)
+    with StandIn(sqlite_url, callback_url=rx.url, gc_batch_size=50) as wa:
+        admin(wa, "gc_batch_pause", seconds=30)
+        put_gc(wa, login(wa)).raise_for_status()
+        # One batch is gone; the next waits for the pause.
+        assert wa.wait_until(lambda s: s["delete_batches"] == 1, timeout=10)
+        assert count_by_status(sqlite_url)["read"] == n_read - 50
+        assert wa.stats()["gc_running"] == 1 and rx.empty()
+        started = time.monotonic()
+    assert time.monotonic() - started < 3  # stop() interrupts the pause
+
+
 @pytest.mark.postgres
 def test_gc_no_callback_and_delay_postgres(postgres_url: str, rx: CallbackReceiver) -> None:
     fill(postgres_url, 500)

@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gc-delay", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--gc-max-rows-per-round", type=int, metavar="N")
     p.add_argument("--gc-batch-size", type=int, default=GC_BATCH_SIZE, metavar="N")
+    p.add_argument("--gc-batch-pause", type=float, default=0.0, metavar="SECONDS",
+                   help="pause after each DELETE batch: a GC that deletes slowly")
     p.add_argument("--media-gc-delay", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--api-version", default=API_VERSION)
     p.add_argument("--verbose", action="store_true", help="log requests to stderr")
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         media_dir=args.media_dir, tls_cert=args.tls_cert, tls_key=args.tls_key,
         api_version=args.api_version, gc_delay=args.gc_delay,
         gc_max_rows_per_round=args.gc_max_rows_per_round, gc_batch_size=args.gc_batch_size,
+        gc_batch_pause=args.gc_batch_pause,
         media_gc_delay=args.media_gc_delay, create_schema=args.create_schema,
         log_requests=args.verbose,
     )

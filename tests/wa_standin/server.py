@@ -48,11 +48,12 @@ ROUTES: dict[tuple[str, str], str] = {
 ENDPOINT_PATHS: dict[str, str] = {key: path for (_, path), key in ROUTES.items()}
 ADMIN_PREFIX = "/_standin/"
 ADMIN_ACTIONS = frozenset({
-    "expire_tokens", "fail_next", "slow", "hang", "gc_fail", "gc_no_callback", "gc_delay",
-    "gc_max_rows_per_round", "media_gc_delay", "set_callback", "clear_faults", "reset_stats",
-    "reset", "wait_gc_idle",
+    "expire_tokens", "fail_next", "slow", "hang", "gc_fail", "gc_fail_rounds", "gc_no_callback",
+    "gc_delay", "gc_max_rows_per_round", "gc_batch_pause", "media_gc_delay", "set_callback",
+    "clear_faults", "reset_stats", "reset", "wait_gc_idle",
 })
 ADMIN_GETTERS = frozenset({"stats", "faults", "callbacks"})
+GC_ROUND_STATUSES = ("failed", "complete")  # how a round with errors calls back
 
 Json = dict[str, Any]
 
@@ -97,15 +98,41 @@ class _Failure:
 
 
 @dataclass
+class _ErrorRounds:
+    """The next ``remaining`` message-GC calls report ``details`` as an error: ``failed``
+    (nothing deleted) or ``complete`` (rows deleted, errors in the callback all the same)."""
+
+    remaining: int
+    status: str
+    details: str
+
+
+@dataclass(frozen=True)
+class _GcJob:
+    """What one message-GC call does, fixed when the call is answered."""
+
+    delay: float
+    max_rows: int | None
+    batch_pause: float
+    fail: str | None  # error details of a failed round (deletes nothing)
+    partial: str | None  # error details of a round that deletes but reports errors
+    no_callback: bool
+    url: str | None
+    headers: dict[str, str]
+
+
+@dataclass
 class _Faults:
     gc_delay: float
     gc_max_rows_per_round: int | None
+    gc_batch_pause: float
     media_gc_delay: float
     fail_next: dict[str, _Failure] = field(default_factory=dict)
     slow: dict[str, float] = field(default_factory=dict)
     hang: set[str] = field(default_factory=set)
     gc_fail: str | None = None  # error details while the mode is on
     gc_no_callback: bool = False
+    gc_error_rounds: _ErrorRounds | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -202,6 +229,7 @@ class StandIn:
         gc_delay: float = 0.0,
         gc_max_rows_per_round: int | None = None,
         gc_batch_size: int = GC_BATCH_SIZE,
+        gc_batch_pause: float = 0.0,
         media_gc_delay: float = 0.0,
         media_max_age: float = MEDIA_MAX_AGE,
         create_schema: bool = False,
@@ -223,7 +251,7 @@ class StandIn:
         self.media_max_age = media_max_age
         self.create_schema = create_schema
         self.log_requests = log_requests
-        self._defaults = (gc_delay, gc_max_rows_per_round, media_gc_delay)
+        self._defaults = (gc_delay, gc_max_rows_per_round, gc_batch_pause, media_gc_delay)
 
         self._cond = threading.Condition()  # guards all mutable state below
         self._faults = self._fresh_faults()
@@ -334,6 +362,17 @@ class StandIn:
         with self._cond:
             self._faults.gc_fail = details if on else None
 
+    def gc_fail_rounds(self, rounds: int, status: str = "failed",
+                       details: str = "Message garbage collection did not finish") -> None:
+        """The next ``rounds`` message-GC calls report an error in their callbacks, later ones
+        are clean: ``status`` ``failed`` deletes nothing, ``complete`` deletes as usual and
+        still lists the error (0 rounds clears)."""
+        if status not in GC_ROUND_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(GC_ROUND_STATUSES)}")
+        with self._cond:
+            self._faults.gc_error_rounds = (_ErrorRounds(int(rounds), status, details)
+                                            if rounds > 0 else None)
+
     def gc_no_callback(self, on: bool = True) -> None:
         """Message GC deletes rows but sends no callback."""
         with self._cond:
@@ -346,6 +385,11 @@ class StandIn:
     def gc_max_rows_per_round(self, rows: int | None) -> None:
         with self._cond:
             self._faults.gc_max_rows_per_round = None if rows is None else int(rows)
+
+    def gc_batch_pause(self, seconds: float) -> None:
+        """A pause after each DELETE batch: a GC that deletes slowly."""
+        with self._cond:
+            self._faults.gc_batch_pause = float(seconds)
 
     def media_gc_delay(self, seconds: float) -> None:
         with self._cond:
@@ -382,8 +426,10 @@ class StandIn:
             return {
                 "fail_next": {k: vars(v).copy() for k, v in f.fail_next.items()},
                 "slow": dict(f.slow), "hang": sorted(f.hang), "gc_fail": f.gc_fail,
+                "gc_fail_rounds": vars(f.gc_error_rounds).copy() if f.gc_error_rounds else None,
                 "gc_no_callback": f.gc_no_callback, "gc_delay": f.gc_delay,
                 "gc_max_rows_per_round": f.gc_max_rows_per_round,
+                "gc_batch_pause": f.gc_batch_pause,
                 "media_gc_delay": f.media_gc_delay,
             }
 
@@ -405,9 +451,9 @@ class StandIn:
     # -- internals -------------------------------------------------------------------------
 
     def _fresh_faults(self) -> _Faults:
-        gc_delay, max_rows, media_delay = self._defaults
+        gc_delay, max_rows, batch_pause, media_delay = self._defaults
         return _Faults(gc_delay=gc_delay, gc_max_rows_per_round=max_rows,
-                       media_gc_delay=media_delay)
+                       gc_batch_pause=batch_pause, media_gc_delay=media_delay)
 
     def _stats_locked(self) -> Json:
         s = copy.deepcopy(self._stats)
@@ -535,46 +581,57 @@ class StandIn:
     def _message_gc(self, h: _Handler) -> None:
         with self._cond:
             f = self._faults
-            job = (f.gc_delay, f.gc_max_rows_per_round, f.gc_fail, f.gc_no_callback,
-                   self.callback_url, dict(self.callback_headers))
+            error = f.gc_error_rounds
+            if error is not None:
+                error.remaining -= 1
+                if error.remaining <= 0:
+                    f.gc_error_rounds = None
+            fail = f.gc_fail or (error.details if error and error.status == "failed" else None)
+            job = _GcJob(delay=f.gc_delay, max_rows=f.gc_max_rows_per_round,
+                         batch_pause=f.gc_batch_pause, fail=fail,
+                         partial=error.details if error and error.status == "complete" else None,
+                         no_callback=f.gc_no_callback, url=self.callback_url,
+                         headers=dict(self.callback_headers))
             self._stats["message_gc_calls"] += 1
             self._gc_running += 1
-        self._spawn(self._message_gc_worker, job)
+        self._spawn(self._message_gc_worker, (job,))
         gc: Json = ({n: {"status": "processing"} for n in self.node_ids} if self.node_ids
                     else {"status": "processing"})
         h.reply(200, {"services": {"message": {"gc": gc}}, "meta": self._meta})
 
-    def _message_gc_worker(self, delay: float, max_rows: int | None, fail: str | None,
-                           no_callback: bool, url: str | None, headers: dict[str, str]) -> None:
+    def _message_gc_worker(self, job: _GcJob) -> None:
         try:
-            if self._stopping.wait(delay):
+            if self._stopping.wait(job.delay):
                 return
             try:
-                if fail is not None:
-                    raise _GcFailed(fail)
+                if job.fail is not None:
+                    raise _GcFailed(job.fail)
                 with self._gc_serial:
-                    deleted = self._delete_read_rows(max_rows)
-                payloads = [self._gc_payload({"messages_deleted": n, "status": "complete"}, node)
+                    deleted = self._delete_read_rows(job.max_rows, job.batch_pause)
+                errors = [] if job.partial is None else [_gc_error(job.partial)]
+                payloads = [self._gc_payload({"messages_deleted": n, "status": "complete",
+                                              **({"errors": errors} if errors else {})}, node)
                             for node, n in self._split(deleted)]
-                self._bump(gc_rounds_completed=1)
+                self._bump(gc_rounds_completed=int(not errors),
+                           gc_rounds_failed=int(bool(errors)))
             except (_GcFailed, sa.exc.SQLAlchemyError) as exc:
                 details = (str(exc) if isinstance(exc, _GcFailed)
                            else f"Database error: {getattr(exc, 'orig', None) or exc}")
-                error = {"code": 1014, "title": "Internal error", "details": details}
                 nodes: list[str | None] = [*self.node_ids] or [None]
-                payloads = [self._gc_payload({"status": "failed", "errors": [error]}, node)
-                            for node in nodes]
+                payloads = [self._gc_payload({"status": "failed", "errors": [_gc_error(details)]},
+                                             node) for node in nodes]
                 self._bump(gc_rounds_failed=1)
-            if url and not no_callback and not self._stopping.is_set():
+            if job.url and not job.no_callback and not self._stopping.is_set():
                 for payload in payloads:
-                    self._send_callback(url, headers, payload)
+                    self._send_callback(job.url, job.headers, payload)
         finally:
             with self._cond:
                 self._gc_running -= 1
                 self._cond.notify_all()
 
-    def _delete_read_rows(self, limit: int | None) -> int:
-        """Delete read rows in id-ordered batches: portable across MySQL, PostgreSQL, SQLite."""
+    def _delete_read_rows(self, limit: int | None, pause: float) -> int:
+        """Delete read rows in id-ordered batches, ``pause`` seconds after each: portable
+        across MySQL, PostgreSQL, SQLite."""
         if self._engine is None:
             return 0
         deleted = 0
@@ -591,6 +648,8 @@ class StandIn:
                 count = conn.execute(messages.delete().where(read, messages.c.id <= upper)).rowcount
             deleted += count
             self._bump(rows_deleted=count, delete_batches=1)
+            if pause and self._stopping.wait(pause):
+                break
         return deleted
 
     def _split(self, total: int) -> list[tuple[str | None, int]]:
@@ -668,6 +727,10 @@ class StandIn:
 
 class _GcFailed(Exception):
     pass
+
+
+def _gc_error(details: str) -> Json:
+    return {"code": 1014, "title": "Internal error", "details": details}
 
 
 def _basic_credentials(header: str) -> tuple[str | None, str | None]:
