@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from exporter import __version__, logs, malloc
 from exporter.config import (
@@ -50,7 +51,8 @@ commands:
                  with --connect, connect to the database, Docker, the WA API and the
                  media path instead and print a checklist with the fix for each failure
   run ACTION     run gc, media-gc or cleanup once, now, through the same rules
-                 (allow-list, cooldown, lock, audit log) as alerts and schedules
+                 (allow-list, cooldown, lock, audit log) as alerts and schedules;
+                 gc prints a progress line per round on stderr
 
 examples:
   wa-exporter --db.env-file /opt/whatsapp/db.env
@@ -149,7 +151,9 @@ def make_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run one action now",
                               description="Run one action now, as a person: the allow-list, "
                               "cooldown, cluster lock and audit log apply; the maintenance "
-                              "window does not. Prints the decision and result as JSON.")
+                              "window does not. Prints the decision and result as JSON on "
+                              "stdout; gc also prints a line per round on stderr (rows before "
+                              "and after, and how the round completed).")
     run.add_argument("action", choices=["gc", "media-gc", "cleanup"])
     run.add_argument("--container", metavar="NAME",
                      help="cleanup: only this WA container (default: every one)")
@@ -175,7 +179,7 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
     try:
         request = Request(args.action.replace("-", "_"), "manual", args.container,
                           dry_run=args.dry_run, origin={"user": os.environ.get("USER", "")})
-        decision, result = actions.runner.run_now(request)
+        decision, result = actions.runner.run_now(request, on_progress=_print_progress)
     finally:
         actions.close()
         sources.close()
@@ -188,6 +192,14 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
     if decision.outcome not in (STARTED, DRY_RUN):
         return 3
     return 0 if result is not None and result.result in (SUCCESS, DRY_RUN) else 1
+
+
+def _print_progress(event: str, fields: dict[str, Any]) -> None:
+    from exporter.actions.gc import progress_line
+
+    line = progress_line(event, fields)
+    if line:  # a GC in rounds can take an hour: say where it is
+        print(f"wa-exporter: {line}", file=sys.stderr, flush=True)
 
 
 def _load(args: argparse.Namespace) -> Settings:

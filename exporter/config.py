@@ -503,8 +503,10 @@ class WebhookSettings(_Strict):
 
 
 class GcSettings(_Strict):
-    """``actions.gc``: when a message GC round is complete, and when large tables get rounds."""
+    """``actions.gc``: when a message GC round is complete, and when large tables get rounds
+    (the rule in full: :mod:`exporter.actions.gc`)."""
 
+    # A database whose messages table holds more rows is large: its GC repeats rounds.
     large_table_rows: Annotated[
         int, _fix("use a row count; above it message GC repeats rounds")
     ] = Field(default=10_000_000, ge=1)
@@ -513,15 +515,20 @@ class GcSettings(_Strict):
     ] = Field(default=None, ge=0)
     max_rounds: Annotated[int, _fix("use 1 to 100 rounds")] = Field(default=5, ge=1, le=100)
     round_pause: Duration = 60.0
+    # How long a round waits for the rows to start falling (or a callback) before it
+    # concludes there is nothing to delete: room for a client that starts slowly.
     callback_timeout: Duration = 300.0
+    # Once the rows have fallen, how long without a new low completes the round; the count
+    # is read three times per interval from the request on.
     settle_interval: Duration = 30.0
     round_timeout: Duration = 3600.0
 
     @model_validator(mode="after")
-    def _round_outlasts_callback(self) -> GcSettings:
-        if self.round_timeout <= self.callback_timeout:
-            raise ValueError("round_timeout must be longer than callback_timeout; fix: raise "
-                             "round_timeout or lower callback_timeout")
+    def _round_outlasts_its_waits(self) -> GcSettings:
+        for name in ("callback_timeout", "settle_interval"):
+            if self.round_timeout <= getattr(self, name):
+                raise ValueError(f"round_timeout must be longer than {name}; fix: raise "
+                                 f"round_timeout or lower {name}")
         return self
 
 

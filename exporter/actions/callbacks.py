@@ -2,8 +2,9 @@
 
 The operator forwards them to the exporter's callback endpoint; the HTTP layer hands each
 body to :meth:`CallbackInbox.parse` (a malformed one raises :class:`InvalidCallback`, a 4xx)
-and the result to :meth:`CallbackInbox.deliver`. A running ``gc`` action blocks in
-:meth:`CallbackInbox.wait` until every node it started has called back.
+and the result to :meth:`CallbackInbox.deliver`. A running ``gc`` action waits in
+:meth:`CallbackInbox.wait` for every node it started to call back, while it watches the
+row count (:mod:`exporter.actions.gc_watch`).
 
 The WA client's callbacks carry no GC id, so a callback is matched to a GC by time (received
 after the GC request was sent) and by node.
@@ -50,6 +51,12 @@ class GcCallback:
     node: str | None = None
     errors: tuple[GcError, ...] = ()
     received_at: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        """Complete and without errors. A callback that says ``complete`` but lists
+        ``errors`` is not a success: the guide's advice is to call GC again."""
+        return self.status == "complete" and not self.errors
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe, without the delivery time."""

@@ -1,12 +1,27 @@
 """Garbage collection through the WA API: the ``gc`` (messages) and ``media_gc`` actions.
 
-A message-GC round is one ``PUT /v1/services/message/gc``. It is complete when every node
-that answered "processing" has called back (see :mod:`exporter.actions.callbacks`), or, when
-the callbacks do not all come within ``callback_timeout``, when two row counts of the
-``messages`` tables ``settle_interval`` apart are equal; ``round_timeout`` bounds the round.
-A table above ``large_table_rows`` gets further rounds, ``round_pause`` apart, until its rows
-fall below ``target_rows``, a round deletes nothing, or ``max_rounds`` is reached, as Meta's
-guide advises for tables above 10 million rows.
+A message-GC round is one ``PUT /v1/services/message/gc``. From the moment it is answered,
+the round waits for the callbacks of every node that answered "processing" (see
+:mod:`exporter.actions.callbacks`) and, at the same time, reads the row count of the
+``messages`` tables every ``settle_interval / 3``. It is complete
+
+- by callback, as soon as every node has called back (a callback wins whenever it comes);
+- by row count, once the rows have fallen and then reached no new low for ``settle_interval``;
+- with nothing deleted, if the rows have not started to fall ``callback_timeout`` after the
+  request (a client that starts slowly gets that long);
+
+and ends in ``timeout`` if none of these happens within ``round_timeout``
+(:mod:`exporter.actions.gc_watch` has the row-count rule). A round fails when no node answers
+"processing" or when a callback reports errors: ``"status":"failed"``, or ``complete`` with an
+``errors`` list.
+
+A database whose ``messages`` table holds more than ``large_table_rows`` rows is large, each
+database judged alone. With a large database the run repeats rounds, ``round_pause`` apart,
+up to ``max_rounds``: after a round whose callbacks reported errors, since the guide says
+more than one call may be needed "so that the callback comes back without errors"; after a
+clean round, while a large database is still at or above ``target_rows`` and the round
+deleted something. The run succeeds when its last round came back clean. Without a large
+database one round is the run, and a callback with errors is a failure.
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ from exporter.actions.base import (
     RunContext,
 )
 from exporter.actions.callbacks import CallbackInbox, GcCallback
+from exporter.actions.gc_watch import NO_CHANGE, ROW_COUNT, RowWatch, poll_interval
 from exporter.config import DatabaseSettings, GcSettings, MessagesSettings
 from exporter.sources.database import DatabaseError, MessagesSource, open_source
 from exporter.sources.wa_api import MEDIA_GC_PATH, MESSAGE_GC_PATH, WaApiClient, WaApiError
@@ -36,6 +52,12 @@ from exporter.sources.wa_api import MEDIA_GC_PATH, MESSAGE_GC_PATH, WaApiClient,
 log = logging.getLogger(__name__)
 
 CANCEL_CHECK_SECONDS = 1.0  # the longest a wait for callbacks holds off a cancel
+CALLBACK = "callback"  # how a round completed: every node called back (gc_watch has the others)
+COMPLETIONS = {
+    CALLBACK: "completed by callback",
+    ROW_COUNT: "completed by the row count (no callback came)",
+    NO_CHANGE: "the rows did not start falling within callback_timeout: nothing to delete",
+}
 
 
 def open_counting_source(db: DatabaseSettings, messages: MessagesSettings) -> MessagesSource:
@@ -46,7 +68,7 @@ def open_counting_source(db: DatabaseSettings, messages: MessagesSettings) -> Me
 
 @dataclass(frozen=True)
 class RowCount:
-    databases: dict[str, int]
+    databases: dict[str, int]  # database -> rows of its messages table
 
     @property
     def total(self) -> int:
@@ -128,93 +150,107 @@ class GcAction(_ApiAction):
         s = self.settings
         target = s.large_table_rows if s.target_rows is None else s.target_rows
         rows = count_rows(self.source)
-        large = rows.total > s.large_table_rows
+        large = [name for name, n in rows.databases.items() if n > s.large_table_rows]
         details.update(rows_before=rows.total, rows_after=rows.total, messages_deleted=0,
-                       rounds=0, large_table=large, databases_before=rows.databases)
+                       rounds=0, large_table=bool(large), large_databases=large,
+                       databases_before=rows.databases)
         number = 0
         while True:
             if ctx.cancel.is_set():
                 return INTERRUPTED
             number += 1
-            result, record, rows = self._round(ctx, number, rows)
+            done = self._round(ctx, number, rows)
+            rows = done.rows
             details["rounds"] = number
-            details["messages_deleted"] += record["messages_deleted"]
+            details["messages_deleted"] += done.record["messages_deleted"]
             details.update(rows_after=rows.total, databases_after=rows.databases,
-                           nodes=record["nodes"])
-            ctx.progress("round", **record)
-            if result != SUCCESS:
-                if "errors" in record:
-                    details["errors"] = record["errors"]
-                return result
-            stop = ("single_round" if not large else
-                    "under_target" if rows.total < target else
-                    "nothing_deleted" if record["messages_deleted"] == 0 else
-                    "max_rounds" if number == s.max_rounds else None)
+                           nodes=done.record["nodes"])
+            ctx.progress("round", **done.record)
+            if done.result == SUCCESS:
+                details.pop("errors", None)  # an earlier round's, cleared by this clean one
+                above = [name for name in large if rows.databases.get(name, 0) >= target]
+                stop = ("single_round" if not large else
+                        "under_target" if not above else
+                        "nothing_deleted" if done.record["messages_deleted"] == 0 else
+                        "max_rounds" if number == s.max_rounds else None)
+                why = "still above the target"
+            else:
+                if "errors" in done.record:
+                    details["errors"] = done.record["errors"]
+                if not (large and done.callback_errors):
+                    return done.result
+                details["rounds_with_errors"] = details.get("rounds_with_errors", 0) + 1
+                stop = "max_rounds" if number == s.max_rounds else None
+                above, why = large, "the callbacks reported errors"
             if stop is not None:
                 details["stopped"] = stop
-                return SUCCESS
+                return done.result
             log.info("large messages table: another GC round follows", extra={
-                "run_id": ctx.run_id, "round": number, "rows": rows.total, "target": target,
-                "pause_seconds": s.round_pause})
+                "run_id": ctx.run_id, "round": number, "why": why, "databases": above,
+                "rows": rows.total, "target": target, "pause_seconds": s.round_pause})
             if ctx.cancel.wait(s.round_pause):
                 return INTERRUPTED
 
-    def _round(self, ctx: RunContext, number: int,
-               before: RowCount) -> tuple[str, dict[str, Any], RowCount]:
-        """One GC request and its completion: (result, progress record, rows after)."""
-        s = self.settings
+    def _round(self, ctx: RunContext, number: int, before: RowCount) -> _Round:
+        """One GC request and its completion."""
         since = time.monotonic()  # callbacks can arrive before the PUT's answer does
         answer = self.client.message_gc()
         expected = answer.processing
-        callbacks = self._wait_callbacks(ctx, since, expected, since + s.callback_timeout)
-        result = SUCCESS if expected else FAILED
-        after: RowCount | None = None
-        if expected and len(callbacks) < len(expected) and not _failed(callbacks):
-            result, callbacks, after = self._settle(ctx, since, expected, callbacks)
-        if after is None:
-            after = count_rows(self.source)
-        failed = _failed(callbacks)
-        if failed and result == SUCCESS:
-            result = FAILED
-        complete = bool(expected) and len(callbacks) == len(expected)
-        record: dict[str, Any] = {
-            "round": number, "result": result, "rows_before": before.total,
-            "rows_after": after.total,
-            "messages_deleted": (sum(c.messages_deleted or 0 for c in callbacks) if complete
-                                 else max(0, before.total - after.total)),
-            "completed_by": ("callback" if complete else
-                             "row_count" if result == SUCCESS else None),
-            "nodes": _node_statuses(answer.nodes, callbacks),
-        }
-        if failed:
-            record["errors"] = [dict(error, node=c.node) for c in failed
-                                for error in c.to_dict()["errors"]]
-        elif not expected:
-            record["errors"] = [{"details": "no node answered that it is processing"}]
-        return result, record, after
+        ctx.progress("round_started", round=number, rows_before=before.total,
+                     nodes_processing=len(expected))
+        record: dict[str, Any] = {"round": number, "rows_before": before.total}
+        if not expected:
+            counted = count_rows(self.source)
+            record.update(result=FAILED, rows_after=counted.total, messages_deleted=0,
+                          completed_by=None, nodes=_node_statuses(answer.nodes, []),
+                          errors=[{"details": "no node answered that it is processing"}])
+            return _Round(FAILED, record, counted)
+        watch = RowWatch(before.databases, since, self.settings.settle_interval,
+                         self.settings.callback_timeout)
+        ended, callbacks, after = self._complete(ctx, since, expected, watch)
+        if after is None:  # a cancel ends the round without another count
+            after = before if ended == INTERRUPTED else count_rows(self.source)
+        unclean = [c for c in callbacks if not c.clean]
+        result = (ended if ended in (INTERRUPTED, TIMEOUT) else
+                  FAILED if unclean else SUCCESS)
+        record.update(
+            result=result, rows_after=after.total,
+            messages_deleted=(sum(c.messages_deleted or 0 for c in callbacks)
+                              if ended == CALLBACK else watch.deleted),
+            completed_by=None if ended in (INTERRUPTED, TIMEOUT) else ended,
+            nodes=_node_statuses(answer.nodes, callbacks))
+        if unclean:
+            record["errors"] = [dict(error, node=c.node) for c in unclean
+                                for error in c.to_dict().get("errors", [])]
+        return _Round(result, record, after, callback_errors=bool(unclean))
 
-    def _settle(self, ctx: RunContext, since: float, expected: list[str | None],
-                callbacks: list[GcCallback]) -> tuple[str, list[GcCallback], RowCount | None]:
-        """Without every callback: wait for the row count to stop falling, still accepting
-        callbacks that come late. Returns (result, callbacks, settled row count or None)."""
+    def _complete(self, ctx: RunContext, since: float, expected: list[str | None],
+                  watch: RowWatch) -> tuple[str, list[GcCallback], RowCount | None]:
+        """Wait for every callback while reading the row count. Returns how the round ended
+        (:data:`CALLBACK`, the watch's verdict, TIMEOUT or INTERRUPTED), the callbacks
+        received, and the last row count if the watch decided."""
         s = self.settings
         deadline = since + s.round_timeout
-        log.info("not every GC callback came in time; watching the row count", extra={
-            "run_id": ctx.run_id, "callbacks": len(callbacks), "expected": len(expected)})
-        previous = count_rows(self.source)
+        every = poll_interval(s.settle_interval)
         while True:
-            if time.monotonic() >= deadline:
-                return TIMEOUT, callbacks, previous
             callbacks = self._wait_callbacks(ctx, since, expected,
-                                             min(time.monotonic() + s.settle_interval, deadline))
+                                             min(time.monotonic() + every, deadline))
             if ctx.cancel.is_set():
-                return INTERRUPTED, callbacks, previous
-            if len(callbacks) == len(expected) or _failed(callbacks):
-                return SUCCESS, callbacks, None
-            current = count_rows(self.source)
-            if current.total == previous.total:
-                return SUCCESS, callbacks, current
-            previous = current
+                return INTERRUPTED, callbacks, None
+            if len(callbacks) == len(expected):
+                return CALLBACK, callbacks, None
+            if time.monotonic() >= deadline:
+                return TIMEOUT, callbacks, None
+            try:
+                current = count_rows(self.source)
+            except DatabaseError as exc:  # one missed reading; callbacks may still come
+                log.warning("row count failed during GC; trying again", extra={
+                    "run_id": ctx.run_id, "err": str(exc)})
+                continue
+            watch.observe(current.databases, time.monotonic())
+            verdict = watch.verdict(time.monotonic())
+            if verdict is not None:
+                return verdict, callbacks, current
 
     def _wait_callbacks(self, ctx: RunContext, since: float, expected: list[str | None],
                         until: float) -> list[GcCallback]:
@@ -226,8 +262,12 @@ class GcAction(_ApiAction):
                 return callbacks
 
 
-def _failed(callbacks: list[GcCallback]) -> list[GcCallback]:
-    return [c for c in callbacks if c.status == "failed"]
+@dataclass(frozen=True)
+class _Round:
+    result: str
+    record: dict[str, Any]  # the progress record, as audited and printed by ``run``
+    rows: RowCount  # after the round
+    callback_errors: bool = False  # a callback said failed, or complete with errors
 
 
 def _node_statuses(answers: dict[str | None, str],
@@ -240,3 +280,23 @@ def _node_statuses(answers: dict[str | None, str],
                          "status": callback.status if callback else "no_callback",
                          "messages_deleted": callback.messages_deleted if callback else None})
     return statuses
+
+
+def progress_line(event: str, fields: dict[str, Any]) -> str | None:
+    """A person's line for a GC progress record (``wa-exporter run gc`` prints them)."""
+    if event == "round_started":
+        return (f"gc round {fields['round']}: started at {fields['rows_before']} rows; "
+                f"waiting for the callbacks of {fields['nodes_processing']} node(s) or for "
+                "the row count to stop falling")
+    if event != "round":
+        return None
+    how = COMPLETIONS.get(fields.get("completed_by") or "", {
+        TIMEOUT: "neither every callback nor a settled row count within round_timeout",
+        INTERRUPTED: "interrupted"}.get(fields["result"], ""))
+    line = (f"gc round {fields['round']} {fields['result']}: rows {fields['rows_before']} -> "
+            f"{fields['rows_after']}, {fields['messages_deleted']} deleted, {how}")
+    errors = "; ".join(
+        f"{e.get('code', '')} {e.get('title', '')}: {e.get('details', '')}".strip(" :")
+        + (f" (node {e['node']})" if e.get("node") else "")
+        for e in fields.get("errors", []))
+    return f"{line}; errors: {errors}" if errors else line

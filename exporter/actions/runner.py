@@ -44,6 +44,9 @@ OUTCOMES = (STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING, SKIPPED_WINDOW, DRY_RUN,
 TRIGGERS = ("alert", "schedule", "manual")
 INSTANCE = uuid.uuid4().hex  # this process, as named in the runs it records
 
+# Hears each progress record of a run besides the audit log: (event, fields).
+ProgressListener = Callable[[str, dict[str, Any]], None]
+
 
 @dataclass(frozen=True)
 class Request:
@@ -173,9 +176,10 @@ class Runner:
             thread.start()
         return decision
 
-    def run_now(self, request: Request) -> tuple[Decision, ActionResult | None]:
-        """Decide and, if started, run in this thread (the CLI)."""
-        decision, run = self._decide(request)
+    def run_now(self, request: Request, on_progress: ProgressListener | None = None
+                ) -> tuple[Decision, ActionResult | None]:
+        """Decide and, if started, run in this thread (the CLI, which prints the progress)."""
+        decision, run = self._decide(request, on_progress)
         return decision, (run() if run is not None else None)
 
     def wait_idle(self, timeout: float) -> bool:
@@ -204,7 +208,8 @@ class Runner:
                            **decision.as_dict()}, sync=decision.outcome == STARTED)
         self.observer.decided(decision.action, decision.outcome)
 
-    def _decide(self, request: Request) -> tuple[Decision, Callable[[], ActionResult] | None]:
+    def _decide(self, request: Request, on_progress: ProgressListener | None = None
+                ) -> tuple[Decision, Callable[[], ActionResult] | None]:
         targets, reason = self._targets(request)  # may ask Docker: not under the mutex
         with self._mutex:
             decision = self._check(request, targets, reason)
@@ -220,7 +225,8 @@ class Runner:
             run = None
             if decision.outcome in (STARTED, DRY_RUN):
                 decision.run_id = uuid.uuid4().hex[:12]
-                run = self._prepare(request, decision, decision.targets if locks else [], locks)
+                run = self._prepare(request, decision, decision.targets if locks else [], locks,
+                                    on_progress)
         self._record(request, decision)
         return decision, run
 
@@ -308,7 +314,8 @@ class Runner:
     # --- running --------------------------------------------------------------------------
 
     def _prepare(self, request: Request, decision: Decision, targets: list[str],
-                 locks: list[HeldLock]) -> Callable[[], ActionResult]:
+                 locks: list[HeldLock], on_progress: ProgressListener | None
+                 ) -> Callable[[], ActionResult]:
         assert decision.run_id is not None
         run_id, name = decision.run_id, request.action
         dry_run = decision.outcome == DRY_RUN
@@ -327,10 +334,15 @@ class Runner:
                     data["last_start"][key] = started
 
             self.state.update(mark)
+
+        def progress(event: str, **fields: Any) -> None:
+            self.audit.append({"event": event, "run_id": run_id, "action": name, **fields})
+            if on_progress is not None:
+                on_progress(event, fields)
+
         ctx = RunContext(run_id=run_id, action=name, trigger=request.trigger, dry_run=dry_run,
                          target=request.target, targets=list(decision.targets),
-                         progress=lambda event, **fields: self.audit.append(
-                             {"event": event, "run_id": run_id, "action": name, **fields}))
+                         progress=progress)
 
         def run() -> ActionResult:
             result = ActionResult(ERROR, {"error": "the run was cut short"})

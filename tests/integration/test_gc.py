@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +24,7 @@ from exporter.actions.gc import GcAction, MediaGcAction, open_counting_source
 from exporter.config import DatabaseSettings, GcSettings, MessagesSettings, WaApiSettings
 from exporter.sources.database import MessagesSource
 from exporter.sources.wa_api import WaApiClient
-from tests.support import DatabaseServer, new_prefix
+from tests.support import ONLY_MESSAGES, ROOT, DatabaseServer, new_prefix
 from tests.wa_standin.schema import message_rows, messages
 from tests.wa_standin.server import StandIn
 
@@ -76,6 +81,11 @@ class World:
         return RunContext(run_id="test", action="gc", trigger="manual", progress=progress,
                           **kwargs)
 
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        """The progress record of each finished round."""
+        return [p for p in self.progress if p["event"] == "round"]
+
     def rows(self, status: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(messages)
         if status is not None:
@@ -88,10 +98,15 @@ class World:
 def world_factory(request: pytest.FixtureRequest) -> Iterator[Any]:
     cleanup: list[Any] = []
 
-    def make(db: DatabaseServer, rows: int, read_timeout: float = 2, **standin: Any) -> World:
+    def make(db: DatabaseServer, rows: int, read_timeout: float = 2,
+             beside: dict[str, int] | None = None, **standin: Any) -> World:
+        """The stand-in GCs ``<prefix>wa``; ``beside`` names more WA databases under the same
+        prefix (another install sharing the server) and their rows, which it leaves alone."""
         prefix = new_prefix()
         database = f"{prefix}wa"
         db.create_database(database, messages=rows)
+        for name, count in (beside or {}).items():
+            db.create_database(prefix + name, messages=count)
         inbox = CallbackInbox()
         endpoint = InboxEndpoint(inbox)
         cleanup.append(endpoint.close)
@@ -123,7 +138,7 @@ def test_gc_completes_by_callback(db_server: DatabaseServer, world_factory: Any)
     assert d["nodes"] == [{"node": None, "answer": "processing", "status": "complete",
                            "messages_deleted": read_before}]
     assert d["duration_seconds"] >= 0
-    assert [p["completed_by"] for p in world.progress] == ["callback"]
+    assert [p["completed_by"] for p in world.rounds] == ["callback"]
     assert world.wa.stats()["callbacks_sent"] == 1
 
 
@@ -138,7 +153,7 @@ def test_multiconnect_gc_waits_for_every_node(db_server: DatabaseServer,
     assert {n["status"] for n in nodes} == {"complete"}
     assert sum(n["messages_deleted"] for n in nodes) == read_before
     assert result.details["messages_deleted"] == read_before
-    assert world.progress[0]["completed_by"] == "callback"
+    assert world.rounds[0]["completed_by"] == "callback"
 
 
 def test_without_callbacks_the_settled_row_count_completes_the_gc(
@@ -151,15 +166,57 @@ def test_without_callbacks_the_settled_row_count_completes_the_gc(
     assert result.details["messages_deleted"] == read_before == world.wa.stats()["rows_deleted"]
     assert result.details["rows_after"] == 400 - read_before
     assert result.details["nodes"][0]["status"] == "no_callback"
-    assert world.progress[0]["completed_by"] == "row_count"
+    assert world.rounds[0]["completed_by"] == "row_count"
     assert world.wa.stats()["callbacks_sent"] == 0
 
 
-def test_neither_callback_nor_settled_count_in_time_is_a_timeout(
+def test_without_callbacks_the_row_count_is_watched_from_the_start(
+        db_server: DatabaseServer, world_factory: Any) -> None:
+    """The deployment does not forward callbacks: the round ends once the rows stop falling,
+    not after waiting callback_timeout for a callback that never comes."""
+    world = world_factory(db_server, 400, gc_batch_size=50)
+    world.wa.gc_no_callback()
+    read_before = world.rows("read")
+    result = world.gc(callback_timeout=30, settle_interval=0.5, round_timeout=60).run(
+        world.context())
+    assert result.result == "success", result.details
+    assert world.rounds[0]["completed_by"] == "row_count"
+    assert result.details["duration_seconds"] < 30  # callback_timeout was not waited out
+    assert result.details["messages_deleted"] == read_before == world.wa.stats()["rows_deleted"]
+
+
+def test_a_gc_the_client_starts_slowly_is_not_cut_short(postgres: DatabaseServer,
+                                                        world_factory: Any) -> None:
+    """Rows stay put for 1.5 s after the request, then fall in 50-row steps 0.2 s apart:
+    the round waits for the first fall (callback_timeout) and then for the last."""
+    world = world_factory(postgres, 600, gc_delay=1.5, gc_batch_size=50, gc_batch_pause=0.2)
+    world.wa.gc_no_callback()
+    read_before = world.rows("read")
+    result = world.gc(callback_timeout=10, settle_interval=0.6).run(world.context())
+    assert result.result == "success", result.details
+    assert world.rounds[0]["completed_by"] == "row_count"
+    assert world.wa.stats()["gc_running"] == 0  # the client had finished
+    assert result.details["messages_deleted"] == read_before == world.wa.stats()["rows_deleted"]
+    assert world.rows("read") == 0 and result.details["rows_after"] == 600 - read_before
+
+
+def test_rows_that_never_fall_end_the_round_with_nothing_deleted_after_callback_timeout(
         postgres: DatabaseServer, world_factory: Any) -> None:
+    world = world_factory(postgres, 100, gc_delay=30)
+    world.wa.gc_no_callback()
+    result = world.gc(callback_timeout=1, settle_interval=0.3).run(world.context())
+    assert result.result == "success", result.details
+    assert world.rounds[0]["completed_by"] == "no_change"
+    assert result.details["messages_deleted"] == 0 and result.details["rows_after"] == 100
+    assert result.details["duration_seconds"] >= 1  # the slow start was given its grace
+
+
+def test_traffic_during_a_gc_without_callbacks_does_not_hold_the_round_open(
+        postgres: DatabaseServer, world_factory: Any) -> None:
+    """New messages keep arriving, so the count never stays equal; it stops falling, and
+    that ends the round."""
     world = world_factory(postgres, 100)
     world.wa.gc_no_callback()
-    # New messages keep arriving, so the row count never settles.
     stop = threading.Event()
 
     def traffic() -> None:
@@ -174,13 +231,25 @@ def test_neither_callback_nor_settled_count_in_time_is_a_timeout(
     writer = threading.Thread(target=traffic)
     writer.start()
     try:
-        result = world.gc(callback_timeout=0.2, round_timeout=0.8, settle_interval=0.1).run(
+        result = world.gc(callback_timeout=5, round_timeout=20, settle_interval=0.5).run(
             world.context())
     finally:
         stop.set()
         writer.join()
+    assert result.result == "success", result.details
+    assert world.rounds[0]["completed_by"] == "row_count"
+    assert 0 < result.details["messages_deleted"] <= world.wa.stats()["rows_deleted"]
+
+
+def test_rows_still_falling_at_round_timeout_is_a_timeout(postgres: DatabaseServer,
+                                                          world_factory: Any) -> None:
+    world = world_factory(postgres, 400, gc_batch_size=10, gc_batch_pause=0.3)
+    world.wa.gc_no_callback()
+    result = world.gc(callback_timeout=0.5, round_timeout=1.5, settle_interval=0.6).run(
+        world.context())
     assert result.result == "timeout", result.details
-    assert result.details["rounds"] == 1 and world.progress[0]["result"] == "timeout"
+    assert result.details["rounds"] == 1 and world.rounds[0]["result"] == "timeout"
+    assert world.rounds[0]["completed_by"] is None
 
 
 @pytest.mark.parametrize(("settings", "rounds", "stopped", "deleted"), [
@@ -197,8 +266,8 @@ def test_large_table_gets_rounds(mysql: DatabaseServer, world_factory: Any,
     assert (result.details["rounds"], result.details["stopped"]) == (rounds, stopped)
     assert result.details["messages_deleted"] == deleted == world.wa.stats()["rows_deleted"]
     assert result.details["rows_after"] == 3000 - deleted == world.rows()
-    assert [p["round"] for p in world.progress] == list(range(1, rounds + 1))
-    assert [p["messages_deleted"] for p in world.progress] == [400] * rounds
+    assert [p["round"] for p in world.rounds] == list(range(1, rounds + 1))
+    assert [p["messages_deleted"] for p in world.rounds] == [400] * rounds
     assert world.wa.stats()["message_gc_calls"] == rounds
 
 
@@ -210,7 +279,133 @@ def test_rounds_stop_when_a_round_deletes_nothing(postgres: DatabaseServer,
     assert result.result == "success", result.details
     assert (result.details["rounds"], result.details["stopped"]) == (2, "nothing_deleted")
     assert result.details["rows_after"] == unread == world.rows()
-    assert [p["messages_deleted"] for p in world.progress] == [3000 - unread, 0]
+    assert [p["messages_deleted"] for p in world.rounds] == [3000 - unread, 0]
+
+
+def test_run_gc_with_default_settings_and_no_callback_ends_within_a_minute_of_the_last_fall(
+        postgres: DatabaseServer, tmp_path: Path) -> None:
+    """``wa-exporter run gc`` has no endpoint for callbacks, as in most deployments. The client
+    starts 12 s late (longer than a reading apart), deletes for about 3 s, sends nothing. With
+    the default settings (callback_timeout 5m, settle_interval 30s) the run must end within a
+    minute after the rows stop falling, having printed where it is on stderr."""
+    prefix = new_prefix()
+    database = prefix + "wa"
+    engine = postgres.create_database(database, messages=1000)
+    with engine.connect() as conn:
+        read = conn.execute(sa.select(sa.func.count()).select_from(messages)
+                            .where(messages.c.status == "read")).scalar_one()
+    engine.dispose()
+    config = tmp_path / "wa-exporter.yml"
+    config.write_text("collectors:\n" + ONLY_MESSAGES + "actions:\n  allowed: [gc]\n"
+                      f"  state_dir: {tmp_path / 'state'}\n  schedules: []\n")
+    with StandIn(postgres.url(database), gc_delay=12, gc_batch_size=100,
+                 gc_batch_pause=0.5) as wa:
+        wa.gc_no_callback()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("WA_")},
+               **postgres.env(prefix), "WA_WEB_URL": wa.url, "WA_WEB_USERNAME": "admin",
+               "WA_WEB_PASSWORD": "secret"}
+        run = subprocess.Popen([sys.executable, "-m", "exporter", "run", "gc",
+                                "--config.file", str(config)], cwd=ROOT, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert wa.wait_until(lambda s: s["message_gc_calls"] == 1 and not s["gc_running"],
+                                 timeout=60), "the stand-in's GC did not finish"
+            try:
+                out, err = run.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail("run gc was still running a minute after the rows stopped falling")
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+        deleted = wa.stats()["rows_deleted"]
+    assert run.returncode == 0, err
+    result = json.loads(out)["result"]
+    assert result["result"] == "success" and result["rounds"] == 1
+    assert result["messages_deleted"] == read == deleted
+    progress = [line for line in err.splitlines() if line.startswith("wa-exporter: gc round")]
+    assert progress == [
+        "wa-exporter: gc round 1: started at 1000 rows; waiting for the callbacks of 1 node(s) "
+        "or for the row count to stop falling",
+        f"wa-exporter: gc round 1 success: rows 1000 -> {1000 - read}, {read} deleted, "
+        "completed by the row count (no callback came)"]
+
+
+ROUND_ERROR = {"code": 1014, "title": "Internal error", "details": "GC did not finish"}
+
+
+@pytest.mark.parametrize("status", ["failed", "complete"])
+def test_large_table_repeats_rounds_until_the_callbacks_come_back_clean(
+        db_server: DatabaseServer, world_factory: Any, status: str) -> None:
+    """The guide: above 10 M rows more than one call may be needed "so that the callback comes
+    back without errors".
+    Two rounds call back with errors (failed, or complete with errors), the third is clean."""
+    world = world_factory(db_server, 3000, gc_max_rows_per_round=400,
+                          multiconnect=["wacore1", "wacore2"])
+    world.wa.gc_fail_rounds(2, status=status, details=ROUND_ERROR["details"])
+    result = world.gc(large_table_rows=1000, target_rows=2700).run(world.context())
+    assert [r["result"] for r in world.rounds] == ["failed", "failed", "success"]
+    assert result.result == "success", result.details
+    d = result.details
+    assert (d["rounds"], d["stopped"], d.get("rounds_with_errors")) == (3, "under_target", 2)
+    assert "errors" not in d
+    assert [r["completed_by"] for r in world.rounds] == ["callback"] * 3
+    assert world.rounds[0]["errors"] == [dict(ROUND_ERROR, node=node) for node in world.wa.node_ids]
+    assert d["messages_deleted"] == world.wa.stats()["rows_deleted"] == 3000 - world.rows()
+    assert world.wa.stats()["message_gc_calls"] == 3
+
+
+def test_large_table_whose_callbacks_keep_reporting_errors_fails_at_max_rounds(
+        mysql: DatabaseServer, world_factory: Any) -> None:
+    world = world_factory(mysql, 1500)
+    world.wa.gc_fail_rounds(10, details=ROUND_ERROR["details"])
+    result = world.gc(large_table_rows=1000, max_rounds=3).run(world.context())
+    assert result.result == "failed", result.details
+    d = result.details
+    assert (d["rounds"], d.get("stopped"), d.get("rounds_with_errors")) == (3, "max_rounds", 3)
+    assert d["errors"] == [dict(ROUND_ERROR, node=None)]
+    assert [r["result"] for r in world.rounds] == ["failed"] * 3
+    assert world.wa.stats()["message_gc_calls"] == 3 and world.rows() == 1500
+
+
+def test_complete_callback_with_errors_below_the_bound_is_a_failure(
+        postgres: DatabaseServer, world_factory: Any) -> None:
+    world = world_factory(postgres, 300)
+    world.wa.gc_fail_rounds(1, status="complete", details=ROUND_ERROR["details"])
+    result = world.gc().run(world.context())
+    assert result.result == "failed", result.details
+    assert result.details["errors"] == [dict(ROUND_ERROR, node=None)]
+    assert (result.details["rounds"], result.details["large_table"]) == (1, False)
+    assert result.details["nodes"][0]["status"] == "complete"
+    assert result.details["messages_deleted"] == world.wa.stats()["rows_deleted"] > 0
+    assert world.wa.stats()["message_gc_calls"] == 1
+
+
+def test_the_large_table_bound_is_per_database_not_the_sum(
+        postgres: DatabaseServer, world_factory: Any) -> None:
+    """Two databases of 600 rows under one prefix: 1200 in all, but neither is large."""
+    world = world_factory(postgres, 600, beside={"other": 600})
+    result = world.gc(large_table_rows=1000).run(world.context())
+    assert result.result == "success", result.details
+    d = result.details
+    assert (d["rounds"], d["stopped"], d["large_table"]) == (1, "single_round", False)
+    assert d["rows_before"] == 1200 and set(d["databases_before"]) == {
+        world.database, world.database.removesuffix("wa") + "other"}
+
+
+def test_rounds_go_on_while_a_large_database_is_above_target(
+        mysql: DatabaseServer, world_factory: Any) -> None:
+    """A large database beside a small one: rounds stop once the large one is under the
+    target, although both together are still above it."""
+    world = world_factory(mysql, 2000, gc_max_rows_per_round=400, beside={"other": 900})
+    assert world.rows("read") >= 800
+    result = world.gc(large_table_rows=1000, target_rows=1300).run(world.context())
+    assert result.result == "success", result.details
+    d = result.details
+    assert (d["rounds"], d["stopped"]) == (2, "under_target")
+    assert d["large_databases"] == [world.database]
+    assert d["databases_after"][world.database] == 1200 == world.rows()
+    assert d["rows_after"] == 2100
 
 
 @pytest.mark.parametrize("multiconnect", [None, ["wacore1", "wacore2"]], ids=["single", "multi"])

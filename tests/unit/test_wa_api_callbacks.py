@@ -37,6 +37,17 @@ def test_parses_single_node_multiconnect_and_failed_callbacks() -> None:
                                                "details": "disk full"}]}
 
 
+def test_only_a_complete_callback_without_errors_is_clean() -> None:
+    """A callback that says complete but carries errors is not a success."""
+    [partial] = CallbackInbox.parse(body({"status": "complete", "messages_deleted": 3, "errors": [
+        {"code": 1014, "title": "Internal error", "details": "GC did not finish"}]}))
+    assert (partial.status, partial.messages_deleted) == ("complete", 3)
+    assert partial.errors == (GcError(1014, "Internal error", "GC did not finish"),)
+    assert not partial.clean
+    assert GcCallback("complete", 3).clean
+    assert not GcCallback("failed", errors=(GcError(1014, "Internal error"),)).clean
+
+
 @pytest.mark.parametrize(("raw", "words"), [
     (b"not json", "not JSON"),
     (b"\xff\xfe", "not JSON"),

@@ -84,6 +84,8 @@ def test_partial_or_wrong_api_settings_are_one_line_errors(environ: dict[str, st
     ("actions: {gc: {max_rounds: 0}}", "actions.gc.max_rounds=0: input should be greater"),
     ("actions: {gc: {callback_timeout: 2h}}", "actions.gc: round_timeout must be longer than "
                                               "callback_timeout; fix:"),
+    ("actions: {gc: {settle_interval: 2h}}", "actions.gc: round_timeout must be longer than "
+                                             "settle_interval; fix:"),
     ("actions: {gc: {rounds: 3}}", "actions.gc.rounds: unknown key; fix: remove it"),
 ])
 def test_yaml_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
