@@ -148,7 +148,6 @@ class GcAction(_ApiAction):
 
     def _work(self, ctx: RunContext, details: dict[str, Any]) -> str:
         s = self.settings
-        target = s.large_table_rows if s.target_rows is None else s.target_rows
         rows = count_rows(self.source)
         large = [name for name, n in rows.databases.items() if n > s.large_table_rows]
         details.update(rows_before=rows.total, rows_after=rows.total, messages_deleted=0,
@@ -161,35 +160,37 @@ class GcAction(_ApiAction):
             number += 1
             done = self._round(ctx, number, rows)
             rows = done.rows
-            details["rounds"] = number
-            details["messages_deleted"] += done.record["messages_deleted"]
-            details.update(rows_after=rows.total, databases_after=rows.databases,
-                           nodes=done.record["nodes"])
             ctx.progress("round", **done.record)
-            if done.result == SUCCESS:
-                details.pop("errors", None)  # an earlier round's, cleared by this clean one
-                above = [name for name in large if rows.databases.get(name, 0) >= target]
-                stop = ("single_round" if not large else
-                        "under_target" if not above else
-                        "nothing_deleted" if done.record["messages_deleted"] == 0 else
-                        "max_rounds" if number == s.max_rounds else None)
-                why = "still above the target"
-            else:
-                if "errors" in done.record:
-                    details["errors"] = done.record["errors"]
-                if not (large and done.callback_errors):
-                    return done.result
-                details["rounds_with_errors"] = details.get("rounds_with_errors", 0) + 1
-                stop = "max_rounds" if number == s.max_rounds else None
-                above, why = large, "the callbacks reported errors"
+            _add_round(details, done)
+            if done.result != SUCCESS and not (large and done.callback_errors):
+                return done.result  # one round is the run, or errors no round can mend
+            stop, why = self._stop(done, number, large)
             if stop is not None:
                 details["stopped"] = stop
                 return done.result
             log.info("large messages table: another GC round follows", extra={
-                "run_id": ctx.run_id, "round": number, "why": why, "databases": above,
-                "rows": rows.total, "target": target, "pause_seconds": s.round_pause})
+                "run_id": ctx.run_id, "round": number, "why": why, "rows": rows.total,
+                "pause_seconds": s.round_pause})
             if ctx.cancel.wait(s.round_pause):
                 return INTERRUPTED
+
+    def _stop(self, done: _Round, number: int, large: list[str]) -> tuple[str | None, str]:
+        """Whether the run ends after this round: (the ``stopped`` reason or None, why not)."""
+        s = self.settings
+        if not large:
+            return "single_round", ""
+        target = s.large_table_rows if s.target_rows is None else s.target_rows
+        above = [name for name in large if done.rows.databases.get(name, 0) >= target]
+        if not done.callback_errors:
+            if not above:
+                return "under_target", ""
+            if done.record["messages_deleted"] == 0:
+                return "nothing_deleted", ""
+        if number == s.max_rounds:
+            return "max_rounds", ""
+        if done.callback_errors:
+            return None, "the callbacks reported errors"
+        return None, f"{', '.join(above)} still at or above {target} rows"
 
     def _round(self, ctx: RunContext, number: int, before: RowCount) -> _Round:
         """One GC request and its completion."""
@@ -268,6 +269,20 @@ class _Round:
     record: dict[str, Any]  # the progress record, as audited and printed by ``run``
     rows: RowCount  # after the round
     callback_errors: bool = False  # a callback said failed, or complete with errors
+
+
+def _add_round(details: dict[str, Any], done: _Round) -> None:
+    """Fold one round into the run's record."""
+    details["rounds"] = done.record["round"]
+    details["messages_deleted"] += done.record["messages_deleted"]
+    details.update(rows_after=done.rows.total, databases_after=done.rows.databases,
+                   nodes=done.record["nodes"])
+    if done.callback_errors:
+        details["rounds_with_errors"] = details.get("rounds_with_errors", 0) + 1
+    if "errors" in done.record:
+        details["errors"] = done.record["errors"]
+    elif done.result == SUCCESS:
+        details.pop("errors", None)  # an earlier round's, mended by this clean one
 
 
 def _node_statuses(answers: dict[str | None, str],
