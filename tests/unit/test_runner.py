@@ -93,6 +93,31 @@ def test_one_run_at_a_time_then_cooldown_then_free(tmp_path: Path) -> None:
                       ("decision", "started"), ("finished", "success")]
 
 
+class Reporter(Action):
+    """An action that reports two progress records, as gc does per round."""
+
+    name = "gc"
+
+    def run(self, ctx: RunContext) -> ActionResult:
+        ctx.progress("round_started", round=1)
+        ctx.progress("round", round=1, result="success")
+        return ActionResult("success")
+
+
+def test_run_now_hands_progress_to_the_caller_and_to_the_audit_log(tmp_path: Path) -> None:
+    runner, _ = make_runner(tmp_path, Reporter())
+    heard: list[tuple[str, dict]] = []
+    decision, result = runner.run_now(Request("gc", "manual"),
+                                      on_progress=lambda event, fields: heard.append(
+                                          (event, fields)))
+    assert result is not None and result.result == "success"
+    assert heard == [("round_started", {"round": 1}),
+                     ("round", {"round": 1, "result": "success"})]
+    audited = [r for r in audit(tmp_path) if r["event"] in ("round_started", "round")]
+    assert [(r["event"], r["run_id"]) for r in audited] == [
+        ("round_started", decision.run_id), ("round", decision.run_id)]
+
+
 def test_cooldown_survives_a_restart(tmp_path: Path) -> None:
     clock, action = Clock(), Gate()
     action.gate.set()
