@@ -13,7 +13,7 @@ from exporter.actions.base import RunContext
 from exporter.actions.callbacks import CallbackInbox, GcCallback, GcError
 from exporter.actions.gc import GcAction, progress_line
 from exporter.config import GcSettings
-from exporter.sources.database import MessagesSource, ServerReading, TableReading
+from exporter.sources.database import MessagesSource, RowSource, ServerReading, TableReading
 from exporter.sources.wa_api import GcStarted, WaApiClient
 
 FAST = {"callback_timeout": 0.3, "settle_interval": 0.03, "round_timeout": 5,
@@ -60,7 +60,8 @@ class FakeCount:
     tables: dict[str, int]
 
     def read(self) -> ServerReading:
-        return ServerReading({name: TableReading(name, rows, True, 0)
+        return ServerReading({name: TableReading(name, rows, size_bytes=0,
+                                                 source=RowSource.COUNT)
                               for name, rows in self.tables.items()})
 
 
