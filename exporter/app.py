@@ -28,6 +28,7 @@ from exporter.collectors.base import Collector, Refresher, SnapshotCollector
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
+from exporter.collectors.readiness import ReadinessCollector
 from exporter.collectors.volume import MediaVolume, VolumeCollector, VolumeScanCollector
 from exporter.config import ConfigError, Settings
 from exporter.doctor import missing_media_path_fix
@@ -182,9 +183,21 @@ class App:
             self.actions = Actions(settings, self.sources, self.registry)
             webhooks = Webhooks(settings.webhook, self.actions.runner,
                                 self.actions.deliver_callback)
+        self._register_readiness()
         self.server = Server(listen_address, self.registry, self.snapshots.ready, telemetry_path,
                              webhooks, web, self.status, limits)
         self._stop = threading.Event()
+
+    def _register_readiness(self) -> None:
+        messages = next((c for c in self.collectors if isinstance(c, MessagesCollector)), None)
+        if messages is None:
+            return
+        if self.actions is not None:
+            state, running = self.actions.state, self.actions.runner.running
+        else:  # no actions here; `wa-exporter run` may still keep state in the directory
+            state, running = StateFile(self.settings.actions.state_dir / "state.json"), list
+        self.registry.register(ReadinessCollector(messages, state, self.settings.upgrade,
+                                                  running))
 
     def status(self) -> list[dict[str, Any]]:
         """Each collector's health, for the landing page."""

@@ -53,6 +53,7 @@ commands:
   run ACTION     run gc, media-gc or cleanup once, now, through the same rules
                  (allow-list, cooldown, lock, audit log) as alerts and schedules;
                  gc prints a progress line per round on stderr
+  upgrade-check  is the install ready for a WA client upgrade? (see its --help)
 
 examples:
   wa-exporter --db.env-file /opt/whatsapp/db.env
@@ -159,7 +160,23 @@ def make_parser() -> argparse.ArgumentParser:
                      help="cleanup: only this WA container (default: every one)")
     run.add_argument("--dry-run", action="store_true", help="decide and plan, change nothing")
     _flags(run, suppress=True)
+    _upgrade_check_flags(commands)
     return parser
+
+
+def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    check = commands.add_parser(
+        "upgrade-check", help="is the install ready for a WA client upgrade?",
+        description="Before upgrading the WA client: every WA database's exact messages row "
+        "count against upgrade.large_table_rows (the guide: above 2 million rows a table is "
+        "large; use message GC around upgrades), the last successful message GC and whether "
+        "one is running or failing, every WA container (running, role, image, version), the "
+        "media volume's free space and the last run of each action from the audit log. "
+        "Prints a table and one verdict line.",
+        epilog="exit codes: 0 ready, 1 not ready (or a step failed), 2 bad configuration.")
+    check.add_argument("--format", choices=["text", "json"], default="text",
+                       help="text (a table and a verdict line, the default) or json")
+    _flags(check, suppress=True)
 
 
 def _run_action(settings: Settings, args: argparse.Namespace) -> int:
@@ -229,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "run":
         return _run_action(settings, args)
+    if command == "upgrade-check":
+        from exporter.upgrade.command import upgrade_check
+
+        return upgrade_check(settings, args)
 
     from exporter.app import App  # imported late: check-config needs no drivers
     from exporter.webconfig import load_web_config

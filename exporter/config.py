@@ -586,6 +586,21 @@ class ActionsSettings(_Strict):
         return inside and _WEEKDAYS[day.weekday()] in self.window.days
 
 
+class UpgradeSettings(_Strict):
+    """``upgrade``: when the install is ready for a WA client upgrade (``upgrade-check``)."""
+
+    # Meta's guide: a messages table above 2 million rows is "large"; use message GC around
+    # upgrades. (actions.gc.large_table_rows is a different bound: when GC repeats rounds.)
+    large_table_rows: Annotated[
+        int, _fix("use a row count; at or above it a messages table is large, default 2000000")
+    ] = Field(default=2_000_000, ge=1)
+    # The guide asks for message GC once every 24 hours; older is reported, 2 hours of slack.
+    gc_max_age: Duration = 26 * 3600.0
+    media_min_avail_ratio: Annotated[
+        float, _fix("use a fraction between 0 and 1, e.g. 0.10 for 10 %")
+    ] = Field(default=0.10, ge=0, le=1)
+
+
 class FileSettings(_Strict):
     """Everything the YAML ``--config.file`` may hold."""
 
@@ -593,6 +608,7 @@ class FileSettings(_Strict):
     actions: ActionsSettings = ActionsSettings()
     webhook: WebhookSettings = WebhookSettings()
     wa_api: WaApiOptions = WaApiOptions()
+    upgrade: UpgradeSettings = UpgradeSettings()
 
 
 class Settings(_Strict):
@@ -601,6 +617,7 @@ class Settings(_Strict):
     actions: ActionsSettings = ActionsSettings()
     webhook: WebhookSettings = WebhookSettings()
     wa_api: WaApiSettings | None = None  # unset: no WA_WEB_* variables, so no API actions
+    upgrade: UpgradeSettings = UpgradeSettings()
 
     def unavailable_actions(self) -> dict[str, str]:
         """Allowed actions these settings cannot run, each with what is missing and the fix."""
@@ -749,7 +766,8 @@ def load_settings(
             raise ConfigError(_describe(exc, DatabaseSettings, prefix="")) from None
     return Settings(database=database, collectors=file_settings.collectors,
                     actions=file_settings.actions, webhook=file_settings.webhook,
-                    wa_api=_wa_api(variables, file_settings.wa_api))
+                    wa_api=_wa_api(variables, file_settings.wa_api),
+                    upgrade=file_settings.upgrade)
 
 
 def _wa_api(variables: Mapping[str, str], options: WaApiOptions) -> WaApiSettings | None:

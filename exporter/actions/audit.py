@@ -66,7 +66,7 @@ class AuditLog:
         self._recent: deque[dict[str, Any]] = deque(maxlen=keep_recent)
         self.write_errors = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._recent.extend(self._tail(keep_recent))
+        self._recent.extend(read_tail(path, keep_recent))
 
     def append(self, record: dict[str, Any], *, sync: bool = False) -> dict[str, Any]:
         """Write ``record`` (with a ``ts``); ``sync`` also fsyncs it. Return it as written."""
@@ -150,18 +150,23 @@ class AuditLog:
                 older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
 
-    def _tail(self, limit: int) -> list[dict[str, Any]]:
+
+def read_tail(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """The last ``limit`` records of one audit file (all with None), oldest first; nothing
+    if it is missing or unreadable. Read-only: other processes may be appending."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    records = []
+    for line in lines if limit is None else lines[-limit:]:
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()[-limit:]
-        except (FileNotFoundError, UnicodeDecodeError):
-            return []
-        records = []
-        for line in lines:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a crash mid-write
-        return records
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash mid-write
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 class StateFile:

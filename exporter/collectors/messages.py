@@ -55,6 +55,12 @@ class MessagesCollector(Collector):
             raise Degraded(f"queries failed on {failed}", families)
         return families
 
+    def latest(self) -> dict[str, TableReading]:
+        """The last fresh reading of each database (what ``/metrics`` shows now)."""
+        now = self.clock()
+        return {name: table for name, (table, at) in self._last.items()
+                if now - at <= self.stale_after and self._up.get(name, False)}
+
     def failed(self, error: BaseException, previous: Snapshot | None, now: float) -> Snapshot:
         """The server is out of reach: every known database is down; old figures age out."""
         names = list(self._up) or [f"{self.source.prefix}*"]

@@ -196,6 +196,21 @@ class WaContainer:
     role: Role
     running: bool
     media: MediaMount = MediaMount()
+    image: str = ""  # as the container was created from, e.g. docker.whatsapp.biz/web:v2.53.2
+    version: str = ""  # see image_version
+
+
+VERSION_LABEL = "org.opencontainers.image.version"
+
+
+def image_version(image: str, labels: Mapping[str, str]) -> str:
+    """The WA client version of a container: its image tag (Meta tags releases,
+    ``docker.whatsapp.biz/web:v2.53.2``), else the image's OCI version label (kept when an
+    image is re-tagged, e.g. ``latest`` in a private registry); ``""`` if neither says."""
+    name, _, tag = image.partition("@")[0].rpartition(":")  # a digest names no version
+    if name and "/" not in tag and tag not in ("latest", "") and name != "sha256":
+        return tag
+    return labels.get(VERSION_LABEL, "")
 
 
 def recognise(name: str, labels: Mapping[str, str], image: str,
@@ -240,12 +255,12 @@ class ContainerDirectory:
         found: list[WaContainer] = []
         for item in listed:
             name = _name(item)
-            role = recognise(name, item.get("Labels") or {}, item.get("Image") or "",
-                             self.settings)
+            labels, image = item.get("Labels") or {}, item.get("Image") or ""
+            role = recognise(name, labels, image, self.settings)
             if role is not None:
                 media = media_mount(item.get("Mounts") or [], self.settings.media_path)
                 found.append(WaContainer(item["Id"], name, role, item.get("State") == "running",
-                                         media))
+                                         media, image, image_version(image, labels)))
         found.sort(key=lambda c: c.name)
         with self._lock:
             self._known = {c.name: c for c in found}

@@ -67,8 +67,10 @@ class SessionLocks:
     idle timeout drops it and the locks with it, and frees cooldown locks when they expire."""
 
     def __init__(self, source: MessagesSource, acquire_sql: str, release_sql: str,
-                 name_of: Callable[[str], object], deadline: float) -> None:
+                 name_of: Callable[[str], object], deadline: float,
+                 probe_sql: str = "") -> None:
         self._source = source
+        self._probe = probe_sql
         self._deadline = deadline
         self._keepalive = keepalive_interval(None)
         self._acquire = acquire_sql
@@ -100,6 +102,21 @@ class SessionLocks:
                 return True
             self._give_back(cool)
             return False
+
+    def held_anywhere(self, key: str) -> bool:
+        """Whether any session — another replica's, or this one's — holds ``key`` now, asked
+        on a short session of its own without taking the lock (``upgrade-check``)."""
+        with client_deadline(self._deadline):
+            conn = None
+            try:
+                conn = self._source.session(self._deadline)
+                return bool(query(conn, self._probe, {"name": self._name_of(key)})[0][0])
+            except self._source.errors as exc:
+                raise self._source.describe_error(exc) from None
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
 
     def _take(self, name: str) -> bool:
         """Try the lock ``name``; a database error becomes a :class:`DatabaseError`."""
@@ -240,6 +257,23 @@ class FileLocks:
     def cooling_elsewhere(self, key: str) -> bool:
         return False
 
+    def held_anywhere(self, key: str) -> bool:
+        """Whether a process sharing this directory holds ``key`` (a lock taken and given back
+        at once: ``flock`` offers no test that takes nothing)."""
+        held = self.try_acquire(key)
+        if held is None:
+            return True
+        held.release()
+        return False
+
+
+# pg_try_advisory_lock(bigint) shows in pg_locks as classid = the key's high 32 bits and
+# objid = its low 32 bits, objsubid = 1.
+PG_ADVISORY_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND objsubid = 1 AND classid::bigint = (%(name)s >> 32) & 4294967295"
+    " AND objid::bigint = %(name)s & 4294967295)")
+
 
 def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float
                  ) -> SessionLocks | FileLocks:
@@ -252,11 +286,11 @@ def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float
         return SessionLocks(source, "SELECT GET_LOCK(%(name)s, 0)",
                             "SELECT RELEASE_LOCK(%(name)s)",
                             lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60],
-                            timeout)
+                            timeout, probe_sql="SELECT IS_USED_LOCK(%(name)s) IS NOT NULL")
     if isinstance(source, PostgresSource):
         return SessionLocks(source, "SELECT pg_try_advisory_lock(%(name)s)",
                             "SELECT pg_advisory_unlock(%(name)s)",
                             lambda key: int.from_bytes(hashlib.sha256(
                                 (label + key).encode()).digest()[:8], "big", signed=True),
-                            timeout)
+                            timeout, probe_sql=PG_ADVISORY_HELD)
     return FileLocks(state_dir / "locks")

@@ -1,0 +1,124 @@
+"""Read the facts ``upgrade-check`` judges, each source on its own: one that cannot be reached
+is reported in the report, never raised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from exporter.actions.audit import StateFile, read_tail
+from exporter.actions.gc import open_counting_source
+from exporter.collectors.volume import MediaVolume
+from exporter.config import Settings
+from exporter.errors import SourceError
+from exporter.sources.database import MessagesSource
+from exporter.sources.docker import ContainerDirectory
+from exporter.sources.files import volume_stats
+from exporter.sources.locks import FileLocks, cluster_lock
+from exporter.upgrade.report import (
+    SKIPPED_RESULTS,
+    ContainerFacts,
+    DatabaseFacts,
+    GcFacts,
+    MediaFacts,
+    Report,
+)
+
+ACTION_KINDS = ("gc", "media_gc", "cleanup")
+
+
+def new_report(settings: Settings) -> Report:
+    chosen = settings.upgrade
+    return Report(bound=chosen.large_table_rows, gc_max_age=chosen.gc_max_age,
+                  media_min_avail_ratio=chosen.media_min_avail_ratio)
+
+
+def count_databases(source: MessagesSource, report: Report) -> None:
+    """Exact row counts of every WA ``messages`` table (``source`` counts exactly)."""
+    try:
+        reading = source.read()
+    except SourceError as exc:
+        report.databases_error = str(exc)
+        return
+    report.databases = sorted(
+        [DatabaseFacts(t.database, t.rows, t.exact) for t in reading.tables.values()]
+        + [DatabaseFacts(name, None, error=str(e)) for name, e in reading.errors.items()],
+        key=lambda db: db.name)
+
+
+def last_actions(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last finished run of each action kind, from the audit log (and the file rotated
+    before it, if the current one holds none); dry runs do not count."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in (state_dir / "audit.jsonl", state_dir / "audit.jsonl.1"):
+        for record in reversed(read_tail(path)):
+            kind = record.get("action")
+            if record.get("event") == "finished" and kind in ACTION_KINDS \
+                    and kind not in found and record.get("result") not in SKIPPED_RESULTS:
+                found[str(kind)] = record
+        if len(found) == len(ACTION_KINDS):
+            break
+    return found
+
+
+def gc_facts(settings: Settings, source: MessagesSource | None,
+             finished: dict[str, dict[str, Any]]) -> GcFacts:
+    """The last success from the state file (it outlives audit rotation), the last result
+    from the audit log, and whether any replica holds the GC run lock now."""
+    state_dir = settings.actions.state_dir
+    state = StateFile(state_dir / "state.json").read()
+    last = finished.get("gc", {})
+    running: bool | None
+    error = ""
+    try:
+        lock = (cluster_lock(source, state_dir, settings.actions.lock_timeout)
+                if source is not None else FileLocks(state_dir / "locks"))
+        running = lock.held_anywhere("gc")
+    except (SourceError, OSError) as exc:
+        running, error = None, str(exc)
+    return GcFacts(last_success=state["last_success"].get("gc"),
+                   last_run=state["last_run"].get("gc"), last_result=last.get("result"),
+                   running=running, running_error=error)
+
+
+def list_containers(directory: ContainerDirectory, report: Report) -> None:
+    try:
+        found = directory.discover()
+    except SourceError as exc:
+        report.containers_error = str(exc)
+        return
+    report.containers = [ContainerFacts(c.name, c.role, c.running, c.image, c.version)
+                         for c in found]
+
+
+def media_facts(media: MediaVolume) -> MediaFacts:
+    try:
+        volume, path = media.locate()
+    except SourceError as exc:
+        return MediaFacts(media.settings.name, "", error=str(exc))
+    try:
+        stats = volume_stats(path)
+    except (SourceError, OSError) as exc:
+        return MediaFacts(volume, str(path), error=str(exc))
+    return MediaFacts(volume, str(path), int(stats.size_bytes), int(stats.avail_bytes))
+
+
+def gather(settings: Settings, directory: ContainerDirectory, media: MediaVolume) -> Report:
+    """Every fact, from the databases, the state directory, Docker and the media volume."""
+    report = new_report(settings)
+    source = None
+    if settings.database is not None:
+        source = open_counting_source(settings.database, settings.collectors.messages)
+    try:
+        if source is not None:
+            count_databases(source, report)
+        else:
+            report.databases_error = "no WA database configured (WA_DB_ENGINE)"
+        report.last_actions = last_actions(settings.actions.state_dir)
+        report.gc = gc_facts(settings, source, report.last_actions)
+    finally:
+        if source is not None:
+            source.close()
+    list_containers(directory, report)
+    report.media = media_facts(media)
+    return report
