@@ -176,6 +176,32 @@ def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type:
         epilog="exit codes: 0 ready, 1 not ready (or a step failed), 2 bad configuration.")
     check.add_argument("--format", choices=["text", "json"], default="text",
                        help="text (a table and a verdict line, the default) or json")
+    silence = check.add_argument_group(
+        "maintenance silence", "Silence this instance's WA alerts in Alertmanager (API v2) "
+        "for the upgrade window; the silence ID is printed. It ends when it expires or with "
+        "--unsilence.")
+    silence.add_argument("--silence", metavar="DURATION",
+                         help="create a silence lasting DURATION (e.g. 2h) from now")
+    silence.add_argument("--unsilence", metavar="ID", help="expire the silence ID now")
+    silence.add_argument("--alertmanager.url", dest="alertmanager_url", metavar="URL",
+                         help="Alertmanager's address, e.g. http://alertmanager:9093")
+    silence.add_argument("--alertmanager.basic-auth.username", dest="alertmanager_username",
+                         metavar="USER", help="basic auth user (with the password file)")
+    silence.add_argument("--alertmanager.basic-auth.password-file",
+                         dest="alertmanager_password_file", metavar="FILE", type=Path,
+                         help="file holding the basic auth password")
+    silence.add_argument("--alertmanager.bearer-token-file", dest="alertmanager_token_file",
+                         metavar="FILE", type=Path, help="file holding a bearer token")
+    silence.add_argument("--alertmanager.ca-file", dest="alertmanager_ca_file", metavar="FILE",
+                         type=Path, help="CA bundle for an https Alertmanager")
+    silence.add_argument("--silence.instance", dest="silence_instance", metavar="INSTANCE",
+                         help="the instance label Prometheus gives this exporter's series "
+                         "(default: this host's name and the --web.listen-address port, "
+                         "host:9864; pass the scrape target where it differs)")
+    silence.add_argument("--silence.alerts", dest="silence_alerts", metavar="REGEX",
+                         default="WhatsApp.+",
+                         help="alert names to silence, a regex (default WhatsApp.+: every "
+                         "alert of the exporter's rules)")
     _flags(check, suppress=True)
 
 

@@ -39,7 +39,8 @@ class Service:
 
 
 @contextmanager
-def _run(name: str, argv: list[str], url: str, ready_path: str, log: Path) -> Iterator[Service]:
+def _run(name: str, argv: list[str], url: str, ready_path: str, log: Path,
+         auth: tuple[str, str] | None = None) -> Iterator[Service]:
     if shutil.which(argv[0]) is None:
         unavailable(argv[0], "not installed (Debian packages prometheus, "
                     "prometheus-alertmanager)")
@@ -51,7 +52,7 @@ def _run(name: str, argv: list[str], url: str, ready_path: str, log: Path) -> It
             if proc.poll() is not None:
                 raise AssertionError(f"{name} exited:\n{service.tail()}")
             try:
-                return requests.get(url + ready_path, timeout=1).status_code == 200
+                return requests.get(url + ready_path, timeout=1, auth=auth).status_code == 200
             except requests.RequestException:
                 return False
         wait_for(ready, timeout=30, what=f"{name} to be ready")
@@ -74,15 +75,21 @@ def prometheus(workdir: Path, config: str) -> Iterator[Service]:
 
 
 @contextmanager
-def alertmanager(workdir: Path, config: str) -> Iterator[Service]:
+def alertmanager(workdir: Path, config: str, web_config: str | None = None,
+                 auth: tuple[str, str] | None = None) -> Iterator[Service]:
+    """``web_config``: Alertmanager's --web.config.file (e.g. basic_auth_users), and ``auth``
+    the credentials that pass it."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "alertmanager.yml").write_text(config)
     port = free_port()
     argv = [ALERTMANAGER, f"--config.file={workdir / 'alertmanager.yml'}",
             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
             "--cluster.listen-address="]
+    if web_config is not None:
+        (workdir / "web.yml").write_text(web_config)
+        argv.append(f"--web.config.file={workdir / 'web.yml'}")
     with _run("alertmanager", argv, f"http://127.0.0.1:{port}", "/-/ready",
-              workdir / "alertmanager.log") as service:
+              workdir / "alertmanager.log", auth) as service:
         yield service
 
 

@@ -1,13 +1,15 @@
-"""``wa-exporter upgrade-check``: the report, and with flags the GC rounds before it and the
-Alertmanager silence around the upgrade."""
+"""``wa-exporter upgrade-check``: the report, and with flags the Alertmanager silence around
+the upgrade and the GC rounds that make the install ready."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-from exporter.config import ConfigError, Settings
+from exporter.config import ConfigError, Settings, parse_duration
 from exporter.upgrade.report import Report
+from exporter.upgrade.silence import Alertmanager, SilenceError, default_instance
 
 EXIT_READY, EXIT_NOT_READY, EXIT_CONFIG = 0, 1, 2
 
@@ -16,17 +18,76 @@ def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
     from exporter.app import Sources
     from exporter.upgrade.gather import gather
 
-    sources = Sources(settings)
     try:
-        report = gather(settings, sources.containers, sources.media)
+        alertmanager = _alertmanager(args)
+        duration = parse_duration_flag(args.silence) if args.silence else None
     except ConfigError as exc:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    extra: dict[str, Any] = {}
+    failed = False
+    try:
+        if alertmanager is not None and args.unsilence:
+            try:
+                alertmanager.unsilence(args.unsilence)
+                extra["unsilenced"] = args.unsilence
+            except SilenceError as exc:
+                print(f"wa-exporter: unsilence failed: {exc}", file=sys.stderr)
+                failed = True
+        sources = Sources(settings)
+        try:
+            report = gather(settings, sources.containers, sources.media)
+        finally:
+            sources.close()
+        if alertmanager is not None and duration is not None:
+            instance = args.silence_instance or default_instance(args.listen_address)
+            try:
+                silence = alertmanager.silence(duration, instance, args.silence_alerts)
+                extra["silence"] = {"id": silence.id, "starts_at": silence.starts_at,
+                                    "ends_at": silence.ends_at, "matchers": silence.matchers}
+                extra["silence_text"] = silence.describe()
+            except SilenceError as exc:
+                print(f"wa-exporter: silence failed: {exc}", file=sys.stderr)
+                failed = True
     finally:
-        sources.close()
-    return _finish(report, args)
-
-
-def _finish(report: Report, args: argparse.Namespace) -> int:
-    sys.stdout.write(report.to_json() + "\n" if args.format == "json" else report.to_text())
+        if alertmanager is not None:
+            alertmanager.close()
+    _print(report, args, extra)
+    if failed:
+        return EXIT_NOT_READY
     return EXIT_READY if report.ready else EXIT_NOT_READY
+
+
+def parse_duration_flag(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--silence={value!r}: {exc}; fix: use a duration such as 90m or "
+                          "2h") from None
+
+
+def _alertmanager(args: argparse.Namespace) -> Alertmanager | None:
+    if not (args.silence or args.unsilence):
+        return None
+    if not args.alertmanager_url:
+        raise ConfigError("--silence and --unsilence need --alertmanager.url; fix: e.g. "
+                          "--alertmanager.url http://alertmanager:9093")
+    return Alertmanager(args.alertmanager_url, username=args.alertmanager_username,
+                        password_file=args.alertmanager_password_file,
+                        bearer_token_file=args.alertmanager_token_file,
+                        ca_file=args.alertmanager_ca_file)
+
+
+def _print(report: Report, args: argparse.Namespace, extra: dict[str, Any]) -> None:
+    if args.format == "json":
+        import json
+
+        data = report.as_dict()
+        data.update({k: v for k, v in extra.items() if k != "silence_text"})
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    if "unsilenced" in extra:
+        sys.stdout.write(f"silence {extra['unsilenced']} expired\n")
+    if "silence_text" in extra:
+        sys.stdout.write(extra["silence_text"] + "\n")
+    sys.stdout.write(report.to_text())
