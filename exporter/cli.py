@@ -176,6 +176,17 @@ def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type:
         epilog="exit codes: 0 ready, 1 not ready (or a step failed), 2 bad configuration.")
     check.add_argument("--format", choices=["text", "json"], default="text",
                        help="text (a table and a verdict line, the default) or json")
+    ready = check.add_argument_group(
+        "prepare", "Make the install upgrade-ready as the guide says: message GC runs through "
+        "the same runner as alerts and schedules (allow-list, cluster lock, cooldown, audit "
+        "log; gc must be in actions.allowed and WA_WEB_* set) until every messages table is "
+        "under the bound or runs stop lowering the rows; each GC round is printed; the report "
+        "follows.")
+    ready.add_argument("--prepare", action="store_true", help="run message GC first")
+    ready.add_argument("--ignore-cooldown", action="store_true",
+                       help="let --prepare start GC within the gc cooldown (recorded)")
+    ready.add_argument("--max-runs", type=int, metavar="N", default=None,
+                       help="at most N GC runs (default actions.gc.max_rounds)")
     silence = check.add_argument_group(
         "maintenance silence", "Silence this instance's WA alerts in Alertmanager (API v2) "
         "for the upgrade window; the silence ID is printed. It ends when it expires or with "

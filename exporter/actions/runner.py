@@ -55,6 +55,8 @@ class Request:
     target: str | None = None
     dry_run: bool = False
     origin: Mapping[str, str] = field(default_factory=dict)  # alertname, schedule… for audit
+    # A person's explicit choice (upgrade-check --prepare --ignore-cooldown); recorded.
+    ignore_cooldown: bool = False
 
 
 @dataclass
@@ -203,8 +205,9 @@ class Runner:
         return decision
 
     def _record(self, request: Request, decision: Decision) -> None:
+        extra = {"ignore_cooldown": True} if request.ignore_cooldown else {}
         self.audit.append({"event": "decision", "trigger": request.trigger,
-                           "dry_run": request.dry_run, **dict(request.origin),
+                           "dry_run": request.dry_run, **extra, **dict(request.origin),
                            **decision.as_dict()}, sync=decision.outcome == STARTED)
         self.observer.decided(decision.action, decision.outcome)
 
@@ -219,7 +222,8 @@ class Runner:
             self._reserved.update(_key(request.action, t) for t in free)
         locks: list[HeldLock] = []
         if free:
-            decision, locks = self._lock(request.action, free, decision)
+            decision, locks = self._lock(request.action, free, decision,
+                                         request.ignore_cooldown)
         with self._mutex:
             self._reserved.difference_update(_key(request.action, t) for t in free)
             run = None
@@ -264,7 +268,8 @@ class Runner:
             last = state["last_start"].get(key)
             if key in self._running or key in self._reserved:
                 reasons.append((SKIPPED_RUNNING, f"{key} is running"))
-            elif not request.dry_run and last is not None and now - last < cooldown:
+            elif not request.dry_run and not request.ignore_cooldown and last is not None \
+                    and now - last < cooldown:
                 reasons.append((SKIPPED_COOLDOWN, f"{key} started {now - last:.0f}s ago; "
                                 f"cooldown {cooldown:.0f}s"))
             else:
@@ -276,8 +281,8 @@ class Runner:
             return Decision(name, DRY_RUN, "dry run: nothing is changed", targets=free)
         return Decision(name, STARTED, "; ".join(r for _, r in reasons), targets=free)
 
-    def _lock(self, name: str, free: list[str], decision: Decision
-              ) -> tuple[Decision, list[HeldLock]]:
+    def _lock(self, name: str, free: list[str], decision: Decision,
+              ignore_cooldown: bool = False) -> tuple[Decision, list[HeldLock]]:
         """Take the cluster lock of every free target; those held elsewhere are skipped."""
         locks: list[HeldLock] = []
         held: list[str] = []
@@ -292,7 +297,7 @@ class Runner:
                 elif (lock := self.lock.try_acquire(shared)) is None:
                     skipped.append((SKIPPED_RUNNING, f"{key} is running on another replica"))
                     continue
-                elif self.lock.cooling_elsewhere(shared):
+                elif not ignore_cooldown and self.lock.cooling_elsewhere(shared):
                     lock.release()
                     skipped.append((SKIPPED_COOLDOWN,
                                     f"{key} ran on another replica within its cooldown"))

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.config import ConfigError, Settings, parse_duration
+from exporter.upgrade.prepare import Outcome, prepare
 from exporter.upgrade.report import Report
 from exporter.upgrade.silence import Alertmanager, SilenceError, default_instance
+
+if TYPE_CHECKING:
+    from exporter.app import Sources
 
 EXIT_READY, EXIT_NOT_READY, EXIT_CONFIG = 0, 1, 2
 
@@ -26,6 +30,7 @@ def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     extra: dict[str, Any] = {}
     failed = False
+    code: int | None = None  # set when a step decides the exit code
     try:
         if alertmanager is not None and args.unsilence:
             try:
@@ -36,7 +41,16 @@ def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
                 failed = True
         sources = Sources(settings)
         try:
-            report = gather(settings, sources.containers, sources.media)
+            if args.prepare:
+                outcome = _prepare(settings, sources, args)
+                if outcome is None:
+                    return EXIT_CONFIG
+                report = outcome.report
+                extra["prepare"] = outcome.stopped
+                if outcome.rejected:
+                    code = EXIT_CONFIG
+            else:
+                report = gather(settings, sources.containers, sources.media)
         finally:
             sources.close()
         if alertmanager is not None and duration is not None:
@@ -53,9 +67,44 @@ def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
         if alertmanager is not None:
             alertmanager.close()
     _print(report, args, extra)
+    if code is not None:
+        return code
     if failed:
         return EXIT_NOT_READY
     return EXIT_READY if report.ready else EXIT_NOT_READY
+
+
+def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace
+             ) -> Outcome | None:
+    """GC runs through the runner; None if the actions cannot be set up (configuration)."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.app import Actions
+    from exporter.upgrade.gather import gather
+
+    try:
+        actions = Actions(settings, sources, CollectorRegistry())
+    except ConfigError as exc:
+        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
+        return None
+    progress = sys.stderr if args.format == "json" else sys.stdout
+
+    def say(line: str) -> None:
+        print(line, file=progress, flush=True)
+
+    try:
+        outcome = prepare(actions.runner, actions.audit.recent,
+                          lambda: gather(settings, sources.containers, sources.media), say,
+                          ignore_cooldown=args.ignore_cooldown,
+                          max_runs=args.max_runs or settings.actions.gc.max_rounds,
+                          pause=settings.actions.gc.round_pause)
+    finally:
+        actions.close()
+    say(f"prepare: {outcome.stopped}")
+    if outcome.rejected:
+        print("wa-exporter: --prepare needs gc in actions.allowed and the WA API "
+              "(WA_WEB_URL, WA_WEB_USERNAME, WA_WEB_PASSWORD)", file=sys.stderr)
+    return outcome
 
 
 def parse_duration_flag(value: str) -> float:

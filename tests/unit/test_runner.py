@@ -129,6 +129,19 @@ def test_cooldown_survives_a_restart(tmp_path: Path) -> None:
     assert decision.outcome == "skipped_cooldown" and "cooldown 3600s" in decision.reason
 
 
+def test_only_an_explicit_request_skips_the_cooldown_and_it_is_recorded(tmp_path: Path) -> None:
+    action = Gate()
+    action.gate.set()
+    runner, _ = make_runner(tmp_path, action)
+    assert runner.run_now(Request("gc", "manual"))[0].outcome == "started"
+    assert runner.run_now(Request("gc", "manual"))[0].outcome == "skipped_cooldown"
+    decision, result = runner.run_now(Request("gc", "manual", ignore_cooldown=True))
+    assert decision.outcome == "started" and result is not None
+    assert runner.run_now(Request("gc", "alert"))[0].outcome == "skipped_cooldown"
+    decisions = [r for r in audit(tmp_path) if r["event"] == "decision"]
+    assert [r.get("ignore_cooldown") for r in decisions] == [None, None, True, None]
+
+
 def test_not_allowed_and_unknown_are_rejected_and_start_nothing(tmp_path: Path) -> None:
     action = Gate()
     runner, registry = make_runner(tmp_path, action)
