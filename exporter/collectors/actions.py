@@ -30,7 +30,12 @@ class ActionMetrics:
         self.gc_runs = Counter("whatsapp_gc_runs", "Finished GC runs.",
                                ["kind", "trigger", "result"], registry=registry)
         self.gc_deleted = Counter("whatsapp_gc_messages_deleted", "Messages deleted by message "
-                                  "GC, from callbacks or row deltas.", registry=registry)
+                                  "GC, from callbacks or row deltas; database where the row "
+                                  "counts tell it, node where the callbacks do, else empty.",
+                                  ["database", "node"], registry=registry)
+        self.gc_rows_after = Gauge("whatsapp_gc_rows_after_last_success", "Rows in messages "
+                                   "after the last successful message GC.", ["database"],
+                                   registry=registry)
         self.gc_last_run = Gauge("whatsapp_gc_last_run_timestamp_seconds",
                                  "When the last GC run of this kind finished.", ["kind"],
                                  registry=registry)
@@ -90,9 +95,11 @@ class ActionMetrics:
                 self.gc_duration.labels(kind).observe(max(0.0, ended - started))
                 if result.result == "success":
                     self.gc_last_success.labels(kind).set(ended)
-            deleted = result.details.get("messages_deleted")
-            if isinstance(deleted, int) and deleted > 0:
-                self.gc_deleted.inc(deleted)
+            for (database, node), deleted in deleted_by_source(result.details).items():
+                self.gc_deleted.labels(database, node).inc(deleted)
+            if request.action == "gc" and result.result == "success":
+                for database, rows in (result.details.get("databases_after") or {}).items():
+                    self.gc_rows_after.labels(database).set(rows)
         elif request.action == "cleanup":
             containers: dict[str, Any] = result.details.get("containers", {})
             for name in targets:
@@ -117,6 +124,35 @@ class ActionMetrics:
                     gc_gauge.labels(GC_KINDS[action]).set(when)
                 elif action == "cleanup" and target in roles:
                     cleanup_gauge.labels(target, roles[target]).set(when)
+
+
+def deleted_by_source(details: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """``(database, node) -> messages deleted`` by one message-GC run, summing to its
+    ``messages_deleted``. The callbacks give nodes (for a run of one round, whose node
+    figures the details keep); the row counts give databases: one database takes every
+    deletion, several share them by their row deltas (what is left has no database)."""
+    total = details.get("messages_deleted")
+    if not isinstance(total, int) or total <= 0:
+        return {}
+    before: dict[str, int] = details.get("databases_before") or {}
+    after: dict[str, int] = details.get("databases_after") or {}
+    only = next(iter(before)) if len(before) == 1 else ""
+    nodes = {str(n.get("node") or ""): n["messages_deleted"] for n in details.get("nodes", [])
+             if isinstance(n.get("messages_deleted"), int)}
+    if details.get("rounds") == 1 and nodes and sum(nodes.values()) == total:
+        return {(only, node): count for node, count in nodes.items() if count > 0}
+    if only:
+        return {(only, ""): total}
+    shares: dict[tuple[str, str], int] = {}
+    left = total
+    for database in sorted(before):
+        share = min(left, max(0, before[database] - after.get(database, before[database])))
+        if share:
+            shares[(database, "")] = share
+            left -= share
+    if left:
+        shares[("", "")] = left
+    return shares
 
 
 class AuditMetrics(Collector):

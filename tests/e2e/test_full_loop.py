@@ -4,8 +4,9 @@ our rules (thresholds lowered for test time) and our Alertmanager example.
 
 messages grows past the bound -> the alert fires in Prometheus -> Alertmanager calls the
 webhook -> GC runs -> rows drop -> the alert resolves. An archive grows past 30 files ->
-cleanup runs on that container only -> the archive is trimmed -> resolved. Afterwards every
-dashboard query must return data from that Prometheus.
+cleanup runs on that container only -> the archive is trimmed -> resolved. Rows come in that
+GC does not delete -> the pace rules see inflow above deletions -> WhatsAppGCFallingBehind
+fires. Afterwards every dashboard query must return data from that Prometheus.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ LOWERED = {
     "log_archive_too_many_for": "2s", "exporter_job_regex": "wa-exporter",
     "messages_very_large_rows": "1000000000",  # keep the other rules out of the way
     "messages_growth_horizon": "1s",
+    # GC pace over a minute instead of a day, on tables of any size.
+    "gc_pace_lookback": "60s", "gc_pace_min_rows": "0", "gc_behind_for": "1s",
 }
 
 
@@ -125,6 +128,7 @@ webhook:
         with loop_stack(mysql, prefix, config, token_file, tmp_path) as prom:
             _gc_loop(engine, database, prom, state)
             _cleanup_loop(coreapp, webapp, prom, state)
+            _pace_loop(engine, database, prom)
             _every_dashboard_query_has_data(prom)
     finally:
         remove_test_containers(docker_client, project)
@@ -184,6 +188,21 @@ def _cleanup_loop(coreapp: Any, webapp: Any, prom: Any, state: Path) -> None:
         prom, f'whatsapp_log_archive_files{{container="{coreapp.name}"}} == 30'), timeout=30)
     wait_until("WhatsAppLogArchiveTooManyFiles resolves", lambda: not alerts(
         prom, "WhatsAppLogArchiveTooManyFiles"), timeout=60)
+
+
+def _pace_loop(engine: sa.Engine, database: str, prom: Any) -> None:
+    """100 more rows come in that GC does not delete: over the pace window (a minute, holding
+    the whole test), 700 rows came in and GC deleted 690, and WhatsAppGCFallingBehind fires."""
+    insert_messages(engine, 100, read_fraction=0.0, seed=11)  # stays under the bound
+    firing = wait_until("WhatsAppGCFallingBehind fires", lambda: alerts(
+        prom, "WhatsAppGCFallingBehind"), timeout=120)
+    assert firing[0]["labels"]["database"] == database
+    selector = f'{{database="{database}"}}'
+    inflow = query(prom, "database:whatsapp_messages_inflow:per_day" + selector)
+    deleted = query(prom, "database:whatsapp_gc_messages_deleted:per_day" + selector)
+    assert float(inflow[0]["value"][1]) > float(deleted[0]["value"][1]) >= 0
+    days = query(prom, "database:whatsapp_messages_days_until_large" + selector)
+    assert days and float(days[0]["value"][1]) > 0
 
 
 def _every_dashboard_query_has_data(prom: Any) -> None:

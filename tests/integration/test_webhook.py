@@ -13,7 +13,14 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import DatabaseServer, ExporterProcess, new_prefix, run_exporter, wait_for
+from tests.support import (
+    DatabaseServer,
+    ExporterProcess,
+    new_prefix,
+    run_exporter,
+    series,
+    wait_for,
+)
 from tests.wa_standin.server import StandIn
 
 TOKEN = "hook-token-0123456789"
@@ -210,9 +217,11 @@ def test_killed_mid_gc_leaves_an_interrupted_record_and_no_duplicate(
     assert started_runs(tmp_path) == 1
 
 
-def test_gc_completes_by_the_forwarded_callback(db_server: DatabaseServer,
-                                                tmp_path: Path) -> None:
-    """Alert -> webhook -> WA GC -> the WA client's callback forwarded to us -> metrics."""
+@pytest.mark.parametrize("coreapps", [(), ("wacore1", "wacore2")], ids=["single", "multiconnect"])
+def test_gc_completes_by_the_forwarded_callback(db_server: DatabaseServer, tmp_path: Path,
+                                                coreapps: tuple[str, ...]) -> None:
+    """Alert -> webhook -> WA GC -> the WA client's callback forwarded to us -> metrics, the
+    deletions counted under the database (from the row counts) and each node's callback."""
     prefix = new_prefix()
     engine = db_server.create_database(prefix + "main", messages=300)
     with engine.connect() as conn:
@@ -220,7 +229,7 @@ def test_gc_completes_by_the_forwarded_callback(db_server: DatabaseServer,
         read = conn.execute(sa.text("SELECT COUNT(*) FROM messages WHERE status = 'read'")
                             ).scalar_one()
     cfg = config(tmp_path).replace("allowed: [media_gc]", "allowed: [gc]")
-    with StandIn(db_server.url(prefix + "main"), gc_delay=0.2) as standin:
+    with StandIn(db_server.url(prefix + "main"), gc_delay=0.2, multiconnect=coreapps) as standin:
         env = {**db_server.env(prefix), **wa_env(standin)}
         with run_exporter(env=env, config=cfg, tmp_path=tmp_path) as exp:
             standin.set_callback(exp.url + "/webhook/wa-callback", AUTH)
@@ -235,7 +244,14 @@ def test_gc_completes_by_the_forwarded_callback(db_server: DatabaseServer,
     assert finished[0]["rows_after"] == 300 - read
     rounds = [r for r in audit(tmp_path) if r["event"] == "round"]
     assert rounds[0]["completed_by"] == "callback"
-    assert samples[("whatsapp_gc_messages_deleted_total", ())] == read
+    deleted = {dict(labels)["node"]: v for labels, v in
+               series(samples, "whatsapp_gc_messages_deleted_total").items()
+               if dict(labels)["database"] == prefix + "main"}
+    nodes = [node["node"] or "" for node in finished[0]["nodes"]]
+    assert sorted(deleted) == sorted(nodes) and len(nodes) == max(1, len(coreapps))
+    assert sum(deleted.values()) == read
+    assert samples[("whatsapp_gc_rows_after_last_success",
+                    (("database", prefix + "main"),))] == 300 - read
     assert samples[("whatsapp_gc_runs_total", (("kind", "message"), ("result", "success"),
                                                ("trigger", "alert")))] == 1
     assert samples[("whatsapp_gc_last_success_timestamp_seconds", (("kind", "message"),))] > 0

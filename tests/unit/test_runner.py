@@ -84,7 +84,8 @@ def test_one_run_at_a_time_then_cooldown_then_free(tmp_path: Path) -> None:
     assert requests_total(registry, "skipped_cooldown") == 1
     assert registry.get_sample_value("whatsapp_gc_runs_total", {
         "kind": "message", "trigger": "alert", "result": "success"}) == 1
-    assert registry.get_sample_value("whatsapp_gc_messages_deleted_total") == 6
+    assert registry.get_sample_value("whatsapp_gc_messages_deleted_total",
+                                     {"database": "", "node": ""}) == 6
     # Pre-created at 0 before they ever happen:
     assert requests_total(registry, "skipped_window") == 0
     events = [(r["event"], r.get("outcome") or r.get("result")) for r in audit(tmp_path)]
