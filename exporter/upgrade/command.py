@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from exporter.config import ConfigError, Settings, parse_duration
-from exporter.upgrade.prepare import Outcome, prepare
+from exporter.upgrade.prepare import Outcome, Preparation
 from exporter.upgrade.report import Report
 from exporter.upgrade.silence import Alertmanager, SilenceError, default_instance
 
@@ -93,11 +93,11 @@ def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace
         print(line, file=progress, flush=True)
 
     try:
-        outcome = prepare(actions.runner, actions.audit.recent,
-                          lambda: gather(settings, sources.containers, sources.media), say,
-                          ignore_cooldown=args.ignore_cooldown,
-                          max_runs=args.max_runs or settings.actions.gc.max_rounds,
-                          pause=settings.actions.gc.round_pause)
+        outcome = Preparation(actions.runner, actions.audit.recent,
+                              lambda: gather(settings, sources.containers, sources.media), say,
+                              ignore_cooldown=args.ignore_cooldown,
+                              max_runs=args.max_runs or settings.actions.gc.max_rounds,
+                              pause=settings.actions.gc.round_pause).run()
     finally:
         actions.close()
     say(f"prepare: {outcome.stopped}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.actions.base import SUCCESS
-from exporter.actions.runner import REJECTED, STARTED, Request, Runner
+from exporter.actions.runner import REJECTED, SKIPPED_COOLDOWN, STARTED, Request, Runner
 from exporter.upgrade.report import Report
 
 
@@ -35,45 +35,79 @@ def large_tables(report: Report) -> list[str]:
             and not db.ready(report.bound)]
 
 
-def prepare(runner: Runner, recent: Callable[[], list[dict[str, Any]]],
-            check: Callable[[], Report], say: Callable[[str], None], *,
-            ignore_cooldown: bool, max_runs: int, pause: float) -> Outcome:
-    """``recent`` gives the audit log's latest records, ``check`` a fresh report."""
-    report = check()
-    rounds = 0
-    for run in range(1, max_runs + 1):
-        large = large_tables(report)
-        if report.databases_error or any(db.rows is None for db in report.databases):
-            return Outcome(report, "the tables could not all be counted")
-        if not large:
-            return Outcome(report, f"every messages table is under {report.bound:,} rows")
-        if run > 1:
-            time.sleep(pause)
-        say(f"message GC run {run}: {', '.join(large)} at or above {report.bound:,} rows")
-        before = sum(db.rows or 0 for db in report.databases)
-        decision, result = runner.run_now(Request(
-            "gc", "manual", ignore_cooldown=ignore_cooldown,
-            origin={"user": os.environ.get("USER", ""), "command": "upgrade-check --prepare"}))
-        if decision.outcome != STARTED or result is None:
-            hint = ("; pass --ignore-cooldown to run again now" if decision.outcome ==
-                    "skipped_cooldown" else "")
-            return Outcome(report, f"message GC not started: {decision.outcome}: "
-                           f"{decision.reason}{hint}", rejected=decision.outcome == REJECTED)
-        for record in recent():
-            if record.get("event") == "round" and record.get("run_id") == decision.run_id:
-                rounds += 1
-                say(f"  round {rounds}: rows {record.get('rows_before')} -> "
-                    f"{record.get('rows_after')}, {record.get('messages_deleted')} deleted, "
-                    f"{record.get('result')} (completed by {record.get('completed_by')})")
-        report = check()
-        after = sum(db.rows or 0 for db in report.databases)
-        if result.result != SUCCESS:
-            return Outcome(report, f"message GC ended {result.result}: "
-                           f"{result.details.get('error', result.details.get('errors', ''))}")
-        helped = bool(result.details.get("messages_deleted")) and after < before
-        if not helped and large_tables(report):
-            return Outcome(report, "rounds stopped helping: the last run did not lower the rows "
-                           "(the guide: mark incoming messages read so they can be cleaned)")
-    if large_tables(report):
-        return Outcome(report, f"stopped after {max_runs} runs")
-    return Outcome(report, f"every messages table is under {report.bound:,} rows")
+PROGRESS_POLL_SECONDS = 1.0  # how soon a recorded round is printed
+
+
+class Preparation:
+    """The loop of ``--prepare``. ``recent`` gives the audit log's latest records, ``check``
+    a fresh report, ``say`` prints a progress line."""
+
+    def __init__(self, runner: Runner, recent: Callable[[], list[dict[str, Any]]],
+                 check: Callable[[], Report], say: Callable[[str], None], *,
+                 ignore_cooldown: bool, max_runs: int, pause: float) -> None:
+        self.runner = runner
+        self.recent = recent
+        self.check = check
+        self.say = say
+        self.ignore_cooldown = ignore_cooldown
+        self.max_runs = max_runs
+        self.pause = pause
+        self.rounds = 0
+
+    def run(self) -> Outcome:
+        report = self.check()
+        for number in range(1, self.max_runs + 1):
+            if report.databases_error or any(db.rows is None for db in report.databases):
+                return Outcome(report, "the tables could not all be counted")
+            large = large_tables(report)
+            if not large:
+                return Outcome(report, f"every messages table is under {report.bound:,} rows")
+            if number > 1:
+                time.sleep(self.pause)  # the guide's pause between rounds: actions.gc.round_pause
+            self.say(f"message GC run {number}: {', '.join(large)} at or above "
+                     f"{report.bound:,} rows")
+            before = sum(db.rows or 0 for db in report.databases)
+            decision = self.runner.submit(Request(
+                "gc", "manual", ignore_cooldown=self.ignore_cooldown,
+                origin={"user": os.environ.get("USER", ""),
+                        "command": "upgrade-check --prepare"}))
+            if decision.outcome != STARTED or decision.run_id is None:
+                hint = ("; pass --ignore-cooldown to run again now"
+                        if decision.outcome == SKIPPED_COOLDOWN else "")
+                return Outcome(report, f"message GC not started: {decision.outcome}: "
+                               f"{decision.reason}{hint}", rejected=decision.outcome == REJECTED)
+            finished = self._follow(decision.run_id)
+            report = self.check()
+            after = sum(db.rows or 0 for db in report.databases)
+            if finished.get("result") != SUCCESS:
+                why = finished.get("error") or finished.get("errors") or ""
+                return Outcome(report, f"message GC ended {finished.get('result')}: {why}")
+            if not (finished.get("messages_deleted") and after < before) \
+                    and large_tables(report):
+                return Outcome(report, "rounds stopped helping: the last run did not lower the "
+                               "rows (the guide: mark incoming messages read so they can be "
+                               "cleaned)")
+        if large_tables(report):
+            return Outcome(report, f"stopped after {self.max_runs} runs")
+        return Outcome(report, f"every messages table is under {report.bound:,} rows")
+
+    def _follow(self, run_id: str) -> dict[str, Any]:
+        """Print each round of the run as the audit log records it; return its "finished"
+        record (written before the runner counts the run as done)."""
+        printed: set[int] = set()
+        while True:
+            idle = self.runner.wait_idle(PROGRESS_POLL_SECONDS)
+            for record in self.recent():
+                if record.get("run_id") != run_id:
+                    continue
+                if record.get("event") == "round" and id(record) not in printed:
+                    printed.add(id(record))
+                    self.rounds += 1
+                    self.say(f"  round {self.rounds}: rows {record.get('rows_before')} -> "
+                             f"{record.get('rows_after')}, {record.get('messages_deleted')} "
+                             f"deleted, {record.get('result')} (completed by "
+                             f"{record.get('completed_by')})")
+                elif record.get("event") == "finished":
+                    return record
+            if idle:  # done, yet no record in memory: only if the audit log lost it
+                return {"result": "error", "error": "the run's record was not found"}

@@ -4,13 +4,16 @@ the runner until every table is under the (lowered) bound, or rounds stop helpin
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from tests.integration.test_upgrade_check import GC_ACTIONS, config, wa_exporter
-from tests.support import DatabaseServer, new_prefix
+from tests.support import ROOT, DatabaseServer, new_prefix
 from tests.wa_standin.schema import insert_messages, messages
 from tests.wa_standin.server import StandIn
 
@@ -99,3 +102,32 @@ def test_prepare_without_gc_allowed_is_a_configuration_error(mysql: DatabaseServ
     assert done.returncode == 2
     assert "message GC not started: rejected" in done.stdout
     assert "--prepare needs gc in actions.allowed" in done.stderr
+
+
+def test_each_round_is_printed_as_it_is_recorded(postgres: DatabaseServer,
+                                                 tmp_path: Path) -> None:
+    """One GC run of several rounds (actions.gc.large_table_rows lowered too): round 1 is
+    on the screen while the run pauses before round 2."""
+    prefix, _ = setup(postgres, read_fraction=1.0)
+    rounds_in_one_run = HOUR_COOLDOWN.replace(
+        "round_pause: 0.1s", "round_pause: 4s, large_table_rows: 20")
+    with StandIn(postgres.url(prefix + "main"), gc_max_rows_per_round=15) as wa:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WA_")}
+        env.update(api_env(postgres, prefix, wa))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "upgrade-check", "--prepare", "--config.file",
+             str(config(tmp_path, rounds_in_one_run))],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                if line.strip().startswith("round 1:"):
+                    assert wa.stats()["message_gc_calls"] == 1  # round 2 not yet asked for
+                    break
+            rest = proc.stdout.read()
+        finally:
+            proc.wait(60)
+        assert wa.stats()["message_gc_calls"] == 3
+    assert proc.returncode == 0
+    assert "round 3: rows 30 -> 15" in rest
+    assert "message GC run 2" not in rest  # one run did all three rounds

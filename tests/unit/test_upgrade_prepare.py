@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.actions.base import Action, ActionResult, RunContext
-from exporter.upgrade.prepare import prepare
+from exporter.upgrade.prepare import Preparation
 from exporter.upgrade.report import DatabaseFacts, Report
 from tests.unit.test_runner import make_runner
 
@@ -35,8 +35,8 @@ def run(tmp_path: Path, action: Shrink, max_runs: int = 5, ignore_cooldown: bool
         return Report(bound=100, gc_max_age=86400, media_min_avail_ratio=0.1,
                       databases=[DatabaseFacts("waent_a", action.rows)])
 
-    outcome = prepare(runner, runner.audit.recent, check, said.append,
-                      ignore_cooldown=ignore_cooldown, max_runs=max_runs, pause=0)
+    outcome = Preparation(runner, runner.audit.recent, check, said.append,
+                          ignore_cooldown=ignore_cooldown, max_runs=max_runs, pause=0).run()
     return outcome.stopped, said, action.runs
 
 
