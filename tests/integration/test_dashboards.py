@@ -111,6 +111,13 @@ def test_every_panel_has_a_unit_and_a_query(dashboard: dict[str, Any]) -> None:
     assert not bad, f"panels without a Grafana unit or a target: {bad}"
 
 
+def test_panel_ids_are_unique(dashboard: dict[str, Any]) -> None:
+    """Grafana keys a panel's state and links (viewPanel=ID) by its id."""
+    ids = [p["id"] for p in dashboard["panels"]] + [p["id"] for p in panels(dashboard)
+                                                      if p not in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
 def test_dashboard_has_the_operators_rows(dashboard: dict[str, Any]) -> None:
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == ["Database", "Logs", "Media volume", "Containers", "Message and media GC",

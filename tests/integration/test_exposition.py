@@ -1,6 +1,7 @@
 """The whole exposition through promtool's lint: every family the code exports, each with
 samples, from a real exporter watching MariaDB, stand-in WA containers, a media directory and
-the WA API stand-in, after a media GC and a cleanup ran.
+the WA API stand-in, after a message GC (its callback forwarded), a media GC and a cleanup
+ran.
 
 The families come from the code (``exported_metrics()``), not from a list kept here, so a
 family added later is linted too; if this setup does not make it appear, the test says which.
@@ -26,6 +27,7 @@ from tests.support import (
     run_exporter,
     wait_for,
 )
+from tests.wa_standin.schema import insert_messages
 from tests.wa_standin.server import StandIn
 
 pytestmark = [pytest.mark.docker, pytest.mark.mysql]
@@ -50,7 +52,8 @@ def test_every_exported_family_has_samples_and_passes_promtool_lint(
         mysql: DatabaseServer, client: docker.DockerClient, project: str,
         tmp_path: Path) -> None:
     prefix = new_prefix()
-    mysql.create_database(prefix + "main", messages=5)
+    engine = mysql.create_database(prefix + "main", messages=0)
+    insert_messages(engine, 5, read_fraction=1.0)  # message GC deletes them all
     media = tmp_path / "media"
     media.mkdir()
     (media / "a.jpg").write_bytes(b"x" * 100)
@@ -76,9 +79,12 @@ webhook:
   bearer_token_file: {token}
 """
     expected = set(exported_metrics())
-    with StandIn() as wa_api, run_exporter(env={**mysql.env(prefix), **wa_env(wa_api)},
-                                           config=config, tmp_path=tmp_path) as exporter:
+    with StandIn(mysql.url(prefix + "main")) as wa_api, run_exporter(
+            env={**mysql.env(prefix), **wa_env(wa_api)}, config=config,
+            tmp_path=tmp_path) as exporter:
+        wa_api.set_callback(exporter.url + "/webhook/wa-callback", AUTH)
         exporter.wait_metric("whatsapp_container_up", 1.0, container=core.name, role="coreapp")
+        fire(exporter, "gc")
         fire(exporter, "media_gc")
         fire(exporter, "cleanup", container=core.name)
 
