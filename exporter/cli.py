@@ -164,6 +164,16 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     check = commands.add_parser(
         "upgrade-check", help="is the install ready for a WA client upgrade?",
@@ -185,7 +195,7 @@ def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type:
     ready.add_argument("--prepare", action="store_true", help="run message GC first")
     ready.add_argument("--ignore-cooldown", action="store_true",
                        help="let --prepare start GC within the gc cooldown (recorded)")
-    ready.add_argument("--max-runs", type=int, metavar="N", default=None,
+    ready.add_argument("--max-runs", type=_positive, metavar="N", default=None,
                        help="at most N GC runs (default actions.gc.max_rounds)")
     silence = check.add_argument_group(
         "maintenance silence", "Silence this instance's WA alerts in Alertmanager (API v2) "

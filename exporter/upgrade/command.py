@@ -19,9 +19,7 @@ EXIT_READY, EXIT_NOT_READY, EXIT_CONFIG = 0, 1, 2
 
 
 def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
-    from exporter.app import Sources
-    from exporter.upgrade.gather import gather
-
+    """Unsilence, then the report (after --prepare's rounds), then silence, as asked."""
     try:
         alertmanager = _alertmanager(args)
         duration = parse_duration_flag(args.silence) if args.silence else None
@@ -29,49 +27,67 @@ def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     extra: dict[str, Any] = {}
-    failed = False
-    code: int | None = None  # set when a step decides the exit code
     try:
+        step_failed = False
         if alertmanager is not None and args.unsilence:
-            try:
-                alertmanager.unsilence(args.unsilence)
-                extra["unsilenced"] = args.unsilence
-            except SilenceError as exc:
-                print(f"wa-exporter: unsilence failed: {exc}", file=sys.stderr)
-                failed = True
-        sources = Sources(settings)
-        try:
-            if args.prepare:
-                outcome = _prepare(settings, sources, args)
-                if outcome is None:
-                    return EXIT_CONFIG
-                report = outcome.report
-                extra["prepare"] = outcome.stopped
-                if outcome.rejected:
-                    code = EXIT_CONFIG
-            else:
-                report = gather(settings, sources.containers, sources.media)
-        finally:
-            sources.close()
+            step_failed = not _unsilence(alertmanager, args.unsilence, extra)
+        report, code = _report(settings, args, extra)
+        if report is None:
+            return code or EXIT_CONFIG
         if alertmanager is not None and duration is not None:
             instance = args.silence_instance or default_instance(args.listen_address)
-            try:
-                silence = alertmanager.silence(duration, instance, args.silence_alerts)
-                extra["silence"] = {"id": silence.id, "starts_at": silence.starts_at,
-                                    "ends_at": silence.ends_at, "matchers": silence.matchers}
-                extra["silence_text"] = silence.describe()
-            except SilenceError as exc:
-                print(f"wa-exporter: silence failed: {exc}", file=sys.stderr)
-                failed = True
+            if not _silence(alertmanager, duration, instance, args.silence_alerts, extra):
+                step_failed = True
     finally:
         if alertmanager is not None:
             alertmanager.close()
     _print(report, args, extra)
     if code is not None:
         return code
-    if failed:
-        return EXIT_NOT_READY
-    return EXIT_READY if report.ready else EXIT_NOT_READY
+    return EXIT_READY if report.ready and not step_failed else EXIT_NOT_READY
+
+
+def _report(settings: Settings, args: argparse.Namespace, extra: dict[str, Any]
+            ) -> tuple[Report | None, int | None]:
+    """The report, after --prepare if asked; with an exit code that overrides the verdict
+    (the runner refused gc: a configuration matter)."""
+    from exporter.app import Sources
+    from exporter.upgrade.gather import gather
+
+    sources = Sources(settings)
+    try:
+        if not args.prepare:
+            return gather(settings, sources.containers, sources.media), None
+        outcome = _prepare(settings, sources, args)
+    finally:
+        sources.close()
+    if outcome is None:
+        return None, EXIT_CONFIG
+    extra["prepare"] = outcome.stopped
+    return outcome.report, EXIT_CONFIG if outcome.rejected else None
+
+
+def _unsilence(alertmanager: Alertmanager, silence_id: str, extra: dict[str, Any]) -> bool:
+    try:
+        alertmanager.unsilence(silence_id)
+    except SilenceError as exc:
+        print(f"wa-exporter: unsilence failed: {exc}", file=sys.stderr)
+        return False
+    extra["unsilenced"] = silence_id
+    return True
+
+
+def _silence(alertmanager: Alertmanager, duration: float, instance: str, alerts: str,
+             extra: dict[str, Any]) -> bool:
+    try:
+        silence = alertmanager.silence(duration, instance, alerts)
+    except SilenceError as exc:
+        print(f"wa-exporter: silence failed: {exc}", file=sys.stderr)
+        return False
+    extra["silence"] = {"id": silence.id, "starts_at": silence.starts_at,
+                        "ends_at": silence.ends_at, "matchers": silence.matchers}
+    extra["silence_text"] = silence.describe()
+    return True
 
 
 def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace

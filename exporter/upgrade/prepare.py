@@ -103,11 +103,16 @@ class Preparation:
                 if record.get("event") == "round" and id(record) not in printed:
                     printed.add(id(record))
                     self.rounds += 1
-                    self.say(f"  round {self.rounds}: rows {record.get('rows_before')} -> "
-                             f"{record.get('rows_after')}, {record.get('messages_deleted')} "
-                             f"deleted, {record.get('result')} (completed by "
-                             f"{record.get('completed_by')})")
+                    self.say(f"  round {self.rounds}: rows {_n(record.get('rows_before'))} -> "
+                             f"{_n(record.get('rows_after'))}; "
+                             f"{_n(record.get('messages_deleted'))} deleted; "
+                             f"{record.get('result')} (completed by "
+                             f"{record.get('completed_by') or '-'})")
                 elif record.get("event") == "finished":
                     return record
             if idle:  # done, yet no record in memory: only if the audit log lost it
                 return {"result": "error", "error": "the run's record was not found"}
+
+
+def _n(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)

@@ -53,7 +53,7 @@ def test_prepare_runs_gc_rounds_until_every_table_is_under_the_bound(
     assert table_rows(engine) == 15
     lines = done.stdout.splitlines()
     rounds = [line.strip() for line in lines if line.strip().startswith("round ")]
-    assert [r.split(",")[0] for r in rounds] == ["round 1: rows 60 -> 45",
+    assert [r.split(";")[0] for r in rounds] == ["round 1: rows 60 -> 45",
                                                  "round 2: rows 45 -> 30",
                                                  "round 3: rows 30 -> 15"]
     assert "prepare: every messages table is under 20 rows" in lines

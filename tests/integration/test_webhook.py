@@ -237,8 +237,9 @@ def test_gc_completes_by_the_forwarded_callback(db_server: DatabaseServer, tmp_p
             finished = wait_for(lambda: [r for r in audit(tmp_path)
                                          if r["event"] == "finished"], timeout=30,
                                 what="the GC run to finish")
-            # The metrics follow the "finished" record: wait for them, do not race them.
-            samples = exp.wait_metric("whatsapp_gc_messages_deleted_total", float(read))
+            # The metrics follow the "finished" record: the runner writes it first.
+            samples = exp.wait_metric("whatsapp_gc_runs_total", 1.0, kind="message",
+                                      result="success", trigger="alert")
     assert finished[0]["result"] == "success"
     assert finished[0]["messages_deleted"] == read
     assert finished[0]["rows_after"] == 300 - read

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from exporter.actions.base import Action, ActionResult, RunContext
+from exporter.cli import make_parser
 from exporter.upgrade.prepare import Preparation
 from exporter.upgrade.report import DatabaseFacts, Report
 from tests.unit.test_runner import make_runner
@@ -43,8 +46,14 @@ def run(tmp_path: Path, action: Shrink, max_runs: int = 5, ignore_cooldown: bool
 def test_runs_until_under_the_bound(tmp_path: Path) -> None:
     stopped, said, runs = run(tmp_path, Shrink(250, 60))
     assert runs == 3 and stopped == "every messages table is under 100 rows"
-    assert [s.strip().split(",")[0] for s in said if s.strip().startswith("round")] == [
+    assert [s.strip().split(";")[0] for s in said if s.strip().startswith("round")] == [
         "round 1: rows 250 -> 190", "round 2: rows 190 -> 130", "round 3: rows 130 -> 70"]
+
+
+def test_round_lines_read_like_the_report(tmp_path: Path) -> None:
+    _, said, _ = run(tmp_path, Shrink(2_500_000, 1_000_000))
+    assert "  round 1: rows 2,500,000 -> 1,500,000; 1,000,000 deleted; success (completed by " \
+        "row_count)" in said
 
 
 def test_nothing_to_do_runs_nothing(tmp_path: Path) -> None:
@@ -62,3 +71,11 @@ def test_stops_when_rounds_stop_helping_or_fail_or_at_the_limit(tmp_path: Path) 
 def test_the_cooldown_holds_without_the_flag(tmp_path: Path) -> None:
     stopped, _, runs = run(tmp_path, Shrink(250, 60), ignore_cooldown=False)
     assert runs == 1 and "skipped_cooldown" in stopped and "--ignore-cooldown" in stopped
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many"])
+def test_max_runs_must_be_a_positive_whole_number(value: str) -> None:
+    with pytest.raises(SystemExit) as caught:
+        make_parser().parse_args(["upgrade-check", "--prepare", "--max-runs", value])
+    assert caught.value.code == 2
+    assert make_parser().parse_args(["upgrade-check", "--max-runs", "3"]).max_runs == 3
