@@ -191,3 +191,15 @@ def test_readiness_metric_per_database(tmp_path: Path) -> None:
 
 def test_format_age() -> None:
     assert [format_age(s) for s in (5, 90, 7200, 3 * 86400)] == ["5s", "1.5m", "2.0h", "3.0d"]
+
+
+def test_file_locks_tell_whether_a_run_lock_is_held_without_keeping_it(tmp_path: Path) -> None:
+    from exporter.sources.locks import FileLocks
+
+    replica, checker = FileLocks(tmp_path / "locks"), FileLocks(tmp_path / "locks")
+    assert checker.held_anywhere("gc") is False
+    held = replica.try_acquire("gc")
+    assert held is not None and checker.held_anywhere("gc") is True
+    held.release()
+    assert checker.held_anywhere("gc") is False
+    assert replica.try_acquire("gc") is not None  # the check took nothing
