@@ -217,3 +217,20 @@ upgrade: {{large_table_rows: {BOUND}}}
         with big.begin() as conn:
             conn.execute(sa.delete(messages))
         exporter.wait_metric("whatsapp_upgrade_ready", 1.0, database=prefix + "big")
+
+
+def test_unreachable_database_and_docker_are_reported_not_raised(tmp_path: Path) -> None:
+    from tests.promstack import free_port
+
+    closed = str(free_port())  # nothing listens there
+    env = {"WA_DB_ENGINE": "PGSQL", "WA_DB_HOSTNAME": "127.0.0.1", "WA_DB_PORT": closed,
+           "WA_DB_USERNAME": "postgres", "WA_DB_PASSWORD": "hunter2-db-secret",
+           "WA_DB_NAME_PREFIX": "wax_", "DOCKER_HOST": f"tcp://127.0.0.1:{closed}"}
+    done = wa_exporter(["upgrade-check", "--format", "json", "--config.file",
+                        str(config(tmp_path))], env)
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["databases_error"] and report["gc"]["running"] is None
+    assert "is unreachable" in report["containers_error"]
+    assert report["verdict"].startswith("not ready: the WA databases could not be read")
+    assert "hunter2-db-secret" not in done.stdout + done.stderr
