@@ -7,24 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from exporter.actions.audit import StateFile, read_tail
+from exporter.actions.base import DRY_RUN
 from exporter.actions.gc import open_counting_source
 from exporter.collectors.volume import MediaVolume
-from exporter.config import Settings
+from exporter.config import ACTION_NAMES, Settings
 from exporter.errors import SourceError
 from exporter.sources.database import MessagesSource
 from exporter.sources.docker import ContainerDirectory
 from exporter.sources.files import volume_stats
 from exporter.sources.locks import FileLocks, cluster_lock
 from exporter.upgrade.report import (
-    SKIPPED_RESULTS,
     ContainerFacts,
     DatabaseFacts,
     GcFacts,
     MediaFacts,
     Report,
 )
-
-ACTION_KINDS = ("gc", "media_gc", "cleanup")
 
 
 def new_report(settings: Settings) -> Report:
@@ -53,10 +51,10 @@ def last_actions(state_dir: Path) -> dict[str, dict[str, Any]]:
     for path in (state_dir / "audit.jsonl", state_dir / "audit.jsonl.1"):
         for record in reversed(read_tail(path)):
             kind = record.get("action")
-            if record.get("event") == "finished" and kind in ACTION_KINDS \
-                    and kind not in found and record.get("result") not in SKIPPED_RESULTS:
+            if record.get("event") == "finished" and kind in ACTION_NAMES \
+                    and kind not in found and record.get("result") != DRY_RUN:
                 found[str(kind)] = record
-        if len(found) == len(ACTION_KINDS):
+        if len(found) == len(ACTION_NAMES):
             break
     return found
 

@@ -17,9 +17,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Audit results that are not a run's outcome.
-SKIPPED_RESULTS = ("dry_run",)
-
 
 @dataclass(frozen=True)
 class DatabaseFacts:
