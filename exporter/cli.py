@@ -164,16 +164,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
-
-
 def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     check = commands.add_parser(
         "upgrade-check", help="is the install ready for a WA client upgrade?",
@@ -201,7 +191,7 @@ def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type:
         "maintenance silence", "Silence this instance's WA alerts in Alertmanager (API v2) "
         "for the upgrade window; the silence ID is printed. It ends when it expires or with "
         "--unsilence.")
-    silence.add_argument("--silence", metavar="DURATION",
+    silence.add_argument("--silence", metavar="DURATION", type=_duration,
                          help="create a silence lasting DURATION (e.g. 2h) from now")
     silence.add_argument("--unsilence", metavar="ID", help="expire the silence ID now")
     silence.add_argument("--alertmanager.url", dest="alertmanager_url", metavar="URL",

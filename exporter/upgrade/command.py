@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from exporter.config import ConfigError, Settings, parse_duration
+from exporter.config import ConfigError, Settings
 from exporter.upgrade.prepare import Outcome, Preparation
 from exporter.upgrade.report import Report
 from exporter.upgrade.silence import Alertmanager, SilenceError, default_instance
@@ -22,7 +22,7 @@ def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
     """Unsilence, then the report (after --prepare's rounds), then silence, as asked."""
     try:
         alertmanager = _alertmanager(args)
-        duration = parse_duration_flag(args.silence) if args.silence else None
+        duration: float | None = args.silence
     except ConfigError as exc:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -121,14 +121,6 @@ def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace
         print("wa-exporter: --prepare needs gc in actions.allowed and the WA API "
               "(WA_WEB_URL, WA_WEB_USERNAME, WA_WEB_PASSWORD)", file=sys.stderr)
     return outcome
-
-
-def parse_duration_flag(value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise ConfigError(f"--silence={value!r}: {exc}; fix: use a duration such as 90m or "
-                          "2h") from None
 
 
 def _alertmanager(args: argparse.Namespace) -> Alertmanager | None:

@@ -109,7 +109,8 @@ def test_wrong_credentials_are_a_clear_error_without_the_secret(
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--silence", "2h"], "need --alertmanager.url"),
-    (["--silence", "soon", "--alertmanager.url", "http://127.0.0.1:9"], "--silence='soon'"),
+    (["--silence", "soon", "--alertmanager.url", "http://127.0.0.1:9"],
+     "argument --silence: 'soon' is not a duration"),
     (["--unsilence", "x", "--alertmanager.url", "http://127.0.0.1:9",
       "--alertmanager.basic-auth.username", "ops"], "go together"),
 ])

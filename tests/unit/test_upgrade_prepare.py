@@ -73,7 +73,7 @@ def test_the_cooldown_holds_without_the_flag(tmp_path: Path) -> None:
     assert runs == 1 and "skipped_cooldown" in stopped and "--ignore-cooldown" in stopped
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "many"])
+@pytest.mark.parametrize("value", ["0", "-1", "many", "1.5"])
 def test_max_runs_must_be_a_positive_whole_number(value: str) -> None:
     with pytest.raises(SystemExit) as caught:
         make_parser().parse_args(["upgrade-check", "--prepare", "--max-runs", value])
