@@ -118,6 +118,15 @@ def test_panel_ids_are_unique(dashboard: dict[str, Any]) -> None:
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
 
 
+def test_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
+    """Grafana moves overlapping panels about on load; rows added side by side must not."""
+    boxes = [(p["title"], p["gridPos"]) for p in dashboard["panels"]]
+    clashes = [(a, b) for i, (a, ga) in enumerate(boxes) for b, gb in boxes[i + 1:]
+               if ga["x"] < gb["x"] + gb["w"] and gb["x"] < ga["x"] + ga["w"]
+               and ga["y"] < gb["y"] + gb["h"] and gb["y"] < ga["y"] + ga["h"]]
+    assert not clashes
+
+
 def test_dashboard_has_the_operators_rows(dashboard: dict[str, Any]) -> None:
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == ["Database", "Logs", "Media volume", "Containers", "Message and media GC",
