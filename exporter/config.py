@@ -383,6 +383,14 @@ class VolumeScanSettings(CollectorSettings):
     workers: Annotated[
         int | None, _fix("use a number of processes from 1 to 64, or leave unset for the CPUs")
     ] = Field(default=None, ge=1, le=64)
+    full_scan_every: Annotated[
+        int | None, _fix("use a number of refreshes from 1 up (1: every pass is full), or leave "
+                         "unset for one full pass a day")
+    ] = Field(default=None, ge=1)
+
+    def full_scan_every_refreshes(self) -> int:
+        """Passes from one full pass to the next: as configured, or about one a day."""
+        return self.full_scan_every or max(1, round(86400 / self.interval))
 
 
 class CollectorsSettings(_Strict):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import docker
 import pytest
 
 from tests.docker_support import DockerUnavailable, ensure_docker
+from tests.du import du_bytes
 from tests.support import run_exporter, value, wait_for
 
 
@@ -29,11 +29,6 @@ collectors:
     interval: 200ms
     workers: 2
 {scan}"""
-
-
-def du_bytes(path: Path) -> int:
-    return int(subprocess.run(["du", "-s", "-B1", str(path)], capture_output=True,
-                              check=False).stdout.split()[0])
 
 
 def media_tree(root: Path) -> int:
@@ -161,3 +156,38 @@ def test_the_media_volume_is_found_through_docker_by_its_compose_name(
                      volume=f"{project}_{name}") == raw.f_blocks * raw.f_frsize
     finally:
         created.remove(force=True)
+
+
+def test_a_scan_longer_than_its_timeout_continues_and_serves_only_complete_figures(
+        tmp_path: Path) -> None:
+    media = tmp_path / "wamedia"
+    for a in range(100):  # 10,000 directories: several times one 100 ms timeout's work
+        for b in range(100):
+            (media / f"{a:02x}" / f"{b:02x}").mkdir(parents=True)
+    (media / "00" / "00" / "first.jpg").write_bytes(b"f" * 5000)
+    scan = ("    timeout: 100ms\n    full_scan_every: 1\n")  # every pass full: every pass long
+    volume = f"    path: {media}\n"
+    label = {"volume": "whatsappMedia"}
+
+    with run_exporter(config=config(volume, scan).replace("workers: 2", "workers: 1"),
+                      tmp_path=tmp_path) as exporter:
+        before = du_bytes(media)
+        samples = exporter.wait_metric("whatsapp_media_volume_used_bytes", float(before),
+                                       timeout=60, **label)
+        # One pass spanned several refreshes, each stopped at its timeout.
+        assert (value(samples, "whatsapp_media_volume_scan_last_full_duration_seconds",
+                      **label) or 0) > 0.2
+        assert value(samples, "whatsapp_media_volume_scan_directories_listed",
+                     **label) == 1 + 100 + 100 * 100
+        assert any("continuing at the next refresh" in line for line in exporter.lines)
+        (media / "63" / "63" / "late.jpg").write_bytes(b"l" * 40_000)
+        after = du_bytes(media)
+        served: set[float | None] = set()
+
+        def new_figure_served() -> bool:
+            samples = exporter.metrics()
+            served.add(value(samples, "whatsapp_media_volume_used_bytes", **label))
+            return value(samples, "whatsapp_media_volume_used_bytes", **label) == after
+
+        wait_for(new_figure_served, 60, what="the next complete pass")
+        assert served <= {float(before), float(after)}  # never a partial pass's sum
