@@ -139,6 +139,9 @@ class ScanResult:
     last_full_seconds: float  # how long the last full pass took, over all its refreshes
 
 
+# One remembered directory, less its subdirectory table: the record and its name as bytes.
+_RECORD_BYTES = sys.getsizeof(DirState(0, 0, 0, 0, 0, None, None)) + sys.getsizeof(b"")
+
 # A directory still to visit in this pass: its path, the remembered parent, its name there.
 Pending = tuple[bytes, DirState | None, bytes]
 
@@ -164,8 +167,8 @@ class ScanPass:
         self.blocks += dir_blocks + node.blocks
         self.files += node.files
         self.errors += node.errors
-        self.state_bytes += (sys.getsizeof(node) + sys.getsizeof(name)
-                             + (sys.getsizeof(node.subdirs) if node.subdirs else 0))
+        self.state_bytes += _RECORD_BYTES + len(name) + (
+            sys.getsizeof(node.subdirs) if node.subdirs else 0)
         if listed:
             self.listed += 1
         else:
