@@ -194,14 +194,14 @@ def test_a_scan_longer_than_its_timeout_continues_and_serves_only_complete_figur
         assert served <= {float(before), float(after)}  # never a partial pass's sum
 
 
-def test_the_scan_metrics_pass_promtool(tmp_path: Path) -> None:
+def test_the_media_volume_metrics_pass_promtool(tmp_path: Path) -> None:
     media = tmp_path / "wamedia"
     media_tree(media)
     with run_exporter(config=config(f"    path: {media}\n"), tmp_path=tmp_path) as exporter:
         exporter.wait_metric("whatsapp_exporter_collector_success", 1.0, collector="volume_scan")
         text = exporter.get("/metrics").text
-    scan_lines = [line for line in text.splitlines() if "whatsapp_media_volume_scan_" in line]
-    assert len(scan_lines) == 3 * 7  # HELP, TYPE and one sample for each of the 7 families
+    scan_lines = [line for line in text.splitlines() if "whatsapp_media_volume_" in line]
+    assert len(scan_lines) == 3 * 14  # HELP, TYPE and one sample for each of the 14 families
     result = subprocess.run(["promtool", "check", "metrics"],
                             input=("\n".join(scan_lines) + "\n").encode(),
                             capture_output=True, timeout=30, check=False)
