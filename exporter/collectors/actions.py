@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 from exporter.actions.audit import AuditLog
 from exporter.actions.base import ActionResult
 from exporter.actions.runner import OUTCOMES, TRIGGERS, Request
+from exporter.collectors.base import described
 
 if TYPE_CHECKING:
     from exporter.sources.docker import WaContainer
@@ -160,6 +161,9 @@ class AuditMetrics(Collector):
 
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(described(self.collect()))
 
     def collect(self) -> Iterator[Metric]:
         errors = CounterMetricFamily("whatsapp_audit_write_errors",

@@ -43,6 +43,11 @@ class Collector:
     def refresh(self) -> Sequence[Metric]:
         raise NotImplementedError
 
+    def describe(self) -> Sequence[Metric]:
+        """The families ``refresh()`` yields, without values and without any work, so the
+        registry refuses two collectors that export one name when they are registered."""
+        return ()
+
     def failed(self, error: BaseException, previous: Snapshot | None,
                now: float) -> Snapshot | None:
         """What to serve after a failed refresh; ``None`` keeps the previous snapshot."""
@@ -161,6 +166,11 @@ class Refresher:
         return snapshot.families
 
 
+def described(families: Iterable[Metric]) -> list[Metric]:
+    """``families`` as ``describe()`` gives them: name, type and help, no samples."""
+    return [Metric(family.name, family.documentation, family.type) for family in families]
+
+
 class SnapshotCollector(PromCollector):
     """The only thing registered with prometheus_client: reads snapshots, never does work."""
 
@@ -168,9 +178,27 @@ class SnapshotCollector(PromCollector):
         self.refreshers = list(refreshers)
         self.build_info = build_info
 
+    def describe(self) -> Iterable[Metric]:
+        """Every collector's families and our own; the registry sees them as one collector,
+        so a name two of ours export is refused here, as the registry refuses it between
+        collectors registered apart."""
+        owners = [(r.name, r.collector.describe()) for r in self.refreshers]
+        owners.append(("exporter", described(self._own_families())))
+        exported_by: dict[str, str] = {}
+        for owner, families in owners:
+            for family in families:
+                first = exported_by.setdefault(family.name, owner)
+                if first != owner:
+                    raise ValueError(f"Duplicated timeseries in CollectorRegistry: "
+                                     f"{family.name} from both {first} and {owner}")
+                yield family
+
     def collect(self) -> Iterable[Metric]:
         for refresher in self.refreshers:
             yield from refresher.fresh_families()
+        yield from self._own_families()
+
+    def _own_families(self) -> list[Metric]:
         success = GaugeMetricFamily("whatsapp_exporter_collector_success",
                                     "1 if the collector's last refresh succeeded.",
                                     labels=["collector"])
@@ -189,7 +217,7 @@ class SnapshotCollector(PromCollector):
                                  "Version of the exporter; always 1.",
                                  labels=list(self.build_info))
         info.add_metric(list(self.build_info.values()), 1.0)
-        yield from (success, duration, last, info)
+        return [success, duration, last, info]
 
     def ready(self) -> bool:
         return all(r.state.finished_once.is_set() for r in self.refreshers)

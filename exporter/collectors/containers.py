@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import Collector, Snapshot
+from exporter.collectors.base import Collector, Snapshot, described
 from exporter.config import ContainersSettings, Role
 from exporter.sources.docker import MEDIA_MODES, ContainerDirectory, WaContainer
 
@@ -44,6 +44,9 @@ class ContainersCollector(Collector):
         return [self._family({name: (seen.role, name in found and found[name].running)
                               for name, seen in self._seen.items()}),
                 *media_families(found[name] for name in sorted(found))]
+
+    def describe(self) -> Sequence[Metric]:
+        return described([self._family({})])
 
     def failed(self, error: BaseException, previous: Snapshot | None, now: float) -> Snapshot:
         """The engine is out of reach: every known WA container counts as down, and what they

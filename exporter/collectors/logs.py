@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import Collector
+from exporter.collectors.base import Collector, described
 from exporter.config import LogsSettings
 from exporter.errors import Degraded, SourceError
 from exporter.sources.docker import ContainerDirectory, DockerError, WaContainer, list_logs
@@ -130,6 +130,9 @@ class LogsCollector(Collector):
             detail = "; ".join(str(error) for _, error in failures.values())
             raise Degraded(f"log listing failed: {detail}", families)
         return families
+
+    def describe(self) -> Sequence[Metric]:
+        return described(self._families(0.0, {}))
 
     def _read_exec(self) -> tuple[_Readings, _Failures]:
         running = [c for c in self.directory.discover() if c.running]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import Collector, Snapshot
+from exporter.collectors.base import Collector, Snapshot, described
 from exporter.config import MessagesSettings
 from exporter.errors import Degraded
 from exporter.sources.database import MessagesSource, TableReading
@@ -60,6 +60,9 @@ class MessagesCollector(Collector):
         now = self.clock()
         return {name: table for name, (table, at) in self._last.items()
                 if now - at <= self.stale_after and self._up.get(name, False)}
+
+    def describe(self) -> Sequence[Metric]:
+        return described(self._families({}, 0.0, discovered=0))
 
     def failed(self, error: BaseException, previous: Snapshot | None, now: float) -> Snapshot:
         """The server is out of reach: every known database is down; old figures age out."""

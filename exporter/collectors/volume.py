@@ -7,16 +7,16 @@ as long as the exporter runs, and starts over when the volume's path changes.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import Collector
+from exporter.collectors.base import Collector, described
 from exporter.config import VolumeScanSettings, VolumeSettings
 from exporter.sources.docker import DockerEngine, find_volume
-from exporter.sources.files import volume_stats
-from exporter.sources.media import MediaScan
+from exporter.sources.files import VolumeStats, volume_stats
+from exporter.sources.media import MediaScan, ScanResult
 
 
 class MediaVolume:
@@ -46,13 +46,20 @@ def _gauge(name: str, help_text: str, volume: str, value: float) -> Metric:
 class VolumeCollector(Collector):
     name = "volume"
 
-    def __init__(self, media: MediaVolume, settings: VolumeSettings) -> None:
+    def __init__(self, media: MediaVolume, settings: VolumeSettings,
+                 stats: Callable[[Path], VolumeStats] = volume_stats) -> None:
         super().__init__(settings)
         self.media = media
+        self.stats = stats
 
     def refresh(self) -> Sequence[Metric]:
         volume, path = self.media.locate()
-        stats = volume_stats(path)
+        return self._families(volume, self.stats(path))
+
+    def describe(self) -> Sequence[Metric]:
+        return described(self._families("", VolumeStats(0, 0, 0, 0, 0)))
+
+    def _families(self, volume: str, stats: VolumeStats) -> list[Metric]:
         prefix = "whatsapp_media_volume_"
         return [
             _gauge(prefix + "size_bytes", "Size of the filesystem holding the media volume.",
@@ -84,7 +91,12 @@ class VolumeScanCollector(Collector):
         volume, path = self.media.locate()
         if self.scan is None or self.scan.path != path:
             self.scan = MediaScan(path, workers=self.workers, full_every=self.full_every)
-        usage = self.scan.scan(self.scan_timeout)
+        return self._families(volume, self.scan.scan(self.scan_timeout))
+
+    def describe(self) -> Sequence[Metric]:
+        return described(self._families("", ScanResult(0, 0, 0, 0, 0, False, 0, 0.0, 0.0)))
+
+    def _families(self, volume: str, usage: ScanResult) -> list[Metric]:
         prefix = "whatsapp_media_volume_"
         return [
             _gauge(prefix + "used_bytes", "Bytes allocated under the media path (st_blocks, "

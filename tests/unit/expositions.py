@@ -1,0 +1,62 @@
+"""A collector's exposition, compared with a checked-in fixture (as node_exporter's end-to-end
+output test does). ``UPDATE_FIXTURES=1 make test-fast`` writes the fixtures anew; read the
+diff before committing it: every changed line is a change operators and dashboards see."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+
+from exporter.collectors.base import Collector
+from exporter.errors import Degraded
+
+FIXTURES = Path(__file__).parent / "fixtures"
+UPDATE = os.environ.get("UPDATE_FIXTURES", "") not in ("", "0")
+
+
+class _Only:
+    """The collector under test as the registry sees it: its description and these families."""
+
+    def __init__(self, collector: Collector, families: Sequence[Metric]) -> None:
+        self.collector = collector
+        self.families = families
+
+    def describe(self) -> Sequence[Metric]:
+        return self.collector.describe()
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def refreshed(collector: Collector) -> Sequence[Metric]:
+    """What one refresh serves: its families, or the ones a partial failure still reports."""
+    try:
+        return collector.refresh()
+    except Degraded as degraded:
+        return degraded.families
+
+
+def exposition(collector: Collector, families: Sequence[Metric]) -> str:
+    """The text format of ``families`` from a fresh registry holding only ``collector``;
+    every family must be one the collector describes (name and type)."""
+    described = {(f.name, f.type) for f in collector.describe()}
+    undescribed = {(f.name, f.type) for f in families} - described
+    assert not undescribed, f"{type(collector).__name__}.describe() lacks {sorted(undescribed)}"
+    registry = CollectorRegistry()
+    registry.register(_Only(collector, families))  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+def assert_matches_fixture(name: str, text: str) -> None:
+    path = FIXTURES / name
+    if UPDATE:
+        path.write_text(text, encoding="utf-8")
+        return
+    assert path.exists(), f"no fixture {path}; write it with UPDATE_FIXTURES=1 make test-fast"
+    assert text == path.read_text(encoding="utf-8"), (
+        f"exposition differs from {path.relative_to(FIXTURES.parent.parent.parent)}; if the "
+        "change is intended, UPDATE_FIXTURES=1 make test-fast and review the diff")
