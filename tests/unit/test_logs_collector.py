@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-
 from exporter.collectors.logs import LogsCollector
 from exporter.config import ContainersSettings, LogsSettings
 from exporter.sources.docker import ContainerDirectory, WaContainer
 from tests.support import parse_metrics, series
+from tests.unit.expositions import assert_matches_fixture, exposition, refreshed
 
 
 class KnownContainers(ContainerDirectory):
@@ -37,16 +35,6 @@ def log_dir(root: Path, live: list[str], archived: dict[str, bytes]) -> Path:
     return root
 
 
-def exposition(families: list[Metric]) -> str:
-    class Fixed:
-        def collect(self) -> list[Metric]:
-            return families
-
-    registry = CollectorRegistry()
-    registry.register(Fixed())  # type: ignore[arg-type]
-    return generate_latest(registry).decode()
-
-
 def test_archive_families_and_uncompressed_files_in_the_exposition(tmp_path: Path) -> None:
     web_archive = {f"{log}.{i}.gz": b"gz" for log in ("web.log", "error.log")
                    for i in range(2, 31)}
@@ -60,7 +48,9 @@ def test_archive_families_and_uncompressed_files_in_the_exposition(tmp_path: Pat
                                               WaContainer("2", "wa_wacore_1", "coreapp", True)),
                               settings)
 
-    samples = parse_metrics(exposition(list(collector.refresh())))
+    text = exposition(collector, refreshed(collector))
+    assert_matches_fixture("logs_host.prom", text)
+    samples = parse_metrics(text)
 
     by_family = {(dict(labels)["container"], dict(labels)["family"]): value for labels, value
                  in series(samples, "whatsapp_log_archive_family_files").items()}
