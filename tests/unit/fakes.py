@@ -61,6 +61,7 @@ class FakeContainer:
     image: str = "wa-standin:test"
     running: bool = True
     project: str = "wa"
+    media: str = "rw"  # how the media volume is mounted: rw, ro or none
     listing: bytes = b""  # stdout of the log listing script
     exit_code: int = 0
     stderr: bytes = b""
@@ -68,6 +69,13 @@ class FakeContainer:
     @property
     def id(self) -> str:
         return f"{self.name:0<12}"[:12] + "0" * 52
+
+    def mounts(self) -> list[dict[str, Any]]:
+        if self.media == "none":
+            return []
+        volume = f"{self.project}_whatsappMedia"
+        return [{"Type": "volume", "Name": volume, "Destination": "/usr/local/wamedia",
+                 "Source": f"/var/lib/docker/volumes/{volume}/_data", "RW": self.media == "rw"}]
 
 
 @dataclass
@@ -80,7 +88,7 @@ class FakeDockerApi:
     def containers(self, all: bool = False) -> list[dict[str, Any]]:  # docker-py names it all
         self.calls.append("containers")
         return [{"Id": c.id, "Names": [f"/{c.name}"], "Image": c.image,
-                 "State": "running" if c.running else "exited",
+                 "State": "running" if c.running else "exited", "Mounts": c.mounts(),
                  "Labels": {PROJECT_LABEL: c.project} | (
                      {SERVICE_LABEL: c.service} if c.service else {})}
                 for c in self.containers_listed if all or c.running]

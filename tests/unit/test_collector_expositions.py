@@ -71,10 +71,10 @@ def wa_install() -> FakeDockerApi:
     """A multiconnect install (project wa) beside its database and another project's webapp."""
     return FakeDockerApi([
         FakeContainer("wa-waweb-1", "waweb"),
-        FakeContainer("wa-wacore1-1", "wacore1"),
+        FakeContainer("wa-wacore1-1", "wacore1", media="ro"),  # the guide wants rw
         FakeContainer("wa-wacore2-1", "wacore2", running=False),
-        FakeContainer("wa-master1-1", "master1"),
-        FakeContainer("wa-db-1", "db", image="mariadb:10.11"),
+        FakeContainer("wa-master1-1", "master1", media="none"),
+        FakeContainer("wa-db-1", "db", image="mariadb:10.11", media="none"),
         FakeContainer("staging-waweb-1", "waweb", project="staging"),
     ])
 
