@@ -13,7 +13,7 @@ from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
 from exporter.collectors.volume import VolumeCollector
 from exporter.config import LogsSettings, MessagesSettings, VolumeSettings
-from exporter.sources.database import DatabaseError, ServerReading, TableReading
+from exporter.sources.database import DatabaseError, RowSource, ServerReading, TableReading
 from exporter.sources.docker import ContainerDirectory, DockerError, WaContainer
 from tests.unit.expositions import assert_matches_fixture, exposition, refreshed
 from tests.unit.fakes import (
@@ -31,8 +31,9 @@ from tests.unit.fakes import (
 
 def two_databases_and_a_failing_one() -> ServerReading:
     return ServerReading(
-        tables={"wa_main": TableReading("wa_main", 1_250, True, 196_608),
-                "wa_second": TableReading("wa_second", 2_400_000, False, 734_003_200)},
+        tables={"wa_main": TableReading("wa_main", 1_250, 196_608, RowSource.COUNT),
+                "wa_second": TableReading("wa_second", 2_400_000, 734_003_200,
+                                           RowSource.N_LIVE_TUP)},
         errors={"wa_third": DatabaseError("wa_third: query took longer than 20s",
                                           kind="timeout")})
 

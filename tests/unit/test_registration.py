@@ -26,7 +26,7 @@ from exporter.config import (
     VolumeScanSettings,
     VolumeSettings,
 )
-from exporter.sources.database import ServerReading, TableReading
+from exporter.sources.database import RowSource, ServerReading, TableReading
 from exporter.sources.docker import ContainerDirectory
 from tests.unit.expositions import refreshed
 from tests.unit.fakes import (
@@ -66,7 +66,7 @@ class World:
 
     def __init__(self, tmp_path: Path) -> None:
         self.database = FixedReadings(ServerReading(
-            tables={"wa_main": TableReading("wa_main", 10, True, 16_384)}))
+            tables={"wa_main": TableReading("wa_main", 10, 16_384, RowSource.COUNT)}))
         self.api = FakeDockerApi([FakeContainer("wa-waweb-1", "waweb",
                                                 listing=listing((5, 1, "./web.log")))])
         self.media = FixedVolume(path=tmp_path)
