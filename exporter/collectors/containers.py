@@ -46,7 +46,7 @@ class ContainersCollector(Collector):
                 *media_families(found[name] for name in sorted(found))]
 
     def describe(self) -> Sequence[Metric]:
-        return described([self._family({})])
+        return described([self._family({}), *media_families([])])
 
     def failed(self, error: BaseException, previous: Snapshot | None, now: float) -> Snapshot:
         """The engine is out of reach: every known WA container counts as down, and what they
