@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Results, as in whatsapp_gc_runs_total{result}.
-SUCCESS, FAILED, ERROR, TIMEOUT, DRY_RUN = "success", "failed", "error", "timeout", "dry_run"
-INTERRUPTED = "interrupted"
+from exporter.vocabulary import Result
+
+# The results by their short names, as the actions use them (defined in exporter.vocabulary).
+SUCCESS, FAILED, ERROR, TIMEOUT = Result.SUCCESS, Result.FAILED, Result.ERROR, Result.TIMEOUT
+DRY_RUN, INTERRUPTED = Result.DRY_RUN, Result.INTERRUPTED
 
 
 @dataclass

@@ -32,16 +32,17 @@ from exporter.actions.base import (
     UnknownTarget,
 )
 from exporter.config import ActionsSettings
+from exporter.vocabulary import Outcome
 
 log = logging.getLogger(__name__)
 
-STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING = "started", "skipped_cooldown", "skipped_running"
-SKIPPED_WINDOW, REJECTED, SKIPPED_RESOLVED = "skipped_window", "rejected", "skipped_resolved"
-SKIPPED_LOCK = "skipped_lock_unavailable"
-SKIPPED_OTHER_HOST = "skipped_other_host"  # an alert another exporter reported (its instance)
-OUTCOMES = (STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING, SKIPPED_WINDOW, DRY_RUN, REJECTED,
-            SKIPPED_RESOLVED, SKIPPED_LOCK, SKIPPED_OTHER_HOST)
-TRIGGERS = ("alert", "schedule", "manual")
+# The outcomes by their short names (defined, in order of precedence, in exporter.vocabulary).
+STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING = (Outcome.STARTED, Outcome.SKIPPED_COOLDOWN,
+                                              Outcome.SKIPPED_RUNNING)
+SKIPPED_WINDOW, REJECTED, SKIPPED_RESOLVED = (Outcome.SKIPPED_WINDOW, Outcome.REJECTED,
+                                              Outcome.SKIPPED_RESOLVED)
+SKIPPED_LOCK, SKIPPED_OTHER_HOST = Outcome.SKIPPED_LOCK, Outcome.SKIPPED_OTHER_HOST
+OUTCOMES = tuple(Outcome)
 INSTANCE = uuid.uuid4().hex  # this process, as named in the runs it records
 
 # Hears each progress record of a run besides the audit log: (event, fields).

@@ -12,15 +12,14 @@ from prometheus_client.registry import Collector
 
 from exporter.actions.audit import AuditLog
 from exporter.actions.base import ActionResult
-from exporter.actions.runner import OUTCOMES, TRIGGERS, Request
+from exporter.actions.runner import Request
 from exporter.collectors.base import described
+from exporter.vocabulary import Outcome, Result, Trigger
 
 if TYPE_CHECKING:
     from exporter.sources.docker import WaContainer
 
 GC_KINDS = {"gc": "message", "media_gc": "media"}
-GC_RESULTS = ("success", "failed", "error", "timeout", "dry_run", "interrupted")
-CLEANUP_RESULTS = GC_RESULTS
 
 
 class ActionMetrics:
@@ -59,12 +58,12 @@ class ActionMetrics:
                              "flight in this exporter.", ["action"], registry=registry)
         # Pre-created so dashboards and rate() see every series before the first event.
         for action in actions:
-            for outcome in OUTCOMES:
+            for outcome in Outcome:
                 self.requests.labels(action, outcome)
             kind = GC_KINDS.get(action)
             if kind is not None:
-                for trigger in TRIGGERS:
-                    for result in GC_RESULTS:
+                for trigger in Trigger:
+                    for result in Result:
                         self.gc_runs.labels(kind, trigger, result)
 
     def containers_found(self, containers: list[WaContainer]) -> None:
@@ -72,8 +71,8 @@ class ActionMetrics:
         ``increase()`` sees a container's first failure. (Not the timestamps: a 0 there
         would read as "never cleaned" before the first run.)"""
         for container in containers:  # labels() returns the existing child if there is one
-            for trigger in TRIGGERS:
-                for result in CLEANUP_RESULTS:
+            for trigger in Trigger:
+                for result in Result:
                     self.cleanup_runs.labels(container.name, container.role, trigger, result)
 
     def watch_running(self, actions: list[str], running: Callable[[], list[str]]) -> None:
