@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 from exporter.actions.audit import AuditLog, StateFile
 from exporter.actions.base import (
-    DRY_RUN,
     ERROR,
     INTERRUPTED,
     SUCCESS,
@@ -228,7 +227,7 @@ class Runner:
         with self._mutex:
             self._reserved.difference_update(_key(request.action, t) for t in free)
             run = None
-            if decision.outcome in (STARTED, DRY_RUN):
+            if decision.outcome in (STARTED, Outcome.DRY_RUN):
                 decision.run_id = uuid.uuid4().hex[:12]
                 run = self._prepare(request, decision, decision.targets if locks else [], locks,
                                     on_progress)
@@ -279,7 +278,7 @@ class Runner:
             outcome, reason = min(reasons, key=lambda r: OUTCOMES.index(r[0]))
             return Decision(name, outcome, reason, targets=list(targets))
         if request.dry_run or self.settings.dry_run:
-            return Decision(name, DRY_RUN, "dry run: nothing is changed", targets=free)
+            return Decision(name, Outcome.DRY_RUN, "dry run: nothing is changed", targets=free)
         return Decision(name, STARTED, "; ".join(r for _, r in reasons), targets=free)
 
     def _lock(self, name: str, free: list[str], decision: Decision,
@@ -324,7 +323,7 @@ class Runner:
                  ) -> Callable[[], ActionResult]:
         assert decision.run_id is not None
         run_id, name = decision.run_id, request.action
-        dry_run = decision.outcome == DRY_RUN
+        dry_run = decision.outcome == Outcome.DRY_RUN
         keys = [_key(name, t) for t in targets]
         started = self.clock()
         if not dry_run:
