@@ -17,13 +17,14 @@ import logging
 import ssl
 import threading
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import bcrypt
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from exporter.config import ConfigError, _describe
+from exporter.config.errors import ConfigError, describe_validation_error, fix_hint
+from exporter.config.models import StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +36,12 @@ _VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
 _IGNORED = ("cipher_suites", "curve_preferences", "prefer_server_cipher_suites")
 
 
-def _fix(text: str) -> Any:
-    return Field(json_schema_extra={"fix": text})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TlsServerConfig(_Strict):
-    cert_file: Annotated[Path, _fix("point cert_file at the server certificate (PEM)")]
-    key_file: Annotated[Path, _fix("point key_file at the certificate's private key (PEM)")]
+class TlsServerConfig(StrictModel):
+    cert_file: Annotated[Path, fix_hint("point cert_file at the server certificate (PEM)")]
+    key_file: Annotated[Path, fix_hint("point key_file at the certificate's private key (PEM)")]
     client_auth_type: ClientAuth = "NoClientCert"
-    client_ca_file: Annotated[Path | None, _fix("point client_ca_file at the CA (PEM) that "
-                                                "signs client certificates")] = None
+    client_ca_file: Annotated[Path | None, fix_hint("point client_ca_file at the CA (PEM) "
+                                                    "that signs client certificates")] = None
     min_version: TlsVersion = "TLS12"
     max_version: TlsVersion = "TLS13"
     cipher_suites: list[str] | None = None
@@ -56,15 +49,15 @@ class TlsServerConfig(_Strict):
     prefer_server_cipher_suites: bool | None = None
 
 
-class HttpServerConfig(_Strict):
+class HttpServerConfig(StrictModel):
     http2: bool | None = None
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
-class WebConfig(_Strict):
+class WebConfig(StrictModel):
     tls_server_config: TlsServerConfig | None = None
     http_server_config: HttpServerConfig = HttpServerConfig()
-    basic_auth_users: dict[str, str] = {}
+    basic_auth_users: dict[str, str] = Field(default_factory=dict)
 
 
 def load_web_config(path: Path) -> WebConfig:
@@ -82,7 +75,8 @@ def load_web_config(path: Path) -> WebConfig:
     try:
         config = WebConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("--web.config.file: " + _describe(exc, WebConfig, prefix="")) from None
+        raise ConfigError(
+            "--web.config.file: " + describe_validation_error(exc, WebConfig)) from None
     for user, hashed in config.basic_auth_users.items():
         if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise ConfigError(f"--web.config.file: basic_auth_users.{user}: not a bcrypt hash; "

@@ -1,0 +1,181 @@
+"""Building the one settings object from the WA client's db.env, the environment and YAML.
+
+Sources, lowest precedence first: the ``--db.env-file`` (the WA client's own file,
+read as-is), then the process environment (``WA_DB_*``), then for everything that
+is not a WA variable the optional YAML ``--config.file``. Every secret may also be
+given as ``NAME_FILE``. Every problem is a :class:`~exporter.config.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from exporter.config.errors import ConfigError, describe_validation_error
+from exporter.config.models import (
+    DatabaseSettings,
+    FileSettings,
+    Settings,
+    WaApiOptions,
+    WaApiSettings,
+)
+
+SECRET_VARIABLES = ("WA_DB_PASSWORD", "WA_WEB_PASSWORD")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read a docker-style env file such as the WA client's ``db.env``.
+
+    ``KEY=value`` per line; blank lines and ``#`` comments are skipped; an ``export``
+    prefix and one pair of matching surrounding quotes are removed. A leading UTF-8 byte-order
+    mark (editors on Windows write one) is skipped, as Docker's ``--env-file`` skips it.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise ConfigError(
+            f"--db.env-file: cannot read {str(path)!r}: {exc.strerror or exc}; "
+            "fix: point it at the WA client's db.env and make it readable"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"--db.env-file: {str(path)!r} is not UTF-8 text; fix: point it at the WA db.env"
+        ) from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(
+                f"--db.env-file: {path}:{number} is not a KEY=value line; "
+                "fix: remove the line or write it as KEY=value"
+            )
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def _resolve_secret_files(variables: dict[str, str]) -> dict[str, str]:
+    resolved = dict(variables)
+    for name in SECRET_VARIABLES:
+        file_key = f"{name}_FILE"
+        path = resolved.pop(file_key, None)
+        if path is None:
+            continue
+        if resolved.get(name):
+            raise ConfigError(
+                f"{name}: set both directly and through {file_key}; fix: keep only one of them"
+            )
+        try:
+            resolved[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"{file_key}: cannot read {path!r}: {exc.strerror or exc}; "
+                f"fix: point {file_key} at a readable file holding the secret"
+            ) from None
+        except UnicodeDecodeError:  # its message would quote a byte of the secret
+            raise ConfigError(
+                f"{file_key}: {path!r} is not UTF-8 text; fix: write the secret as UTF-8"
+            ) from None
+    return resolved
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"--config.file: cannot read {str(path)!r}: {exc.strerror or exc}; "
+            "fix: point it at a readable YAML file"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--config.file: {path} is not UTF-8 text (byte {exc.start}); fix: save it as "
+            "UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(
+            f"--config.file: {path} is not valid YAML{at}; fix: correct the YAML syntax"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"--config.file: {path} must hold a mapping of settings; fix: see check-config"
+        )
+    return data
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    db_env_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings; raise :class:`ConfigError` with a one-line message on any problem."""
+    environ = os.environ if environ is None else environ
+    variables = read_env_file(db_env_file) if db_env_file else {}
+    variables.update({k: v for k, v in environ.items() if k.startswith("WA_")})
+    variables = _resolve_secret_files(variables)
+
+    file_data = _load_yaml(config_file) if config_file else {}
+    try:
+        file_settings = FileSettings.model_validate(file_data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, FileSettings)) from None
+
+    database: DatabaseSettings | None = None
+    wants_db = file_settings.collectors.messages.enabled
+    db_vars = {k: v for k, v in variables.items() if k.startswith("WA_DB_")}
+    if "WA_DB_ENGINE" not in db_vars and wants_db:
+        raise ConfigError(
+            "WA_DB_ENGINE: not set; fix: pass --db.env-file with the WA client's db.env, "
+            "set WA_DB_* in the environment, or disable collectors.messages"
+        )
+    if db_vars or wants_db:
+        try:
+            database = DatabaseSettings.model_validate(db_vars)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc, DatabaseSettings)) from None
+    return Settings(database=database, collectors=file_settings.collectors,
+                    actions=file_settings.actions, webhook=file_settings.webhook,
+                    wa_api=_wa_api(variables, file_settings.wa_api),
+                    upgrade=file_settings.upgrade)
+
+
+def _wa_api(variables: Mapping[str, str], options: WaApiOptions) -> WaApiSettings | None:
+    """The API settings if any ``WA_WEB_*`` variable is set; a partial set is an error."""
+    web_vars = {k: v for k, v in variables.items() if k.startswith("WA_WEB_") and v.strip()}
+    if not web_vars:
+        return None
+    values: dict[str, Any] = {k: v for k, v in options if v is not None}
+    values.update(web_vars)
+    try:
+        return WaApiSettings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, WaApiSettings)) from None
+
+
+def render(settings: Settings) -> str:
+    """The effective configuration as YAML, every secret shown as ``<secret>``."""
+    data = settings.model_dump(mode="json", by_alias=False)
+    if settings.database is not None:
+        data["database"] = settings.database.model_dump(mode="json", by_alias=True)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,493 @@
+"""The settings models: one frozen, strict model per section, and :class:`Settings`, the
+whole. Every model rejects unknown keys; every field that can be wrong carries its fix
+(:func:`~exporter.config.errors.fix_hint`). Defaults that depend on another field (a port
+on the engine, a timeout on the interval) are filled in while validating, so a model is
+complete once built and never written afterwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from exporter.config.errors import fix_hint
+from exporter.config.types import (
+    WEEKDAYS,
+    AbsolutePath,
+    ActionName,
+    ClockTime,
+    Cron,
+    Duration,
+    EnvBool,
+    SecretValue,
+    TimeZone,
+    WebUrl,
+    Weekday,
+    readable_file,
+)
+
+
+class StrictModel(BaseModel):
+    """The base of every settings model: unknown keys are errors, and a model is frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- the WA client's own database variables ---------------------------------------------
+
+DEFAULT_PORTS = {"MYSQL": 3306, "PGSQL": 5432, "SQLITE": 0}
+
+
+class DatabaseSettings(StrictModel):
+    """The database server the WA client uses, described by its own ``db.env`` variables."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    engine: Annotated[
+        Literal["MYSQL", "PGSQL", "SQLITE"],
+        BeforeValidator(lambda v: str(v).strip().upper()),
+        fix_hint("set WA_DB_ENGINE to MYSQL or PGSQL (SQLITE for the demo)"),
+    ] = Field(alias="WA_DB_ENGINE")
+    hostname: Annotated[
+        str, fix_hint("set WA_DB_HOSTNAME to the DB server's host (for SQLITE: a directory)")
+    ] = Field(alias="WA_DB_HOSTNAME", min_length=1)
+    port: Annotated[
+        int,
+        fix_hint("set WA_DB_PORT to a TCP port between 1 and 65535 (MySQL 3306, PostgreSQL 5432)"),
+    ] = Field(alias="WA_DB_PORT", default=0, ge=0, le=65535, validate_default=True)
+    username: Annotated[
+        str, fix_hint("set WA_DB_USERNAME to the DB user the WA client uses")
+    ] = Field(alias="WA_DB_USERNAME", default="")
+    password: Annotated[
+        SecretValue | None, fix_hint("set WA_DB_PASSWORD or WA_DB_PASSWORD_FILE")
+    ] = Field(alias="WA_DB_PASSWORD", default=None)
+    name_prefix: Annotated[str, fix_hint("set WA_DB_NAME_PREFIX as in the WA client's db.env")] = (
+        Field(alias="WA_DB_NAME_PREFIX", default="")
+    )
+    connection_idle_timeout_ms: Annotated[
+        int | None,
+        fix_hint("set WA_DB_CONNECTION_IDLE_TIMEOUT to milliseconds, e.g. 180000"),
+    ] = Field(alias="WA_DB_CONNECTION_IDLE_TIMEOUT", default=None, gt=0)
+    read_timeout_s: Annotated[
+        float | None, fix_hint("set WA_DB_READ_TIMEOUT to seconds, e.g. 30")
+    ] = Field(alias="WA_DB_READ_TIMEOUT", default=None, gt=0)
+    ssl_ca: Annotated[Path | None, fix_hint("point WA_DB_SSL_CA at a readable PEM file")] = Field(
+        alias="WA_DB_SSL_CA", default=None
+    )
+    ssl_cert: Annotated[
+        Path | None, fix_hint("point WA_DB_SSL_CERT at a readable PEM file")
+    ] = Field(alias="WA_DB_SSL_CERT", default=None)
+    ssl_key: Annotated[Path | None, fix_hint("point WA_DB_SSL_KEY at a readable PEM file")] = Field(
+        alias="WA_DB_SSL_KEY", default=None
+    )
+    ssl_verify: EnvBool = Field(alias="WA_DB_SSL_VERIFY", default=True)
+
+    @field_validator("port", "connection_idle_timeout_ms", "read_timeout_s", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and not value.strip():
+            return 0 if info.field_name == "port" else None
+        return value
+
+    @field_validator("ssl_ca", "ssl_cert", "ssl_key")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        return readable_file(value)
+
+    @field_validator("port")
+    @classmethod
+    def _default_port(cls, port: int, info: ValidationInfo) -> int:
+        """Unset (0): the engine's usual port (SQLITE has none)."""
+        engine = info.data.get("engine")  # absent when WA_DB_ENGINE is wrong: that is reported
+        if port or engine is None:
+            return port
+        return DEFAULT_PORTS[engine]
+
+
+# --- the WA client's REST API (the webapp) ---------------------------------------------------
+
+
+class WaApiOptions(StrictModel):
+    """YAML ``wa_api``: how to talk to the webapp (its address and login are ``WA_WEB_*``)."""
+
+    verify: Annotated[
+        bool | None, fix_hint("use false only for a self-signed certificate without a CA file")
+    ] = None  # unset: WA_WEB_VERIFY, else true
+    connect_timeout: Duration = 5.0
+    read_timeout: Duration = 30.0
+    retry_attempts: Annotated[int, fix_hint("use 1 to 10 attempts per call")] = Field(
+        default=3, ge=1, le=10)
+    retry_backoff: Duration = 0.5
+    token_refresh_margin: Duration = 300.0
+
+
+class WaApiSettings(WaApiOptions):
+    """The webapp's API: ``WA_WEB_*`` variables plus the ``wa_api`` options from the YAML."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    url: Annotated[
+        WebUrl,
+        fix_hint("set WA_WEB_URL to the webapp's address, e.g. https://127.0.0.1:9090"),
+    ] = Field(alias="WA_WEB_URL")
+    username: Annotated[str, fix_hint("set WA_WEB_USERNAME to a WA API admin user")] = Field(
+        alias="WA_WEB_USERNAME", min_length=1)
+    password: Annotated[
+        SecretValue, fix_hint("set WA_WEB_PASSWORD or WA_WEB_PASSWORD_FILE")
+    ] = Field(alias="WA_WEB_PASSWORD")
+    ca_file: Annotated[
+        Path | None, AfterValidator(readable_file),
+        fix_hint("point WA_WEB_CA_FILE at a readable PEM file with the webapp's CA"),
+    ] = Field(alias="WA_WEB_CA_FILE", default=None)
+    verify: EnvBool = Field(alias="WA_WEB_VERIFY", default=True)
+
+    @model_validator(mode="after")
+    def _ca_needs_verify(self) -> WaApiSettings:
+        if self.ca_file is not None and not self.verify:
+            raise ValueError("WA_WEB_CA_FILE is set but TLS verification is off; fix: drop "
+                             "WA_WEB_VERIFY=false (wa_api.verify) or WA_WEB_CA_FILE")
+        return self
+
+
+# --- the exporter's own settings (YAML) -----------------------------------------------------
+
+
+class CollectorSettings(StrictModel):
+    enabled: bool = True
+    interval: Duration = 60.0
+    timeout: Duration | None = Field(default=None, validate_default=True)
+    stale_after: Duration = 300.0
+
+    @field_validator("timeout")
+    @classmethod
+    def _default_timeout(cls, timeout: float | None, info: ValidationInfo) -> float | None:
+        """Unset: min(30s, interval). Refreshes never overlap, so a timeout longer than the
+        interval only delays the next."""
+        interval: float | None = info.data.get("interval")  # absent when wrong: reported
+        if timeout is not None or interval is None:
+            return timeout
+        return min(30.0, interval)
+
+
+class MessagesSettings(CollectorSettings):
+    exact_count_below: Annotated[
+        int, fix_hint("use a row count; below it rows are counted exactly, above it estimated")
+    ] = Field(default=1_000_000, ge=0)
+    query_timeout: Duration = 20.0
+    maintenance_database: Annotated[
+        str, fix_hint("name a PostgreSQL database the DB user may connect to, e.g. postgres")
+    ] = "postgres"
+
+
+Role = Literal["webapp", "coreapp", "master"]
+
+
+class ImageRule(StrictModel):
+    pattern: Annotated[
+        str, fix_hint("use a glob on the image name, e.g. '*whatsapp*web*'")
+    ] = Field(min_length=1)
+    role: Role
+
+
+class ContainersSettings(CollectorSettings):
+    """Which containers are WA containers: ``names`` first, then the compose service label
+    (waweb, wacore[N], master[N]), then ``images``."""
+
+    interval: Duration = 15.0
+    compose_project: Annotated[
+        str | None, fix_hint("name the compose project of the WA install, or leave it unset")
+    ] = None
+    images: Annotated[
+        tuple[ImageRule, ...],
+        fix_hint("list entries {pattern: <glob on the image name>, role: webapp|coreapp|master}"),
+    ] = (ImageRule(pattern="*whatsapp*web*", role="webapp"),
+         ImageRule(pattern="*whatsapp*core*", role="coreapp"))
+    names: Annotated[
+        dict[str, Role], fix_hint("map each container name to webapp, coreapp or master")
+    ] = Field(default_factory=dict)
+    # Where the WA containers mount the media volume (the guide: /usr/local/wamedia); each
+    # container's mount there is reported. Not collectors.volume.path: that is the exporter's.
+    media_path: Annotated[
+        AbsolutePath,
+        fix_hint("use the absolute media path inside the WA containers, e.g. /usr/local/wamedia"),
+    ] = "/usr/local/wamedia"
+
+
+class LogsSettings(CollectorSettings):
+    mode: Annotated[
+        Literal["exec", "host"],
+        fix_hint("use exec (docker exec into each container) or host (bind-mounted directories)"),
+    ] = "exec"
+    log_dir: Annotated[
+        AbsolutePath, fix_hint("use the absolute log path inside the containers")
+    ] = "/var/log/whatsapp"
+    host_paths: Annotated[
+        dict[str, Path], fix_hint("map each container name to the directory holding its logs")
+    ] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _host_needs_paths(self) -> LogsSettings:
+        if self.mode == "host" and not self.host_paths:
+            raise ValueError("mode is host but host_paths is empty; fix: map each container "
+                             "name to its bind-mounted log directory, or use mode: exec")
+        return self
+
+
+class VolumeSettings(CollectorSettings):
+    interval: Duration = 30.0
+    source: Annotated[
+        Literal["path", "docker"],
+        fix_hint("use path (the volume mounted into the exporter) or docker (ask for its "
+                 "mountpoint)"),
+    ] = "path"
+    path: Annotated[
+        Path, fix_hint("use the media volume's mount point inside the exporter")
+    ] = Path("/usr/local/wamedia")
+    name: Annotated[
+        str, fix_hint("use the media volume's name, e.g. whatsappMedia")
+    ] = Field(default="whatsappMedia", min_length=1)
+
+
+class VolumeScanSettings(CollectorSettings):
+    interval: Duration = 300.0
+    timeout: Duration | None = 120.0
+    stale_after: Duration = 900.0
+    workers: Annotated[
+        int | None, fix_hint("use a number of processes from 1 to 64, or leave unset for the CPUs")
+    ] = Field(default=None, ge=1, le=64)
+    full_scan_every: Annotated[
+        int | None, fix_hint("use a number of refreshes from 1 up (1: every pass is full), or "
+                             "leave unset for one full pass a day")
+    ] = Field(default=None, ge=1)
+
+    def full_scan_every_refreshes(self) -> int:
+        """Passes from one full pass to the next: as configured, or about one a day."""
+        return self.full_scan_every or max(1, round(86400 / self.interval))
+
+
+class CollectorsSettings(StrictModel):
+    messages: MessagesSettings = MessagesSettings()
+    containers: ContainersSettings = ContainersSettings()
+    logs: LogsSettings = LogsSettings()
+    volume: VolumeSettings = VolumeSettings()
+    volume_scan: VolumeScanSettings = VolumeScanSettings()
+
+
+# --- actions ----------------------------------------------------------------------------------
+
+
+class WindowSettings(StrictModel):
+    """Alerts and schedules start actions only inside this window (the CLI ignores it)."""
+
+    start: ClockTime
+    end: ClockTime
+    days: list[Weekday] = list(WEEKDAYS)
+
+    @field_validator("days")
+    @classmethod
+    def _known_days(cls, days: list[str]) -> list[str]:
+        for day in days:
+            if day not in WEEKDAYS:
+                raise ValueError(f"{day!r} is not a weekday; fix: use {', '.join(WEEKDAYS)}")
+        return days
+
+
+class ScheduleEntry(StrictModel):
+    action: ActionName
+    cron: Cron
+    target: str | None = None  # cleanup: one container; default every WA container
+    dry_run: bool = False
+
+
+class WebhookSettings(StrictModel):
+    """Who may call the Alertmanager webhook and the GC callback endpoint."""
+
+    bearer_token: SecretValue | None = None
+    bearer_token_file: Path | None = None
+    basic_auth_username: str | None = None
+    basic_auth_password: SecretValue | None = None
+    basic_auth_password_file: Path | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_secret_files(
+        cls, data: Any, handler: ModelWrapValidatorHandler[WebhookSettings]
+    ) -> WebhookSettings:
+        """Each ``*_file`` read into its secret. The input is validated as given first, so a
+        wrong value is reported before an unreadable file; then once more with the secrets
+        read in place of their files (now unset: a re-validation does not read again)."""
+        settings = handler(data)
+        secrets: dict[str, str | None] = {}
+        for key, file_key in (("bearer_token", "bearer_token_file"),
+                              ("basic_auth_password", "basic_auth_password_file")):
+            path = getattr(settings, file_key)
+            if path is None:
+                continue
+            if getattr(settings, key) is not None:
+                raise ValueError(f"set {key} or {file_key}, not both; fix: keep only one")
+            try:
+                secret = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"{file_key}: cannot read {str(path)!r}: "
+                                 f"{exc.strerror or exc}; fix: make it readable") from None
+            except UnicodeDecodeError:  # its message would quote a byte of the secret
+                raise ValueError(f"{file_key}: {str(path)!r} is not UTF-8 text; fix: write "
+                                 "the secret as UTF-8") from None
+            secrets |= {key: secret, file_key: None}
+        if secrets:
+            settings = handler(dict(settings) | secrets)
+        if (settings.basic_auth_username is None) != (settings.basic_auth_password is None):
+            raise ValueError("basic auth needs both basic_auth_username and a password; "
+                             "fix: set both or neither")
+        return settings
+
+    @property
+    def has_auth(self) -> bool:
+        return self.bearer_token is not None or self.basic_auth_username is not None
+
+
+class GcSettings(StrictModel):
+    """``actions.gc``: when a message GC round is complete, and when large tables get rounds
+    (the rule in full: :mod:`exporter.actions.gc`)."""
+
+    # A database whose messages table holds more rows is large: its GC repeats rounds.
+    large_table_rows: Annotated[
+        int, fix_hint("use a row count; above it message GC repeats rounds")
+    ] = Field(default=10_000_000, ge=1)
+    target_rows: Annotated[
+        int | None, fix_hint("use the row count rounds aim below; unset means large_table_rows")
+    ] = Field(default=None, ge=0)
+    max_rounds: Annotated[int, fix_hint("use 1 to 100 rounds")] = Field(default=5, ge=1, le=100)
+    round_pause: Duration = 60.0
+    # How long a round waits for the rows to start falling (or a callback) before it
+    # concludes there is nothing to delete: room for a client that starts slowly.
+    callback_timeout: Duration = 300.0
+    # Once the rows have fallen, how long without a new low completes the round; the count
+    # is read three times per interval from the request on.
+    settle_interval: Duration = 30.0
+    round_timeout: Duration = 3600.0
+
+    @model_validator(mode="after")
+    def _round_outlasts_its_waits(self) -> GcSettings:
+        for name in ("callback_timeout", "settle_interval"):
+            if self.round_timeout <= getattr(self, name):
+                raise ValueError(f"round_timeout must be longer than {name}; fix: raise "
+                                 f"round_timeout or lower {name}")
+        return self
+
+
+class CleanupSettings(StrictModel):
+    """``actions.cleanup``: ``docker exec`` of the WA cleanup script in each container."""
+
+    script: str = "/opt/whatsapp/bin/cleanup.sh"
+    timeout: Duration = 600.0
+    parallel: Annotated[int, fix_hint("use 1 to 64 containers at once")] = Field(
+        default=4, ge=1, le=64)
+    output_tail_bytes: int = Field(default=2048, ge=0, le=65536)
+
+
+class ActionsSettings(StrictModel):
+    # Remediation is opt-in: list the actions this exporter may run (gc, media_gc, cleanup).
+    allowed: list[ActionName] = []
+    dry_run: bool = False
+    state_dir: Annotated[Path, fix_hint("name a directory the exporter may write, e.g. "
+                                    "/var/lib/wa-exporter")] = Path("/var/lib/wa-exporter")
+    audit_max_bytes: int = Field(default=10 * 1024 * 1024, ge=4096)
+    # How long a decision may wait for the cross-replica lock (connect + one query) before
+    # it records skipped_lock_unavailable: the webhook answers within it even when the
+    # database is black-holed.
+    lock_timeout: Duration = Field(default=3.0, gt=0, le=60)
+    cooldown: dict[ActionName, Duration] = {"gc": 3600.0, "media_gc": 6 * 3600.0,
+                                            "cleanup": 3600.0}
+    window: WindowSettings | None = None
+    timezone: TimeZone = "UTC"
+    alert_rules: dict[str, ActionName] = {}  # alertname -> action, when no action label
+    # The `instance` label(s) Prometheus gives this exporter. With one exporter per host
+    # behind one Alertmanager, a firing alert whose `instance` is another is another host's:
+    # recorded as skipped_other_host. Empty: every alert is for this exporter.
+    instances: list[Annotated[str, Field(min_length=1)]] = []
+    # Replaces the host cron job of the WA guide. gc needs the WA API settings to run.
+    schedules: list[ScheduleEntry] = [ScheduleEntry(action="cleanup", cron="0 3 * * *"),
+                                      ScheduleEntry(action="gc", cron="0 4 * * *")]
+    gc: GcSettings = GcSettings()
+    cleanup: CleanupSettings = CleanupSettings()
+
+    def cooldown_for(self, action: str) -> float:
+        return self.cooldown.get(action, 3600.0)
+
+    def window_open(self, timestamp: float) -> bool:
+        if self.window is None:
+            return True
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        local = datetime.fromtimestamp(timestamp, ZoneInfo(self.timezone))
+        now = local.strftime("%H:%M")
+        start, end = self.window.start, self.window.end
+        # A window such as 22:00-04:00 crosses midnight: its day is the one it started on.
+        inside = start <= now < end if start <= end else (now >= start or now < end)
+        day = local if start <= end or now >= start else local.fromordinal(local.toordinal() - 1)
+        return inside and WEEKDAYS[day.weekday()] in self.window.days
+
+
+class UpgradeSettings(StrictModel):
+    """``upgrade``: when the install is ready for a WA client upgrade (``upgrade-check``)."""
+
+    # Meta's guide: a messages table above 2 million rows is "large"; use message GC around
+    # upgrades. (actions.gc.large_table_rows is a different bound: when GC repeats rounds.)
+    large_table_rows: Annotated[
+        int, fix_hint("use a row count; at or above it a messages table is large, default 2000000")
+    ] = Field(default=2_000_000, ge=1)
+    # The guide asks for message GC once every 24 hours; older is reported, 2 hours of slack.
+    gc_max_age: Duration = 26 * 3600.0
+    media_min_avail_ratio: Annotated[
+        float, fix_hint("use a fraction between 0 and 1, e.g. 0.10 for 10 %")
+    ] = Field(default=0.10, ge=0, le=1)
+
+
+class FileSettings(StrictModel):
+    """Everything the YAML ``--config.file`` may hold."""
+
+    collectors: CollectorsSettings = CollectorsSettings()
+    actions: ActionsSettings = ActionsSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    wa_api: WaApiOptions = WaApiOptions()
+    upgrade: UpgradeSettings = UpgradeSettings()
+
+
+class Settings(StrictModel):
+    database: DatabaseSettings | None
+    collectors: CollectorsSettings = CollectorsSettings()
+    actions: ActionsSettings = ActionsSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    wa_api: WaApiSettings | None = None  # unset: no WA_WEB_* variables, so no API actions
+    upgrade: UpgradeSettings = UpgradeSettings()
+
+    def unavailable_actions(self) -> dict[str, str]:
+        """Allowed actions these settings cannot run, each with what is missing and the fix."""
+        api = ("the WA API is not configured; fix: set WA_WEB_URL, WA_WEB_USERNAME and "
+               "WA_WEB_PASSWORD (or WA_WEB_PASSWORD_FILE)")
+        database = ("the WA database is not configured; fix: pass --db.env-file with the WA "
+                    "client's db.env or set WA_DB_ENGINE and the other WA_DB_* variables")
+        missing: dict[str, str] = {}
+        for name in self.actions.allowed:
+            if name in ("gc", "media_gc") and self.wa_api is None:
+                missing[name] = f"action {name!r} is allowed but {api}"
+            elif name == "gc" and self.database is None:
+                missing[name] = f"action {name!r} is allowed but {database}"
+        return missing
+
+
