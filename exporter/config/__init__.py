@@ -6,7 +6,7 @@ a one-line :class:`ConfigError` naming the key and the fix. Import from here.
 """
 
 from exporter.config.errors import ConfigError
-from exporter.config.loading import load_settings, read_env_file, render
+from exporter.config.loading import SECRET_VARIABLES, load_settings, read_env_file, render
 from exporter.config.models import (
     DEFAULT_PORTS,
     ActionsSettings,
@@ -33,9 +33,12 @@ from exporter.config.models import (
 )
 from exporter.config.types import (
     ACTION_NAMES,
+    ActionName,
     Duration,
+    EnvBool,
     Secret,
     SecretValue,
+    TimeZone,
     format_duration,
     parse_duration,
     scrub,
@@ -44,6 +47,8 @@ from exporter.config.types import (
 __all__ = [
     "ACTION_NAMES",
     "DEFAULT_PORTS",
+    "SECRET_VARIABLES",
+    "ActionName",
     "ActionsSettings",
     "CleanupSettings",
     "CollectorSettings",
@@ -52,6 +57,7 @@ __all__ = [
     "ContainersSettings",
     "DatabaseSettings",
     "Duration",
+    "EnvBool",
     "FileSettings",
     "GcSettings",
     "ImageRule",
@@ -62,6 +68,7 @@ __all__ = [
     "Secret",
     "SecretValue",
     "Settings",
+    "TimeZone",
     "UpgradeSettings",
     "VolumeScanSettings",
     "VolumeSettings",

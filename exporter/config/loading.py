@@ -4,6 +4,7 @@ Sources, lowest precedence first: the ``--db.env-file`` (the WA client's own fil
 read as-is), then the process environment (``WA_DB_*``), then for everything that
 is not a WA variable the optional YAML ``--config.file``. Every secret may also be
 given as ``NAME_FILE``. Every problem is a :class:`~exporter.config.errors.ConfigError`.
+:func:`render` shows the result as YAML, secrets hidden (``check-config``).
 """
 
 from __future__ import annotations
