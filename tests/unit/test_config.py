@@ -184,3 +184,41 @@ def test_a_secret_file_that_is_not_utf8_is_a_config_error_without_its_bytes(
     with pytest.raises(ConfigError, match="not UTF-8") as raised:
         load_settings(environ={**BASE, "WA_DB_PASSWORD_FILE": str(secret)})
     assert "xff" not in str(raised.value)
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "settings.yml"
+    path.write_text(text)
+    return path
+
+
+def test_a_collector_timeout_defaults_to_30s_or_the_interval_if_shorter(tmp_path: Path) -> None:
+    settings = load_settings(environ=BASE, config_file=_yaml(tmp_path, (
+        "collectors:\n  messages: {interval: 10s}\n  logs: {interval: 5m}\n"
+        "  volume_scan: {interval: 20s, timeout: null}\n")))
+    collectors = settings.collectors
+    assert collectors.messages.timeout == 10.0 and collectors.logs.timeout == 30.0
+    assert collectors.volume_scan.timeout == 20.0  # null is unset, even over its own 120s
+    assert collectors.volume.timeout == 30.0 and collectors.containers.timeout == 15.0
+
+
+def test_webhook_secrets_are_read_from_their_files(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("t0ken-from-file\n")
+    (tmp_path / "password").write_text(SECRET + "\n")
+    settings = load_settings(environ=BASE, config_file=_yaml(tmp_path, (
+        f"webhook:\n  bearer_token_file: {tmp_path / 'token'}\n  basic_auth_username: am\n"
+        f"  basic_auth_password_file: {tmp_path / 'password'}\n")))
+    webhook = settings.webhook
+    assert webhook.bearer_token is not None and webhook.bearer_token.reveal() == "t0ken-from-file"
+    assert webhook.basic_auth_password is not None
+    assert webhook.basic_auth_password.reveal() == SECRET
+    assert webhook.bearer_token_file is None and webhook.basic_auth_password_file is None
+    assert SECRET not in render(settings)
+
+
+def test_a_wrong_webhook_value_is_reported_before_an_unreadable_secret_file(
+        tmp_path: Path) -> None:
+    config = _yaml(tmp_path, f"webhook:\n  bearer_token_file: {tmp_path / 'missing'}\n"
+                             "  max_body_bytes: 1\n")
+    with pytest.raises(ConfigError, match=r"^webhook\.max_body_bytes=1: "):
+        load_settings(environ=BASE, config_file=config)
