@@ -19,7 +19,7 @@ from exporter.actions.audit import AuditLog, StateFile
 from exporter.actions.base import Action
 from exporter.actions.callbacks import CallbackInbox
 from exporter.actions.cleanup import CleanupAction
-from exporter.actions.gc import GcAction, MediaGcAction, open_counting_source
+from exporter.actions.gc import GcAction, MediaGcAction
 from exporter.actions.runner import Runner
 from exporter.actions.schedule import Scheduler
 from exporter.actions.webhook import Webhooks
@@ -29,13 +29,19 @@ from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
 from exporter.collectors.readiness import ReadinessCollector
-from exporter.collectors.volume import MediaVolume, VolumeCollector, VolumeScanCollector
+from exporter.collectors.volume import VolumeCollector, VolumeScanCollector
 from exporter.config import ConfigError, Settings
 from exporter.doctor import missing_media_path_fix
 from exporter.server import Server
-from exporter.sources.database import MessagesSource, open_source, warn_ignored_settings
+from exporter.sources.database import (
+    MessagesSource,
+    open_counting_source,
+    open_source,
+    warn_ignored_settings,
+)
 from exporter.sources.docker import ContainerDirectory, DockerEngine
 from exporter.sources.locks import FileLocks, cluster_lock
+from exporter.sources.volume import MediaVolume
 from exporter.sources.wa_api import WaApiClient
 from exporter.transport import Limits
 from exporter.webconfig import WebConfig

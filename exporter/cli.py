@@ -21,6 +21,7 @@ from exporter.config import (
 )
 from exporter.server import ListenAddressError
 from exporter.transport import Limits
+from exporter.vocabulary import Outcome, Result, Trigger
 
 log = logging.getLogger("exporter")
 
@@ -219,8 +220,7 @@ def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type:
 def _run_action(settings: Settings, args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
-    from exporter.actions.base import DRY_RUN, SUCCESS
-    from exporter.actions.runner import REJECTED, STARTED, Request
+    from exporter.actions.runner import Request
     from exporter.app import Actions, Sources
 
     sources = Sources(settings)
@@ -231,7 +231,7 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return 2
     try:
-        request = Request(args.action.replace("-", "_"), "manual", args.container,
+        request = Request(args.action.replace("-", "_"), Trigger.MANUAL, args.container,
                           dry_run=args.dry_run, origin={"user": os.environ.get("USER", "")})
         decision, result = actions.runner.run_now(request, on_progress=_print_progress)
     finally:
@@ -241,11 +241,11 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
     if result is not None:
         report["result"] = {"result": result.result, **result.details}
     print(json.dumps(report, indent=2, default=str))
-    if decision.outcome == REJECTED:
+    if decision.outcome == Outcome.REJECTED:
         return 2
-    if decision.outcome not in (STARTED, DRY_RUN):
+    if decision.outcome not in (Outcome.STARTED, Outcome.DRY_RUN):
         return 3
-    return 0 if result is not None and result.result in (SUCCESS, DRY_RUN) else 1
+    return 0 if result is not None and result.result in (Result.SUCCESS, Result.DRY_RUN) else 1
 
 
 def _print_progress(event: str, fields: dict[str, Any]) -> None:

@@ -126,9 +126,9 @@ def check_wa_api(settings: Settings) -> Check:
 
 
 def check_media(settings: Settings) -> Check:
-    from exporter.collectors.volume import MediaVolume
     from exporter.sources.docker import DockerEngine
     from exporter.sources.files import FilesError, volume_stats
+    from exporter.sources.volume import MediaVolume
 
     wanted = settings.collectors
     if not (wanted.volume.enabled or wanted.volume_scan.enabled):

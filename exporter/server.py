@@ -7,23 +7,43 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__, landing, runbooks
-from exporter.transport import HttpServer, Limits, Request, Response
+from exporter.transport import Headers, HttpServer, Limits, Request, Response
 from exporter.webconfig import BasicAuth, WebConfig, server_context
-
-if TYPE_CHECKING:
-    from exporter.actions.webhook import Webhooks
 
 MAX_ACTIONS_LIMIT = 1000
 # Bodies of requests that are not webhooks (a GET has none worth reading).
 MAX_OTHER_BODY_BYTES = 64 * 1024
+
+
+# A POST route: the request body in, (HTTP status, the JSON answer) out.
+PostHandler = Callable[[bytes], tuple[int, Any]]
+
+
+class Hooks(Protocol):
+    """What the server routes to when actions are on (the actions' webhooks): their POST
+    paths and handlers, the body limit and credentials that guard those, and the recent
+    action records for ``/actions`` and the landing page."""
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+    @property
+    def has_auth(self) -> bool:
+        """Credentials of their own; without them web-config basic auth guards the hooks."""
+
+    def authorized(self, headers: Headers) -> bool: ...
+
+    def routes(self) -> Mapping[str, PostHandler]: ...
+
+    def recent(self, limit: int) -> list[dict[str, Any]]: ...
 
 
 class ListenAddressError(ValueError):
@@ -48,7 +68,7 @@ class Server:
     refused from the headers alone, ``handle`` runs every route in a worker thread."""
 
     def __init__(self, address: str, registry: CollectorRegistry, ready: Callable[[], bool],
-                 telemetry_path: str = "/metrics", webhooks: Webhooks | None = None,
+                 telemetry_path: str = "/metrics", webhooks: Hooks | None = None,
                  web: WebConfig | None = None,
                  status: Callable[[], list[dict[str, Any]]] = list,
                  limits: Limits | None = None) -> None:
@@ -60,18 +80,15 @@ class Server:
         self.registry = registry
         self.ready = ready
         self.telemetry_path = telemetry_path
-        self.max_body_bytes = (webhooks.settings.max_body_bytes if webhooks is not None
+        self.max_body_bytes = (webhooks.max_body_bytes if webhooks is not None
                                else MAX_OTHER_BODY_BYTES)
         self.get_routes: dict[str, Callable[[Request], Response]] = {
             telemetry_path: self.metrics, "/-/healthy": self.healthy,
             "/-/ready": self.readiness, "/": self.landing, runbooks.PATH: self.runbook_page}
-        self.post_routes: dict[str, Callable[[Webhooks, bytes], tuple[int, Any]]] = {}
+        self.post_routes: Mapping[str, PostHandler] = {}
         if webhooks is not None:
-            from exporter.actions.webhook import Webhooks
-
             self.get_routes["/actions"] = self.actions
-            self.post_routes = {"/webhook/alertmanager": Webhooks.alertmanager,
-                                "/webhook/wa-callback": Webhooks.wa_callback}
+            self.post_routes = webhooks.routes()
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -123,8 +140,7 @@ class Server:
         refused here only when it cannot be right (no header, unknown user), else in
         :meth:`handle`."""
         webhooks = self.webhooks
-        if request.path in self.post_routes and webhooks is not None and \
-                webhooks.settings.has_auth:
+        if request.path in self.post_routes and webhooks is not None and webhooks.has_auth:
             if webhooks.authorized(request.headers):
                 return None
             return _json(HTTPStatus.UNAUTHORIZED, {"status": "error",
@@ -141,8 +157,7 @@ class Server:
         if not self.basic_auth or path == "/-/healthy":
             return False
         webhooks = self.webhooks
-        return not (path in self.post_routes and webhooks is not None
-                    and webhooks.settings.has_auth)
+        return not (path in self.post_routes and webhooks is not None and webhooks.has_auth)
 
     def _body_refusal(self, request: Request) -> Response | None:
         length_text = request.headers.get("Content-Length")
@@ -172,8 +187,7 @@ class Server:
                 not self.basic_auth.check(request.headers.get("Authorization")):
             return _basic_auth_required()
         if request.method == "POST":
-            assert self.webhooks is not None
-            status, answer = self.post_routes[request.path](self.webhooks, request.body)
+            status, answer = self.post_routes[request.path](request.body)
             return _json(status, answer)
         response = self.get_routes[request.path](request)
         if len(response.body) > 1024 and "gzip" in request.headers.get("Accept-Encoding"):

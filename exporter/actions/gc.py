@@ -27,7 +27,6 @@ database one round is the run, and a callback with errors is a failure.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +44,8 @@ from exporter.actions.base import (
 )
 from exporter.actions.callbacks import CallbackInbox, GcCallback
 from exporter.actions.gc_watch import NO_CHANGE, ROW_COUNT, RowWatch, poll_interval
-from exporter.config import DatabaseSettings, GcSettings, MessagesSettings
-from exporter.sources.database import DatabaseError, MessagesSource, open_source
+from exporter.config import GcSettings
+from exporter.sources.database import DatabaseError, MessagesSource
 from exporter.sources.wa_api import MEDIA_GC_PATH, MESSAGE_GC_PATH, WaApiClient, WaApiError
 
 log = logging.getLogger(__name__)
@@ -58,12 +57,6 @@ COMPLETIONS = {
     ROW_COUNT: "completed by the row count (no callback came)",
     NO_CHANGE: "the rows did not start falling within callback_timeout: nothing to delete",
 }
-
-
-def open_counting_source(db: DatabaseSettings, messages: MessagesSettings) -> MessagesSource:
-    """A source that always counts exactly: an engine's estimate may not move while GC
-    deletes, which would end a round by row count too early."""
-    return open_source(db, messages.model_copy(update={"exact_count_below": sys.maxsize}))
 
 
 @dataclass(frozen=True)
@@ -134,7 +127,7 @@ class MediaGcAction(_ApiAction):
 
 class GcAction(_ApiAction):
     """Message GC, in rounds on a large table. ``source`` should count exactly (see
-    :func:`open_counting_source`)."""
+    :func:`exporter.sources.database.open_counting_source`)."""
 
     name = "gc"
     path = MESSAGE_GC_PATH

@@ -24,6 +24,19 @@ class Webhooks:
         self.runner = runner
         self.gc_callback = gc_callback
 
+    @property
+    def max_body_bytes(self) -> int:
+        return self.settings.max_body_bytes
+
+    @property
+    def has_auth(self) -> bool:
+        return self.settings.has_auth
+
+    def routes(self) -> dict[str, Callable[[bytes], tuple[int, dict[str, Any]]]]:
+        """Each POST path, with the handler the server hands its body to."""
+        return {"/webhook/alertmanager": self.alertmanager,
+                "/webhook/wa-callback": self.wa_callback}
+
     def authorized(self, headers: Any) -> bool:
         """Bearer token or basic auth, compared in constant time; no auth configured: open."""
         if not self.settings.has_auth:

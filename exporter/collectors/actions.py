@@ -1,18 +1,19 @@
 """Metrics of decisions and finished runs: ``whatsapp_action_*``, ``whatsapp_gc_*``,
-``whatsapp_cleanup_*``. Updated when things happen, so a scrape only reads them."""
+``whatsapp_cleanup_*``. Updated when things happen, so a scrape only reads them.
+
+The runner reports to :class:`ActionMetrics` (its ``RunObserver``) and ``app.py`` wires the
+two; what is read of a request, a result and the audit log is named by the protocols below,
+so this module depends on the shared vocabulary only, never on :mod:`exporter.actions`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.actions.audit import AuditLog
-from exporter.actions.base import ActionResult
-from exporter.actions.runner import Request
 from exporter.collectors.base import described
 from exporter.vocabulary import Outcome, Result, Trigger
 
@@ -20,6 +21,39 @@ if TYPE_CHECKING:
     from exporter.sources.docker import WaContainer
 
 GC_KINDS = {"gc": "message", "media_gc": "media"}
+
+
+class RunRequest(Protocol):
+    """What was asked (the runner's ``Request``)."""
+
+    @property
+    def action(self) -> str: ...
+
+    @property
+    def trigger(self) -> str: ...
+
+
+class RunResult(Protocol):
+    """How a run ended (an action's ``ActionResult``)."""
+
+    @property
+    def result(self) -> str: ...
+
+    @property
+    def details(self) -> dict[str, Any]: ...
+
+    @property
+    def per_target(self) -> dict[str, str]: ...
+
+
+class AuditHealth(Protocol):
+    """Whether the audit log keeps up (the actions' ``AuditLog``)."""
+
+    @property
+    def write_errors(self) -> int: ...
+
+    @property
+    def pending(self) -> int: ...
 
 
 class ActionMetrics:
@@ -85,19 +119,19 @@ class ActionMetrics:
     def decided(self, action: str, outcome: str) -> None:
         self.requests.labels(action, outcome).inc()
 
-    def finished(self, request: Request, targets: list[str], result: ActionResult,
+    def finished(self, request: RunRequest, targets: list[str], result: RunResult,
                  started: float, ended: float) -> None:
         kind = GC_KINDS.get(request.action)
         if kind is not None:
             self.gc_runs.labels(kind, request.trigger, result.result).inc()
-            if result.result != "dry_run":
+            if result.result != Result.DRY_RUN:
                 self.gc_last_run.labels(kind).set(ended)
                 self.gc_duration.labels(kind).observe(max(0.0, ended - started))
-                if result.result == "success":
+                if result.result == Result.SUCCESS:
                     self.gc_last_success.labels(kind).set(ended)
             for (database, node), deleted in deleted_by_source(result.details).items():
                 self.gc_deleted.labels(database, node).inc(deleted)
-            if request.action == "gc" and result.result == "success":
+            if request.action == "gc" and result.result == Result.SUCCESS:
                 for database, rows in (result.details.get("databases_after") or {}).items():
                     self.gc_rows_after.labels(database).set(rows)
         elif request.action == "cleanup":
@@ -107,9 +141,9 @@ class ActionMetrics:
                 role = str(info.get("role", ""))
                 outcome = result.per_target.get(name, result.result)
                 self.cleanup_runs.labels(name, role, request.trigger, outcome).inc()
-                if outcome != "dry_run":
+                if outcome != Result.DRY_RUN:
                     self.cleanup_last_run.labels(name, role).set(ended)
-                    if outcome == "success":
+                    if outcome == Result.SUCCESS:
                         self.cleanup_last_success.labels(name, role).set(ended)
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -158,7 +192,7 @@ def deleted_by_source(details: dict[str, Any]) -> dict[tuple[str, str], int]:
 class AuditMetrics(Collector):
     """Whether the audit log keeps up: write errors, and records held in memory meanwhile."""
 
-    def __init__(self, audit: AuditLog) -> None:
+    def __init__(self, audit: AuditHealth) -> None:
         self.audit = audit
 
     def describe(self) -> Iterator[Metric]:

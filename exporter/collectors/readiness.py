@@ -12,18 +12,24 @@ lock, which this collector does not, to keep the database out of ``/metrics``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.actions.audit import StateFile
 from exporter.collectors.messages import MessagesCollector
 from exporter.config import UpgradeSettings
 from exporter.upgrade.report import DatabaseFacts, GcFacts, database_ready
 
 
+class RunState(Protocol):
+    """The runner's state file (the actions' ``StateFile``), as it is on disk now."""
+
+    def read(self) -> dict[str, Any]: ...
+
+
 class ReadinessCollector(Collector):
-    def __init__(self, messages: MessagesCollector, state: StateFile, settings: UpgradeSettings,
+    def __init__(self, messages: MessagesCollector, state: RunState, settings: UpgradeSettings,
                  running_here: Callable[[], list[str]] = list) -> None:
         self.messages = messages
         self.state = state

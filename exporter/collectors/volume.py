@@ -14,27 +14,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collector, described
 from exporter.config import VolumeScanSettings, VolumeSettings
-from exporter.sources.docker import DockerEngine, find_volume
 from exporter.sources.files import VolumeStats, volume_stats
 from exporter.sources.media import MediaScan, ScanResult
-
-
-class MediaVolume:
-    """Where the media volume is: a path mounted into the exporter, or Docker's mountpoint of
-    the named volume (``<name>`` or a compose-prefixed ``<project>_<name>``)."""
-
-    def __init__(self, settings: VolumeSettings, engine: DockerEngine,
-                 project: str | None) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.project = project
-
-    def locate(self) -> tuple[str, Path]:
-        """``(volume label, path)``; asks Docker every time, as a volume may be re-created."""
-        if self.settings.source == "path":
-            return self.settings.name, self.settings.path
-        name, mountpoint = find_volume(self.engine, self.settings.name, self.project)
-        return name, Path(mountpoint)
+from exporter.sources.volume import MediaVolume
 
 
 def _gauge(name: str, help_text: str, volume: str, value: float) -> Metric:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import select
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -592,6 +593,12 @@ SOURCES: dict[str, type[MessagesSource]] = {
 
 def open_source(db: DatabaseSettings, settings: MessagesSettings) -> MessagesSource:
     return SOURCES[db.engine](db, settings)
+
+
+def open_counting_source(db: DatabaseSettings, messages: MessagesSettings) -> MessagesSource:
+    """A source that always counts exactly: an engine's estimate may not move while GC
+    deletes, which would end a round by row count too early."""
+    return open_source(db, messages.model_copy(update={"exact_count_below": sys.maxsize}))
 
 
 def warn_ignored_settings(db: DatabaseSettings) -> None:

@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from exporter.actions.audit import StateFile, read_tail
-from exporter.actions.base import DRY_RUN
-from exporter.actions.gc import open_counting_source
-from exporter.collectors.volume import MediaVolume
 from exporter.config import ACTION_NAMES, Settings
 from exporter.errors import SourceError
-from exporter.sources.database import MessagesSource
+from exporter.sources.database import MessagesSource, open_counting_source
 from exporter.sources.docker import ContainerDirectory
 from exporter.sources.files import volume_stats
 from exporter.sources.locks import FileLocks, cluster_lock
+from exporter.sources.volume import MediaVolume
 from exporter.upgrade.report import (
     ContainerFacts,
     DatabaseFacts,
@@ -23,6 +21,7 @@ from exporter.upgrade.report import (
     MediaFacts,
     Report,
 )
+from exporter.vocabulary import Result
 
 
 def new_report(settings: Settings) -> Report:
@@ -52,7 +51,7 @@ def last_actions(state_dir: Path) -> dict[str, dict[str, Any]]:
         for record in reversed(read_tail(path)):
             kind = record.get("action")
             if record.get("event") == "finished" and kind in ACTION_NAMES \
-                    and kind not in found and record.get("result") != DRY_RUN:
+                    and kind not in found and record.get("result") != Result.DRY_RUN:
                 found[str(kind)] = record
         if len(found) == len(ACTION_NAMES):
             break

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 
 from exporter.actions.base import RunContext
 from exporter.actions.callbacks import CallbackInbox, InvalidCallback
-from exporter.actions.gc import GcAction, MediaGcAction, open_counting_source
+from exporter.actions.gc import GcAction, MediaGcAction
 from exporter.config import DatabaseSettings, GcSettings, MessagesSettings, WaApiSettings
-from exporter.sources.database import MessagesSource
+from exporter.sources.database import MessagesSource, open_counting_source
 from exporter.sources.wa_api import WaApiClient
 from tests.support import ONLY_MESSAGES, ROOT, DatabaseServer, new_prefix
 from tests.wa_standin.schema import message_rows, messages

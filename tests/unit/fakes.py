@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.collectors.volume import MediaVolume
 from exporter.config import ContainersSettings, MessagesSettings
 from exporter.sources.database import MessagesSource, ServerReading
 from exporter.sources.docker import PROJECT_LABEL, SERVICE_LABEL, DockerEngine
 from exporter.sources.files import VolumeStats
+from exporter.sources.volume import MediaVolume
 
 # Every fixture's timestamps: 2026-10-15T12:00:00Z, inside the years the WA client runs on.
 EPOCH = 1_792_065_600.0
