@@ -212,7 +212,7 @@ class Runner:
         self.observer.decided(decision.action, decision.outcome)
 
     def _decide(self, request: Request, on_progress: ProgressListener | None = None
-                ) -> tuple[Decision, Callable[[], ActionResult] | None]:
+                ) -> tuple[Decision, ActionRun | None]:
         targets, reason = self._targets(request)  # may ask Docker: not under the mutex
         with self._mutex:
             decision = self._check(request, targets, reason)
@@ -229,8 +229,8 @@ class Runner:
             run = None
             if decision.outcome in (STARTED, Outcome.DRY_RUN):
                 decision.run_id = uuid.uuid4().hex[:12]
-                run = self._prepare(request, decision, decision.targets if locks else [], locks,
-                                    on_progress)
+                run = ActionRun(self, request, decision, decision.targets if locks else [],
+                                locks, on_progress)
         self._record(request, decision)
         return decision, run
 
@@ -316,85 +316,96 @@ class Runner:
         return Decision(name, STARTED, "; ".join(reasons + [r for _, r in skipped]),
                         targets=held), locks
 
-    # --- running --------------------------------------------------------------------------
 
-    def _prepare(self, request: Request, decision: Decision, targets: list[str],
-                 locks: list[HeldLock], on_progress: ProgressListener | None
-                 ) -> Callable[[], ActionResult]:
+class ActionRun:
+    """One run the runner cleared: made under the runner's mutex, where it claims its targets,
+    then called once, on its own thread (``submit``) or the caller's (``run_now``).
+
+    Calling it takes the steps in order: :meth:`run_action`, :meth:`settle` the state file,
+    :meth:`release` the locks and the targets, :meth:`record_finished`, :meth:`forget`.
+    A dry run claims and settles nothing and holds no lock.
+    """
+
+    def __init__(self, runner: Runner, request: Request, decision: Decision,
+                 targets: list[str], locks: list[HeldLock],
+                 on_progress: ProgressListener | None = None) -> None:
         assert decision.run_id is not None
-        run_id, name = decision.run_id, request.action
-        dry_run = decision.outcome == Outcome.DRY_RUN
-        keys = [_key(name, t) for t in targets]
-        started = self.clock()
-        if not dry_run:
-            self._running.update(keys)
+        self.runner = runner
+        self.request = request
+        self.decision = decision
+        self.run_id, self.action = decision.run_id, request.action
+        self.dry_run = decision.outcome == Outcome.DRY_RUN
+        self.targets = targets  # those whose cluster lock is held, one lock each
+        self.keys = [_key(self.action, t) for t in targets]
+        self.locks = locks
+        self.on_progress = on_progress
+        self.started = runner.clock()
+        if not self.dry_run:
+            self.claim()
 
-            def mark(data: dict[str, Any]) -> None:
-                data["running"][run_id] = {"action": name, "targets": targets,
-                                           "trigger": request.trigger, "started": started,
-                                           "pid": os.getpid(), "host": socket.gethostname(),
-                                           "instance": INSTANCE, "previous_start": {
-                                               k: data["last_start"].get(k) for k in keys}}
-                for key in keys:
-                    data["last_start"][key] = started
+    def __call__(self) -> ActionResult:
+        result, ended = self.run_and_release()
+        try:
+            self.record_finished(result, ended)
+            return result
+        finally:
+            self.forget()
 
-            self.state.update(mark)
+    def claim(self) -> None:
+        """Mark the targets running, here and in the state file; their cooldown starts now."""
+        self.runner._running.update(self.keys)
 
-        def progress(event: str, **fields: Any) -> None:
-            self.audit.append({"event": event, "run_id": run_id, "action": name, **fields})
-            if on_progress is not None:
-                on_progress(event, fields)
+        def mark(data: dict[str, Any]) -> None:
+            data["running"][self.run_id] = {
+                "action": self.action, "targets": self.targets,
+                "trigger": self.request.trigger, "started": self.started, "pid": os.getpid(),
+                "host": socket.gethostname(), "instance": INSTANCE,
+                "previous_start": {k: data["last_start"].get(k) for k in self.keys}}
+            for key in self.keys:
+                data["last_start"][key] = self.started
 
-        ctx = RunContext(run_id=run_id, action=name, trigger=request.trigger, dry_run=dry_run,
-                         target=request.target, targets=list(decision.targets),
-                         progress=progress)
+        self.runner.state.update(mark)
 
-        def run() -> ActionResult:
-            result = ActionResult(ERROR, {"error": "the run was cut short"})
-            try:
-                try:
-                    result = self.actions[name].run(ctx)
-                except Exception as exc:  # an action bug must still end in a record
-                    log.exception("action failed unexpectedly", extra={"run_id": run_id})
-                    result = ActionResult(ERROR, {"error": f"{type(exc).__name__}: {exc}"})
-                ended = self.clock()
-                if not dry_run:
-                    self._settle(run_id, targets, keys, result, ended)
-            finally:
-                # Free before the "finished" record: whoever reads it may ask again at once.
-                # Other replicas stay out for the rest of the cooldown, unless nothing was
-                # done (an error gives the cooldown back, here as in the state file).
-                left = started + self.settings.cooldown_for(name) - self.clock()
-                for target, lock in zip(targets, locks, strict=True):
-                    if left > 0 and result.per_target.get(target, result.result) != ERROR:
-                        lock.release_after(left)
-                    else:
-                        lock.release()
-                with self._idle:
-                    self._running.difference_update(keys)
-            try:
-                self.audit.append({"event": "finished", "run_id": run_id, "action": name,
-                                   "trigger": request.trigger, "targets": decision.targets,
-                                   "result": result.result,
-                                   "duration_seconds": round(ended - started, 3),
-                                   **result.details}, sync=True)
-                self.observer.finished(request, decision.targets, result, started, ended)
-                log.info("action finished", extra={"run_id": run_id, "action": name,
-                                                   "result": result.result})
-                return result
-            finally:
-                with self._idle:
-                    self._threads.pop(run_id, None)
-                    self._idle.notify_all()
+    def progress(self, event: str, **fields: Any) -> None:
+        """One progress record of the action: to the audit log and to the caller, if it
+        listens."""
+        self.runner.audit.append({"event": event, "run_id": self.run_id,
+                                  "action": self.action, **fields})
+        if self.on_progress is not None:
+            self.on_progress(event, fields)
 
-        return run
+    def run_and_release(self) -> tuple[ActionResult, float]:
+        """Run the action and settle the state file; release whatever happens."""
+        result = ActionResult(ERROR, {"error": "the run was cut short"})
+        try:
+            result = self.run_action()
+            ended = self.runner.clock()
+            if not self.dry_run:
+                self.settle(result, ended)
+        finally:
+            # Free before the "finished" record: whoever reads it may ask again at once.
+            self.release(result)
+        return result, ended
 
-    def _settle(self, run_id: str, targets: list[str], keys: list[str], result: ActionResult,
-                ended: float) -> None:
+    def run_action(self) -> ActionResult:
+        """The action's own work; an exception in it is an error result, never a lost run."""
+        ctx = RunContext(run_id=self.run_id, action=self.action,
+                         trigger=self.request.trigger, dry_run=self.dry_run,
+                         target=self.request.target, targets=list(self.decision.targets),
+                         progress=self.progress)
+        try:
+            return self.runner.actions[self.action].run(ctx)
+        except Exception as exc:  # an action bug must still end in a record
+            log.exception("action failed unexpectedly", extra={"run_id": self.run_id})
+            return ActionResult(ERROR, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def settle(self, result: ActionResult, ended: float) -> None:
+        """Write the outcome to the state file: the run is no longer in flight, and each
+        target's last run, last success and role."""
         def settle(data: dict[str, Any]) -> None:
-            run = data["running"].pop(run_id, {})
+            run = data["running"].pop(self.run_id, {})
             containers = result.details.get("containers", {})
-            for target, key in zip(targets, keys, strict=True):
+            for target, key in zip(self.targets, self.keys, strict=True):
                 if result.per_target.get(target, result.result) == ERROR:
                     # Nothing was done (the API or engine could not be reached): give the
                     # cooldown back, so the next alert may try again.
@@ -410,7 +421,41 @@ class Runner:
                 if result.per_target.get(target, result.result) == SUCCESS:
                     data["last_success"][key] = ended
 
-        self.state.update(settle)
+        self.runner.state.update(settle)
+
+    def release(self, result: ActionResult) -> None:
+        """Give back the cluster locks and free the targets here.
+
+        Other replicas stay out for the rest of the cooldown, unless nothing was done (an
+        error gives the cooldown back, here as in the state file).
+        """
+        runner = self.runner
+        left = self.started + runner.settings.cooldown_for(self.action) - runner.clock()
+        for target, lock in zip(self.targets, self.locks, strict=True):
+            if left > 0 and result.per_target.get(target, result.result) != ERROR:
+                lock.release_after(left)
+            else:
+                lock.release()
+        with runner._idle:
+            runner._running.difference_update(self.keys)
+
+    def record_finished(self, result: ActionResult, ended: float) -> None:
+        """The outcome: one audit record, the action metrics, one log line."""
+        self.runner.audit.append({"event": "finished", "run_id": self.run_id,
+                                  "action": self.action, "trigger": self.request.trigger,
+                                  "targets": self.decision.targets, "result": result.result,
+                                  "duration_seconds": round(ended - self.started, 3),
+                                  **result.details}, sync=True)
+        self.runner.observer.finished(self.request, self.decision.targets, result,
+                                      self.started, ended)
+        log.info("action finished", extra={"run_id": self.run_id, "action": self.action,
+                                           "result": result.result})
+
+    def forget(self) -> None:
+        """The run is over: ``wait_idle`` stops waiting for it."""
+        with self.runner._idle:
+            self.runner._threads.pop(self.run_id, None)
+            self.runner._idle.notify_all()
 
 
 class _NoLock:
