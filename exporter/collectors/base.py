@@ -12,11 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PromCollector
 
+from exporter.collectors.workers import DaemonExecutor
 from exporter.config import CollectorSettings
 from exporter.errors import Degraded, SourceError
 
@@ -77,7 +79,10 @@ class Refresher:
         self.state = _State()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._worker: threading.Thread | None = None
+        # One thread runs every refresh, so a refresh left running past its timeout is
+        # still the only one: the next sees it unfinished and does not start another.
+        self._worker = DaemonExecutor(1, f"work-{self.name}")
+        self._refreshing: Future[list[Metric]] | None = None
 
     @property
     def name(self) -> str:
@@ -98,36 +103,31 @@ class Refresher:
             self.refresh_once()
             elapsed = time.monotonic() - started
             self._stop.wait(max(0.0, self.collector.interval - elapsed))
+        self._worker.shutdown(wait=False)  # here, as only this thread submits once started
 
     def refresh_once(self) -> bool:
         """Run one refresh now (waiting at most the timeout); return whether it succeeded."""
-        if self._worker is not None and self._worker.is_alive():
+        if self._refreshing is not None and not self._refreshing.done():
             # The previous refresh is stuck past its timeout: do not pile up another.
             self._record_failure(SourceError("previous refresh still running", kind="timeout"), 0.0)
             return False
-        outcome: dict[str, object] = {}
-
-        def work() -> None:
-            try:
-                outcome["families"] = list(self.collector.refresh())
-            except BaseException as exc:  # reported through the collector's metrics
-                outcome["error"] = exc
-
         started = time.monotonic()
-        self._worker = threading.Thread(target=work, name=f"work-{self.name}", daemon=True)
-        self._worker.start()
-        self._worker.join(self.collector.timeout)
+        self._refreshing = refreshing = self._worker.submit(self._families)
+        finished, _ = wait([refreshing], self.collector.timeout)
         duration = time.monotonic() - started
-        if self._worker.is_alive():
+        if not finished:
             error: BaseException = SourceError(
                 f"refresh took longer than {self.collector.timeout:g}s", kind="timeout")
-        elif "error" in outcome:
-            error = outcome["error"]  # type: ignore[assignment]
+        elif (raised := refreshing.exception()) is not None:
+            error = raised  # reported through the collector's metrics
         else:
-            self._record_success(outcome["families"], duration)  # type: ignore[arg-type]
+            self._record_success(refreshing.result(), duration)
             return True
         self._record_failure(error, duration)
         return False
+
+    def _families(self) -> list[Metric]:
+        return list(self.collector.refresh())
 
     def _record_success(self, families: Sequence[Metric], duration: float) -> None:
         now = self.clock()

@@ -8,17 +8,16 @@ each was rotated from, or ``other``), so the label set stays bounded by the live
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collector, described
+from exporter.collectors.workers import DaemonExecutor
 from exporter.config import LogsSettings
 from exporter.errors import Degraded, SourceError
 from exporter.sources.docker import ContainerDirectory, DockerError, WaContainer, list_logs
@@ -114,6 +113,13 @@ class LogsCollector(Collector):
         self.settings = settings
         self.clock = clock
         self._last: dict[str, _Reading] = {}  # by container name, served until stale
+        # For the collector's life: at most _PARALLEL_LISTINGS docker execs at any time,
+        # on threads kept from one refresh to the next.
+        self._listings = DaemonExecutor(_PARALLEL_LISTINGS, "logs-listing")
+        self._unfinished: dict[str, Future[list[LogEntry]]] = {}  # by container ID
+
+    def close(self) -> None:
+        self._listings.shutdown(wait=False, cancel_futures=True)
 
     def refresh(self) -> Sequence[Metric]:
         if self.settings.mode == "exec":
@@ -154,41 +160,30 @@ class LogsCollector(Collector):
         return readings, failures
 
     def _list_all(self, containers: list[WaContainer]) -> dict[str, list[LogEntry] | DockerError]:
-        """List every container, a few at a time, until most of the timeout has passed; a
-        listing that hangs is left behind (on a daemon thread) and missing from the answer."""
-        todo: queue.SimpleQueue[WaContainer] = queue.SimpleQueue()
+        """List every container, a few at a time, until most of the timeout has passed. A
+        listing that hangs is left behind and missing from the answer; if it is still
+        running at the next refresh, that refresh waits for it rather than start a second
+        listing in the same container."""
+        listings: dict[str, Future[list[LogEntry]]] = {}
         for container in containers:
-            todo.put(container)
+            listing = self._unfinished.get(container.id)
+            if listing is None or listing.done():
+                listing = self._listings.submit(list_logs, self.directory.engine, container,
+                                                self.settings.log_dir)
+            listings[container.name] = listing
+        wait(listings.values(), timeout=self.timeout * 0.8)
+        for listing in listings.values():
+            listing.cancel()  # out of time: start no more listings for this refresh
+        self._unfinished = {c.id: listings[c.name] for c in containers
+                            if not listings[c.name].done()}
         results: dict[str, list[LogEntry] | DockerError] = {}
-        lock = threading.Lock()
-        finished = threading.Semaphore(0)
-
-        def work() -> None:
-            while True:
+        for name, listing in listings.items():
+            if listing.done() and not listing.cancelled():
                 try:
-                    container = todo.get_nowait()
-                except queue.Empty:
-                    return
-                result: list[LogEntry] | DockerError
-                try:
-                    result = list_logs(self.directory.engine, container, self.settings.log_dir)
+                    results[name] = listing.result()
                 except DockerError as exc:
-                    result = exc
-                with lock:
-                    results[container.name] = result
-                finished.release()
-
-        for _ in range(min(_PARALLEL_LISTINGS, len(containers))):
-            threading.Thread(target=work, name="logs-listing", daemon=True).start()
-        deadline = time.monotonic() + self.timeout * 0.8
-        for _ in containers:
-            if not finished.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                break
-        with contextlib.suppress(queue.Empty):
-            while True:
-                todo.get_nowait()  # out of time: start no more listings for this refresh
-        with lock:
-            return dict(results)
+                    results[name] = exc
+        return results
 
     def _read_host(self) -> tuple[_Readings, _Failures]:
         try:

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import wait
 
 import pytest
 import requests
@@ -40,9 +41,11 @@ class Scripted(Collector):
         self.block = threading.Event()
         self.blocking = False
         self.calls = 0
+        self.threads: list[threading.Thread] = []  # the thread of each refresh
 
     def refresh(self) -> Sequence[Metric]:
         self.calls += 1
+        self.threads.append(threading.current_thread())
         if self.blocking:
             self.block.wait(10)
         if self.error is not None:
@@ -92,9 +95,23 @@ def test_timeout_fails_fast_and_does_not_pile_up() -> None:
     assert refresher.state.last_error == "previous refresh still running"
     collector.blocking = False
     collector.block.set()
-    assert refresher._worker is not None
-    refresher._worker.join(5)
+    assert refresher._refreshing is not None
+    wait([refresher._refreshing], 5)
     assert refresher.refresh_once()
+
+
+def test_every_refresh_runs_on_one_worker_thread() -> None:
+    collector = Scripted()
+    refresher = Refresher(collector)
+    assert refresher.refresh_once()
+    threads = threading.active_count()
+    for _ in range(4):
+        assert refresher.refresh_once()
+    assert threading.active_count() == threads
+    assert len(set(collector.threads)) == 1
+    worker = collector.threads[0]
+    assert worker.name == "work-scripted" and worker.daemon
+    assert worker is not threading.current_thread() and worker.is_alive()
 
 
 def test_degraded_serves_its_metrics_but_reports_failure() -> None:

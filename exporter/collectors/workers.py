@@ -1,0 +1,75 @@
+"""The worker threads of the collectors' background work: ``ThreadPoolExecutor`` on daemon
+threads.
+
+A collector leaves behind work that outlives its timeout (a hung Docker engine, a dead
+network mount). ``ThreadPoolExecutor`` joins its threads when the process exits, so such
+work would hold up a SIGTERM for as long as it hangs; daemon threads are left behind with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_Call = tuple[Future[Any], Callable[[], Any]]
+
+
+class DaemonExecutor(Executor):
+    """``workers`` daemon threads, started on the first ``submit`` and kept until
+    ``shutdown``, that run the submitted calls in order."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self.workers = workers
+        self.name = name
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._shut_down = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._shut_down:
+                raise RuntimeError(f"{self.name}: cannot submit after shutdown")
+            if not self._threads:
+                for number in range(self.workers):
+                    name = self.name if self.workers == 1 else f"{self.name}-{number}"
+                    self._threads.append(threading.Thread(target=self._work, name=name,
+                                                          daemon=True))
+                    self._threads[-1].start()
+            self._calls.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shut_down = True
+            threads = list(self._threads)
+        while cancel_futures:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                call[0].cancel()
+        for _ in threads:
+            self._calls.put(None)  # each thread ends when it takes one, after the calls before
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn = call
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while it waited
+            try:
+                result = fn()
+            except BaseException as exc:  # the caller's, through the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
