@@ -256,6 +256,9 @@ def _print_progress(event: str, fields: dict[str, Any]) -> None:
         print(f"wa-exporter: {line}", file=sys.stderr, flush=True)
 
 
+SWITCH_INTERVAL = 0.001
+
+
 def _load(args: argparse.Namespace) -> Settings:
     return load_settings(config_file=args.config_file, db_env_file=args.db_env_file)
 
@@ -288,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return upgrade_check(settings, args)
 
+    # The HTTP event loop gives up the GIL on every socket read and write and then waits for
+    # it while a worker, a refresher or a GC round runs Python; 1 ms (Python's default: 5)
+    # bounds that wait, which is what a burst of webhooks or scrapes queues behind.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     from exporter.app import App  # imported late: check-config needs no drivers
     from exporter.webconfig import load_web_config
 

@@ -177,6 +177,15 @@ class Server:
                 close=True)
         return None
 
+    def lane(self, request: Request) -> str:
+        """Three pools of worker threads: a password that only bcrypt can check (a guesser
+        costs tens of milliseconds a try), a webhook (its decision may wait on the database),
+        and everything else, so neither of the first two ever delays a scrape."""
+        if self._needs_basic_auth(request.path) and \
+                self.basic_auth.cached(request.headers.get("Authorization")) is None:
+            return "auth"
+        return "hook" if request.method == "POST" else "page"
+
     def decorate(self, request: Request, response: Response) -> None:
         response.headers = {**self.web.http_server_config.headers, **response.headers}
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector as PromCollector
 
-from exporter.collectors.workers import DaemonExecutor
 from exporter.config import CollectorSettings
 from exporter.errors import Degraded, SourceError
+from exporter.workers import DaemonExecutor
 
 log = logging.getLogger(__name__)
 

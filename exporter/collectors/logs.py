@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.collectors.base import Collector, described
-from exporter.collectors.workers import DaemonExecutor
 from exporter.config import LogsSettings
 from exporter.errors import Degraded, SourceError
 from exporter.sources.docker import ContainerDirectory, DockerError, WaContainer, list_logs
 from exporter.sources.files import LogEntry, list_log_dir
+from exporter.workers import DaemonExecutor
 
 # What logrotate (``compressext``) and the WA rotation scripts append when they compress.
 _COMPRESSED = re.compile(r"\.(?:gz|bz2|xz|zst|lz4|Z)\Z")

@@ -218,21 +218,14 @@ class Connection(asyncio.Protocol):
         self._working = True
         self._set_state(self.BUSY)
         self._clear_deadline()
-        future = self.server.submit(request)
-        future.add_done_callback(lambda done: self._answer(request, done))
+        self.server.workers.submit(self.server.handler.lane(request), request, self._answer)
 
-    def _answer(self, request: Request, done: asyncio.Future[Response]) -> None:
+    def _answer(self, request: Request, response: Response) -> None:
         self._working = False
         if self.closed:
             log.debug("client left before its answer", extra={"client": self.client,
                                                               "path": request.path})
             return
-        try:
-            response = done.result()
-        except Exception:
-            log.exception("internal error serving request", extra={"path": request.path})
-            response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n",
-                                close=True)
         self._write(request, response)
         if self._reading_paused and not self._queue and not self.closed \
                 and not self._stop_parsing:

@@ -9,11 +9,12 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from email.utils import formatdate
 
 from exporter.transport.connection import Connection
-from exporter.transport.messages import Handler, Limits, Request, Response
+from exporter.transport.messages import Handler, Limits
+from exporter.transport.workers import Workers
 
 log = logging.getLogger("exporter.transport")
 
@@ -47,7 +48,7 @@ class HttpServer:
         self.cap = limits.connection_cap()
         self.date = _Date()
         self.loop = asyncio.new_event_loop()
-        self.pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="http-worker")
+        self.workers = Workers(self.loop, handler.handle, limits.workers)
         self._connections: dict[Connection, None] = {}
         self._evictable: OrderedDict[Connection, None] = OrderedDict()
         self._server: asyncio.base_events.Server | None = None
@@ -86,9 +87,6 @@ class HttpServer:
     @property
     def connections(self) -> int:
         return len(self._connections)
-
-    def submit(self, request: Request) -> asyncio.Future[Response]:
-        return self.loop.run_in_executor(self.pool, self.handler.handle, request)
 
     # life cycle
 
@@ -142,4 +140,4 @@ class HttpServer:
         self.loop.call_soon_threadsafe(shutdown)
         done.result(10)
         self._thread.join(10)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.workers.stop()

@@ -20,7 +20,9 @@ class Limits:
     tls_handshake_timeout: float = 5.0
     max_connections: int = 512
     max_header_bytes: int = 64 * 1024
-    workers: int = 8
+    # Threads per lane (see Handler.lane). Handlers are Python, so the GIL runs one at a
+    # time: more threads only wait for it, and slow the event loop that waits with them.
+    workers: int = 2
 
     def connection_cap(self) -> int:
         """``max_connections``, lowered to stay under the soft file-descriptor limit."""
@@ -68,12 +70,17 @@ class Response:
 
 
 class Handler(Protocol):
-    """The routes. ``check`` runs on the event loop once the headers are in and must be
-    cheap; ``handle`` runs in a worker thread once the body is in."""
+    """The routes. ``check`` and ``lane`` run on the event loop once the headers are in and
+    must be cheap; ``handle`` runs in a worker thread of the request's lane once the body is
+    in."""
 
     max_body_bytes: int
 
     def check(self, request: Request) -> Response | None: ...
+
+    def lane(self, request: Request) -> str:
+        """Which pool of worker threads runs ``handle``: requests in one lane never wait
+        for those in another."""
 
     def handle(self, request: Request) -> Response: ...
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import resource
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http import HTTPStatus
 
@@ -15,8 +16,8 @@ from exporter.transport import HttpServer, Limits, Request, Response
 
 
 class EchoHandler:
-    """Answers with the method and path; ``/slow`` waits for ``release``; ``/boom`` raises;
-    ``check`` refuses a declared body over 100 bytes."""
+    """Answers with the method and path; ``/slow`` waits for ``release``, in a lane of its
+    own; ``/boom`` raises; ``check`` refuses a declared body over 100 bytes."""
 
     max_body_bytes = 1000
 
@@ -28,6 +29,9 @@ class EchoHandler:
         if int(request.headers.get("Content-Length", "0") or 0) > 100:
             return Response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"too big\n", close=True)
         return None
+
+    def lane(self, request: Request) -> str:
+        return "slow" if request.path == "/slow" else "main"
 
     def handle(self, request: Request) -> Response:
         self.seen.append(request.path)
@@ -208,3 +212,24 @@ def test_expect_100_continue_is_answered_before_the_body(served) -> None:
         assert read_answer(sock, head_only=True)[0] == b"HTTP/1.1 100 Continue"
         sock.sendall(b"abc")
         assert read_answer(sock)[1] == b"POST /e 3"
+
+
+def test_requests_in_one_lane_never_wait_for_another_lane(served) -> None:
+    """Every worker of the /slow lane busy and more queued behind them: other requests are
+    still answered, and the queued ones get their turn once the lane frees up."""
+    server, handler = served
+    slow = [connect(server) for _ in range(server.limits.workers + 1)]
+    for sock in slow:
+        sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while handler.seen.count("/slow") < server.limits.workers:
+        assert time.monotonic() < deadline, handler.seen
+        time.sleep(0.01)
+    with connect(server) as sock:
+        sock.sendall(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(sock)[1] == b"GET /fast 0"
+    assert handler.seen.count("/slow") == server.limits.workers
+    handler.release.set()
+    assert [read_answer(sock)[1] for sock in slow] == [b"GET /slow 0"] * len(slow)
+    for sock in slow:
+        sock.close()

@@ -7,10 +7,15 @@ import base64
 import json
 from pathlib import Path
 
+import bcrypt
 import pytest
+from prometheus_client import CollectorRegistry
 
 from exporter.actions.webhook import Webhooks
 from exporter.config import WebhookSettings
+from exporter.server import Server
+from exporter.transport import Headers, Request
+from exporter.webconfig import WebConfig
 from tests.unit.test_runner import Gate, audit, make_runner
 
 
@@ -111,3 +116,29 @@ def test_gc_callbacks_are_handed_on_or_refused(tmp_path: Path) -> None:
     assert webhooks.wa_callback(b"[]") == (400, {"status": "error",
                                                  "error": "callback body is not a JSON object"})
     assert received == [b"{}"]
+
+
+def test_bcrypt_checks_and_webhooks_run_in_lanes_of_their_own(tmp_path: Path) -> None:
+    """A password only bcrypt can check, and a webhook decision, each go to their own pool
+    of workers; a scrape with a remembered password goes to the pages' pool."""
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    web = WebConfig.model_validate({"basic_auth_users": {"prom": hashed}})
+    server = Server("127.0.0.1:0", CollectorRegistry(), lambda: True,
+                    webhooks=hooks(tmp_path, bearer_token="t0ken"), web=web)
+    try:
+        def request(method: str, path: str, **headers: str) -> Request:
+            fields = Headers()
+            for name, value in headers.items():
+                fields.add(name, value)
+            return Request(method, path, "", "1.1", fields, "127.0.0.1")
+
+        scrape = request("GET", "/metrics", **basic("prom:pw"))
+        assert server.lane(scrape) == "auth"  # not yet checked: bcrypt
+        assert server.handle(scrape).status == 200
+        assert server.lane(scrape) == "page"  # remembered
+        assert server.lane(request("GET", "/metrics", **basic("prom:guess"))) == "auth"
+        assert server.lane(request("POST", "/webhook/alertmanager",
+                                   Authorization="Bearer t0ken")) == "hook"
+        assert server.lane(request("GET", "/-/healthy")) == "page"
+    finally:
+        server.stop()

@@ -12,7 +12,7 @@ from concurrent.futures import CancelledError, wait
 
 import pytest
 
-from exporter.collectors.workers import DaemonExecutor
+from exporter.workers import DaemonExecutor
 from tests.support import ROOT
 
 
@@ -55,7 +55,7 @@ def test_a_call_stuck_past_its_caller_does_not_hold_up_the_exit() -> None:
     script = textwrap.dedent("""
         import time
         from concurrent.futures import wait
-        from exporter.collectors.workers import DaemonExecutor
+        from exporter.workers import DaemonExecutor
 
         workers = DaemonExecutor(1, "stuck")
         wait([workers.submit(time.sleep, 60)], timeout=0.1)

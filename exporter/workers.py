@@ -1,9 +1,10 @@
-"""The worker threads of the collectors' background work: ``ThreadPoolExecutor`` on daemon
+"""Worker threads for work done off the caller's thread: ``ThreadPoolExecutor`` on daemon
 threads.
 
 A collector leaves behind work that outlives its timeout (a hung Docker engine, a dead
-network mount). ``ThreadPoolExecutor`` joins its threads when the process exits, so such
-work would hold up a SIGTERM for as long as it hangs; daemon threads are left behind with it.
+network mount), and a request handler may wait on a database. ``ThreadPoolExecutor`` joins
+its threads when the process exits, so such work would hold up a SIGTERM for as long as it
+hangs; daemon threads are left behind with it.
 """
 
 from __future__ import annotations
