@@ -24,7 +24,7 @@ from exporter.actions.runner import Runner
 from exporter.actions.schedule import Scheduler
 from exporter.actions.webhook import Webhooks
 from exporter.collectors.actions import ActionMetrics, AuditMetrics
-from exporter.collectors.base import Collector, Refresher, SnapshotCollector
+from exporter.collectors.base import Collector, Refresher, SnapshotCollector, stop_all
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
@@ -227,8 +227,7 @@ class App:
 
     def stop(self) -> None:
         self.server.stop()
-        for refresher in self.refreshers:
-            refresher.stop()
+        stop_all(self.refreshers)
         if self.actions is not None:
             self.actions.close()
         self.sources.close()

@@ -92,10 +92,17 @@ class Refresher:
         self._thread = threading.Thread(target=self._loop, name=f"refresh-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 2.0) -> None:
+        """Stop refreshing; wait up to ``wait`` seconds for a refresh in progress."""
+        self.signal_stop()
+        self.join(wait)
+
+    def signal_stop(self) -> None:
         self._stop.set()
+
+    def join(self, timeout: float) -> None:
         if self._thread is not None:
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -164,6 +171,17 @@ class Refresher:
         if snapshot is None or self.clock() - snapshot.taken_at > self.collector.stale_after:
             return ()
         return snapshot.families
+
+
+def stop_all(refreshers: Iterable[Refresher], wait: float = 2.0) -> None:
+    """Stop every refresher, waiting ``wait`` seconds in all for refreshes in progress:
+    each told first, so that one refresh in progress in each does not cost ``wait`` apiece."""
+    refreshers = list(refreshers)
+    for refresher in refreshers:
+        refresher.signal_stop()
+    deadline = time.monotonic() + wait
+    for refresher in refreshers:
+        refresher.join(max(0.0, deadline - time.monotonic()))
 
 
 def described(families: Iterable[Metric]) -> list[Metric]:

@@ -13,7 +13,7 @@ import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.collectors.base import Collector, Refresher, SnapshotCollector
+from exporter.collectors.base import Collector, Refresher, SnapshotCollector, stop_all
 from exporter.config import CollectorSettings
 from exporter.errors import Degraded, SourceError
 from exporter.server import Server
@@ -188,3 +188,23 @@ def test_metrics_and_ready_answer_at_once_while_a_refresh_hangs() -> None:
     finally:
         refresher.stop()
         server.stop()
+
+
+def test_stopping_many_refreshers_mid_refresh_takes_one_wait_not_one_each() -> None:
+    """Four refreshers each inside a refresh that lasts 10 s: stopping them all waits 2 s in
+    all (a SIGTERM must end the exporter in a few seconds), not 2 s apiece."""
+    collectors = [Scripted(timeout=10) for _ in range(4)]
+    refreshers = [Refresher(c) for c in collectors]
+    for collector, refresher in zip(collectors, refreshers, strict=True):
+        collector.blocking = True
+        refresher.start()
+    deadline = time.monotonic() + 5
+    while not all(c.calls for c in collectors):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    started = time.monotonic()
+    stop_all(refreshers, wait=2)
+    took = time.monotonic() - started
+    for collector in collectors:
+        collector.block.set()
+    assert 1.5 < took < 3.5
