@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from exporter.sources.media import RACY_NS, MediaScan
+from exporter.sources.media import MediaScan
+from exporter.sources.media_walk import RACY_NS
 from tests.support import run_exporter, value, wait_for
 
 SIZES = [int(s) for s in os.environ.get("BENCH_VOLUME_SIZES", "100000,1000000").split(",")]

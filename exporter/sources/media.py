@@ -8,7 +8,9 @@ Media files are written once and then deleted, never rewritten, and a directory'
 changes whenever an entry is added, removed or renamed in it. So the scan remembers, per
 directory only (never per file), its inode, its mtime and the totals of its own entries. A
 refresh ``lstat``s every directory (the cost follows the number of directories) and re-lists
-only those whose mtime changed (plus the entries in them); the rest come from memory. What an
+only those whose mtime changed (plus the entries in them); the rest come from memory. Every
+directory is reached relative to its parent's open descriptor, as ``du`` does
+(:mod:`exporter.sources.media_walk`): a remembered leaf costs one ``fstatat``. What an
 mtime cannot show — a file growing in place, clocks that jump — is caught by a full pass every
 ``full_every`` passes. Two rules keep the remembered figures honest:
 
@@ -23,8 +25,9 @@ mtime cannot show — a file growing in place, clocks that jump — is caught by
 A pass that runs out of time keeps its progress (the directories still to visit and the sums so
 far) and continues at the next call, so a tree larger than one timeout's worth of work is still
 counted in a few refreshes. Full passes spread whole subtrees over worker processes
-(:mod:`exporter.sources.media_workers`): one Python process spends about 1.5x ``du``'s time per
-entry, and threads cannot share that work under the GIL.
+(:mod:`exporter.sources.media_workers`): one Python process spends about 1.5-2x ``du``'s CPU
+time per entry (a ``stat_result`` and a ``DirEntry`` per entry), and threads cannot share that
+work under the GIL.
 """
 
 from __future__ import annotations
@@ -38,28 +41,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exporter.sources.files import FilesError, reading
-
-# A directory modified this close to its listing may change again within the same timestamp
-# tick unseen; 2 s covers filesystems that store whole (ext3) or even seconds (FAT, some NAS).
-RACY_NS = 2_000_000_000
-# Entries between deadline checks inside one (possibly huge) directory.
-_CHECK_EVERY = 1024
-_IFMT = stat.S_IFMT(0o177777)
-_IFREG = stat.S_IFREG
-
-# (dev, ino, blocks, regular, nlink) of a non-directory entry with more than one link.
-Link = tuple[int, int, int, bool, int]
-
-
-class ScanDeadline(Exception):
-    """The pass ran out of time; the caller keeps its progress."""
+from exporter.sources.media_walk import (
+    MAX_OPEN,
+    UNREADABLE,
+    Link,
+    ScanDeadline,
+    check_deadline,
+    close_quietly,
+    list_directory,
+    open_directory,
+)
 
 
 class DirState:
     """What is remembered of one directory: its identity and its own entries' totals.
 
     ``blocks`` and ``files`` cover the directory's single-link, non-directory entries; the
-    directory's own blocks are read from the ``lstat`` every pass makes of it. ``mtime_ns`` is
+    directory's own blocks are read from the ``stat`` every pass makes of it. ``mtime_ns`` is
     ``None`` when the listing cannot be trusted next time (racy, or an entry could not be read).
     """
 
@@ -75,53 +73,6 @@ class DirState:
         self.errors = errors
         self.links = links
         self.subdirs = subdirs
-
-
-def list_directory(path: bytes, st: os.stat_result,
-                   deadline: float | None) -> tuple[DirState, list[bytes]] | None:
-    """Read one directory's entries (``None`` if it vanished); return it and its subdirectories.
-
-    The hot loop of every scan: one ``lstat`` per non-directory entry; subdirectories are
-    recognised by their directory-entry type and ``lstat``-ed when they are visited.
-    """
-    listed_at = time.time_ns()
-    blocks = files = errors = 0
-    links: list[Link] = []
-    subdirs: list[bytes] = []
-    try:
-        with os.scandir(path) as entries:
-            for n, entry in enumerate(entries):
-                if n % _CHECK_EVERY == _CHECK_EVERY - 1:
-                    check_deadline(deadline)
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        subdirs.append(entry.name)
-                        continue
-                    est = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed between the listing and the lstat
-                except OSError:
-                    errors += 1
-                    continue
-                regular = est.st_mode & _IFMT == _IFREG
-                if est.st_nlink > 1:
-                    links.append((est.st_dev, est.st_ino, est.st_blocks, regular, est.st_nlink))
-                else:
-                    blocks += est.st_blocks
-                    files += regular
-    except FileNotFoundError:
-        return None  # the directory itself went away
-    except OSError:
-        errors += 1
-    mtime: int | None = st.st_mtime_ns
-    if errors or st.st_mtime_ns >= listed_at - RACY_NS:
-        mtime = None
-    return DirState(st.st_ino, mtime, blocks, files, errors, tuple(links) or None, None), subdirs
-
-
-def check_deadline(deadline: float | None) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise ScanDeadline
 
 
 @dataclass(frozen=True)
@@ -144,6 +95,9 @@ _RECORD_BYTES = sys.getsizeof(DirState(0, 0, 0, 0, 0, None, None)) + sys.getsize
 
 # A directory still to visit in this pass: its path, the remembered parent, its name there.
 Pending = tuple[bytes, DirState | None, bytes]
+# A directory whose subdirectories are being visited: its descriptor (-1: use full paths),
+# its path with a trailing slash, its record, and the names of the subdirectories still to go.
+Frame = tuple[int, bytes, DirState, list[bytes]]
 
 
 @dataclass
@@ -265,51 +219,113 @@ class MediaScan:
             from exporter.sources.media_workers import run_full_pass  # only full passes fork
 
             run_full_pass(self, current, deadline)
-            return
+        else:
+            self._walk(current, deadline)
+
+    def _walk(self, current: ScanPass, deadline: float | None) -> None:
+        """Depth first from the queued directories, each subdirectory opened relative to its
+        parent's descriptor; on a deadline every directory not yet visited is queued again."""
+        pending = current.pending
+        frames: list[Frame] = []  # the directories whose subdirectories are being visited
+        item: Pending | None = None
         first = True
-        while current.pending:
-            # The first directory of every call is finished whatever the time: progress.
-            self.visit(current, current.pending.pop(), None if first else deadline)
-            first = False
-            if current.pending:
-                check_deadline(deadline)
+        try:
+            while True:
+                if frames:
+                    parent_fd, prefix, parent, names = frames[-1]
+                    if not names:
+                        frames.pop()
+                        close_quietly(parent_fd)
+                        continue
+                    name = names.pop()
+                    item = (prefix + name, parent, name)
+                elif pending:
+                    parent_fd, item = -1, pending.pop()
+                else:
+                    return
+                if not first:
+                    check_deadline(deadline)
+                # The first directory of every call is finished whatever the time: progress.
+                frame = self._enter(current, item, parent_fd, None if first else deadline)
+                item, first = None, False
+                if frame is not None:
+                    if len(frames) >= MAX_OPEN:
+                        close_quietly(frame[0])
+                        frame = (-1, *frame[1:])
+                    frames.append(frame)
+        except ScanDeadline:
+            if item is not None:
+                pending.append(item)
+            for _, prefix, parent, names in frames:
+                pending.extend((prefix + name, parent, name) for name in names)
+            raise
+        finally:
+            for frame in frames:
+                close_quietly(frame[0])
 
     def visit(self, current: ScanPass, item: Pending, deadline: float | None) -> None:
-        """Visit one directory: from memory if its mtime is unchanged, else listed again; its
-        subdirectories are queued. On a deadline the directory stays queued."""
-        path, parent, name = item
+        """Visit one directory and queue its subdirectories (the top of a full pass that
+        hands the subtrees to workers). On a deadline the directory stays queued."""
         try:
-            st = os.stat(path) if parent is None else os.lstat(path)
-        except FileNotFoundError:
-            return self.attach(parent, name, None)
+            frame = self._enter(current, item, -1, deadline)
+        except ScanDeadline:
+            current.pending.append(item)
+            raise
+        if frame is not None:
+            fd, prefix, parent, names = frame
+            close_quietly(fd)
+            current.pending.extend((prefix + name, parent, name) for name in names)
+
+    def _enter(self, current: ScanPass, item: Pending, parent_fd: int,
+               deadline: float | None) -> Frame | None:
+        """Visit one directory (by name in ``parent_fd``, or by its path if -1): from memory if
+        its mtime is unchanged, else listed again; return it, still open, if it has
+        subdirectories to visit."""
+        path, parent, name = item
+        old = self._root if parent is None else (parent.subdirs or {}).get(name)
+        reuse = None if current.full else old
+        if reuse is not None and not reuse.subdirs and parent_fd >= 0:
+            # A remembered leaf: one lstat in its parent tells whether it changed.
+            try:
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            except OSError:
+                current.errors += 1
+                st = None
+            if st is None or not stat.S_ISDIR(st.st_mode):  # gone or replaced: next pass
+                self.attach(parent, name, None)
+                return None
+            if reuse.mtime_ns == st.st_mtime_ns and reuse.ino == st.st_ino:
+                current.add(st.st_blocks, name, reuse, listed=False)
+                return None
+        try:
+            opened = open_directory(parent_fd, path, name, follow=parent is None)
         except OSError:
             current.errors += 1
-            return self.attach(parent, name, None)
-        if not stat.S_ISDIR(st.st_mode):  # replaced since its parent was listed: next pass
-            return self.attach(parent, name, None)
-        old = self._root if parent is None else (parent.subdirs or {}).get(name)
-        if (not current.full and old is not None and old.mtime_ns == st.st_mtime_ns
-                and old.ino == st.st_ino):
-            node = old
-            listed = False
-        else:
-            try:
-                found = list_directory(path, st, deadline)
-            except ScanDeadline:
-                current.pending.append(item)
-                raise
-            if found is None:
-                return self.attach(parent, name, None)
-            node, names = found
-            known = old.subdirs if old is not None and old.subdirs else {}
-            node.subdirs = {sub: known.get(sub) for sub in names} or None
-            listed = True
-        self.attach(parent, name, node)
-        current.add(st.st_blocks, name, node, listed=listed)
-        if node.subdirs:
-            prefix = path + b"/" if not path.endswith(b"/") else path
-            current.pending.extend((prefix + sub, node, sub) for sub in node.subdirs)
-        return None
+            opened = None
+        if opened is None:
+            self.attach(parent, name, None)
+            return None
+        fd, st = opened
+        try:
+            node: DirState
+            if reuse is not None and reuse.mtime_ns == st.st_mtime_ns and reuse.ino == st.st_ino:
+                node, listed = reuse, False
+            else:
+                listing, names = list_directory(fd, st, deadline) if fd >= 0 else (UNREADABLE, [])
+                node, listed = DirState(st.st_ino, *listing, None), True
+                known = old.subdirs if old is not None and old.subdirs else {}
+                node.subdirs = {sub: known.get(sub) for sub in names} or None
+            self.attach(parent, name, node)
+            current.add(st.st_blocks, name, node, listed=listed)
+            if not node.subdirs:
+                return None
+            frame = (fd, path if path.endswith(b"/") else path + b"/", node, list(node.subdirs))
+            fd = -1  # the frame holds it now
+            return frame
+        finally:
+            close_quietly(fd)
 
     def attach(self, parent: DirState | None, name: bytes, node: DirState | None) -> None:
         """Put a visited directory in its parent's place (``None``: it is gone)."""

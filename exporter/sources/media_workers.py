@@ -1,13 +1,11 @@
-"""Full passes of the media scan spread over worker processes (``python -m
-exporter.sources.media_workers``).
+"""Full passes of the media scan spread over worker processes, each running
+:mod:`exporter.sources.media_walk` (which says how they talk).
 
 The parent lists the top of the tree itself until it holds several directories per worker, then
-hands them out one by one, so one big subtree rarely leaves a worker idle. A worker reads
-NUL-terminated paths on stdin and answers each with one frame on stdout: a 4-byte length and a
-``marshal``-ed ``(errors, records)``, one record per directory of that subtree in the order it
-listed them, each naming its parent's index. A pass that runs out of time kills the workers;
-the subtrees already answered are kept, the rest wait for the next call, which lists one more
-level itself first, so even a subtree too big for one timeout gets done in pieces.
+hands them out one by one, so one big subtree rarely leaves a worker idle. A pass that runs out
+of time kills the workers; the subtrees already answered are kept, the rest wait for the next
+call, which lists one more level itself first, so even a subtree too big for one timeout gets
+done in pieces.
 """
 
 from __future__ import annotations
@@ -16,33 +14,22 @@ import contextlib
 import marshal
 import os
 import selectors
-import stat
-import struct
 import subprocess
 import sys
 import time
 from collections import deque
 from typing import IO, TYPE_CHECKING
 
+from exporter.sources import media_walk
 from exporter.sources.files import FilesError
-from exporter.sources.media import (
-    DirState,
-    Link,
-    Pending,
-    ScanDeadline,
-    ScanPass,
-    check_deadline,
-    list_directory,
-)
+from exporter.sources.media import DirState, Pending, ScanPass
+from exporter.sources.media_walk import FRAME, Record, ScanDeadline, check_deadline
 
 if TYPE_CHECKING:
     from exporter.sources.media import MediaScan
 
 _UNITS_PER_WORKER = 8
-_FRAME = struct.Struct("<I")
-
-# (parent index, name, the directory's own blocks, ino, mtime_ns, blocks, files, errors, links)
-Record = tuple[int, bytes, int, int, int | None, int, int, int, tuple[Link, ...] | None]
+_IN_FLIGHT = 8
 
 
 def run_full_pass(scan: MediaScan, current: ScanPass, deadline: float | None) -> None:
@@ -87,10 +74,11 @@ class _WorkerPool:
         self.scan = scan
 
     def run(self, current: ScanPass) -> None:
-        # A fixed command: this module, run by this interpreter; the paths go through stdin.
-        procs = [subprocess.Popen([sys.executable, "-m", __name__],  # noqa: S603
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-                 for _ in range(self.size)]
+        # A fixed command: the walk's module, run by this interpreter without site-packages or
+        # environment (it needs only the standard library); the paths go through stdin.
+        command = [sys.executable, "-I", "-S", media_walk.__file__]
+        procs = [subprocess.Popen(command, stdin=subprocess.PIPE,  # noqa: S603
+                                  stdout=subprocess.PIPE) for _ in range(self.size)]
         in_flight: dict[subprocess.Popen[bytes], deque[Pending]] = {p: deque() for p in procs}
         finished = False
         try:
@@ -117,7 +105,7 @@ class _WorkerPool:
                 selector.register(proc.stdout, selectors.EVENT_READ, proc)
                 buffers[proc] = b""
                 # Two subtrees in flight per worker: it never waits on us between them.
-                self._feed(proc, units, in_flight[proc], 2)
+                self._feed(proc, units, in_flight[proc], _IN_FLIGHT)
             while any(in_flight.values()):
                 left = None if self.deadline is None else self.deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -137,13 +125,13 @@ class _WorkerPool:
     def _answers(self, buffer: bytes, proc: subprocess.Popen[bytes], current: ScanPass,
                  sent: deque[Pending]) -> bytes:
         """Graft every whole frame in ``buffer``; return what is left of it."""
-        while len(buffer) >= _FRAME.size:
-            (size,) = _FRAME.unpack_from(buffer)
-            end = _FRAME.size + size
+        while len(buffer) >= FRAME.size:
+            (size,) = FRAME.unpack_from(buffer)
+            end = FRAME.size + size
             if len(buffer) < end:
                 break
             # Our own child process, started above, wrote this frame.
-            errors, records = marshal.loads(buffer[_FRAME.size:end])  # noqa: S302
+            errors, records = marshal.loads(buffer[FRAME.size:end])  # noqa: S302
             buffer = buffer[end:]
             _graft(self.scan, current, sent.popleft(), errors, records)
             self._feed(proc, current.pending, sent, 1)
@@ -169,47 +157,3 @@ def _close_quietly(stream: IO[bytes] | None) -> None:
     if stream is not None and not stream.closed:
         with contextlib.suppress(OSError):  # the worker is gone: nothing left to flush to
             stream.close()
-
-
-def walk_subtree(path: bytes) -> tuple[int, list[Record]]:
-    """List every directory under ``path`` (itself included); ``(errors, records)``."""
-    records: list[Record] = []
-    errors = 0
-    stack: list[tuple[bytes, int, bytes]] = [(path, -1, b"")]
-    while stack:
-        here, parent_index, name = stack.pop()
-        try:
-            st = os.lstat(here)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            errors += 1
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            continue
-        found = list_directory(here, st, None)
-        if found is None:
-            continue
-        node, names = found
-        index = len(records)
-        records.append((parent_index, name, st.st_blocks, node.ino, node.mtime_ns, node.blocks,
-                        node.files, node.errors, node.links))
-        prefix = here + b"/"
-        stack.extend((prefix + sub, index, sub) for sub in names)
-    return errors, records
-
-
-def _worker_main() -> None:
-    """Scan each directory named on stdin, fully, and answer with one frame each."""
-    pending = b""
-    out = sys.stdout.buffer
-    while chunk := os.read(0, 1 << 16):
-        *units, pending = (pending + chunk).split(b"\0")
-        for unit in units:
-            frame = marshal.dumps(walk_subtree(unit))
-            out.write(_FRAME.pack(len(frame)) + frame)
-            out.flush()
-
-
-if __name__ == "__main__":
-    _worker_main()

@@ -124,16 +124,17 @@ def test_a_file_removed_between_listing_and_stat_is_skipped_not_an_error(
     class RemovingScandir:
         """Lists the directory, then deletes ``gone`` just before handing its entry out."""
 
-        def __init__(self, path: bytes) -> None:
-            self.inner = real_scandir(path)
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+            self.inner = real_scandir(fd)
 
-        def __enter__(self) -> Iterator[os.DirEntry[bytes]]:
+        def __enter__(self) -> Iterator[os.DirEntry[str]]:
             return self._entries()
 
-        def _entries(self) -> Iterator[os.DirEntry[bytes]]:
+        def _entries(self) -> Iterator[os.DirEntry[str]]:
             for entry in self.inner:
-                if entry.name == b"gone":
-                    os.unlink(entry.path)
+                if entry.name == "gone":
+                    os.unlink(entry.name, dir_fd=self.fd)
                 yield entry
 
         def __exit__(self, *exc: object) -> None:

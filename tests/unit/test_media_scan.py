@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from exporter.sources.files import FilesError
 from exporter.sources.media import MediaScan, ScanResult
+from exporter.sources.media_walk import MAX_OPEN
 from tests.du import du_bytes, regular_files
 
 AGED = 1_000_000_000  # 2001: far outside the racy window
@@ -78,13 +79,14 @@ def test_a_refresh_lists_again_only_the_directories_whose_mtime_changed(
     listed: list[bytes] = []
     real_scandir = os.scandir
 
-    def recording_scandir(path: bytes) -> os._ScandirIterator[bytes]:
-        listed.append(path)
-        return real_scandir(path)
+    def recording_scandir(fd: int) -> os._ScandirIterator[str]:
+        listed.append(os.fsencode(os.readlink(f"/proc/self/fd/{fd}")))  # the directory it reads
+        return real_scandir(fd)
 
     monkeypatch.setattr(os, "scandir", recording_scandir)
 
     second = scan.scan()
+    monkeypatch.undo()  # du's reference walk lists by path
 
     assert first.full and first.directories_listed == DIRECTORIES
     assert not second.full
@@ -234,6 +236,31 @@ def test_the_remembered_state_grows_with_directories_not_files(tmp_path: Path) -
     large = MediaScan(many).scan().state_bytes
 
     assert small == large
+
+
+def test_a_tree_deeper_than_the_descriptors_held_open_is_counted_and_none_is_left_open(
+        tmp_path: Path) -> None:
+    root = deepest = tmp_path / "wamedia"
+    for level in range(MAX_OPEN + 20):  # the deepest levels are opened by their full path
+        deepest = deepest / f"level-{level}"
+        deepest.mkdir(parents=True)
+        write(deepest / "media.jpg", 3000)
+    clock = Clock()
+    clock.age(root)
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for workers in (1, 2):
+        scan = MediaScan(root, workers=workers, full_every=100)
+        assert_like_du(scan.scan(), root)
+        write(deepest / f"new-{workers}.jpg", 5000)
+        clock.age(root)
+
+        again = scan.scan()
+
+        assert not again.full and again.directories_listed == 1
+        assert_like_du(again, root)
+        with pytest.raises(FilesError, match="continuing at the next refresh"):
+            MediaScan(root, workers=workers).scan(timeout=0)  # stops with directories open
+    assert len(os.listdir("/proc/self/fd")) == descriptors
 
 
 # --- the property: du's figures after any sequence of changes ----------------------------------
