@@ -100,7 +100,7 @@ Pending = tuple[bytes, DirState | None, bytes]
 Frame = tuple[int, bytes, DirState, list[bytes]]
 
 
-@dataclass
+@dataclass(slots=True)  # its sums are updated once per directory
 class ScanPass:
     full: bool
     started: float = field(default_factory=time.monotonic)
@@ -233,6 +233,8 @@ class MediaScan:
             while True:
                 if frames:
                     parent_fd, prefix, parent, names = frames[-1]
+                    if parent_fd >= 0 and not current.full:
+                        self._unchanged_leaves(current, parent_fd, parent, names, deadline)
                     if not names:
                         frames.pop()
                         close_quietly(parent_fd)
@@ -263,6 +265,29 @@ class MediaScan:
             for frame in frames:
                 close_quietly(frame[0])
 
+    @staticmethod
+    def _unchanged_leaves(current: ScanPass, parent_fd: int, parent: DirState,
+                          names: list[bytes], deadline: float | None) -> None:
+        """Take from the end of ``names`` every remembered leaf whose ``lstat`` in its parent
+        shows it unchanged, the bulk of a refresh: one ``fstatat`` each. Stop at the first
+        that needs more (changed, gone, unreadable, or with subdirectories)."""
+        known = parent.subdirs or {}
+        while names:
+            name = names[-1]
+            old = known.get(name)
+            if old is None or old.subdirs or old.mtime_ns is None:
+                return
+            try:
+                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            except OSError:
+                return
+            if (st.st_mtime_ns != old.mtime_ns or st.st_ino != old.ino
+                    or not stat.S_ISDIR(st.st_mode)):
+                return
+            names.pop()
+            current.add(st.st_blocks, name, old, listed=False)
+            check_deadline(deadline)
+
     def visit(self, current: ScanPass, item: Pending, deadline: float | None) -> None:
         """Visit one directory and queue its subdirectories (the top of a full pass that
         hands the subtrees to workers). On a deadline the directory stays queued."""
@@ -280,25 +305,11 @@ class MediaScan:
                deadline: float | None) -> Frame | None:
         """Visit one directory (by name in ``parent_fd``, or by its path if -1): from memory if
         its mtime is unchanged, else listed again; return it, still open, if it has
-        subdirectories to visit."""
+        subdirectories to visit. The remembered leaves that did not change seldom get here:
+        :meth:`_unchanged_leaves` takes them first."""
         path, parent, name = item
         old = self._root if parent is None else (parent.subdirs or {}).get(name)
         reuse = None if current.full else old
-        if reuse is not None and not reuse.subdirs and parent_fd >= 0:
-            # A remembered leaf: one lstat in its parent tells whether it changed.
-            try:
-                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                st = None
-            except OSError:
-                current.errors += 1
-                st = None
-            if st is None or not stat.S_ISDIR(st.st_mode):  # gone or replaced: next pass
-                self.attach(parent, name, None)
-                return None
-            if reuse.mtime_ns == st.st_mtime_ns and reuse.ino == st.st_ino:
-                current.add(st.st_blocks, name, reuse, listed=False)
-                return None
         try:
             opened = open_directory(parent_fd, path, name, follow=parent is None)
         except OSError:
