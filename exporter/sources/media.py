@@ -93,6 +93,10 @@ class ScanResult:
 # One remembered directory, less its subdirectory table: the record and its name as bytes.
 _RECORD_BYTES = sys.getsizeof(DirState(0, 0, 0, 0, 0, None, None)) + sys.getsizeof(b"")
 
+# A refresh lists its changed directories in the worker processes when they held at least this
+# many entries: ~2.5 us each in one process, against ~10-20 ms to start each worker.
+_WORKERS_FROM_ENTRIES = 30_000
+
 # A directory still to visit in this pass: its path, the remembered parent, its name there.
 Pending = tuple[bytes, DirState | None, bytes]
 # A directory whose subdirectories are being visited: its descriptor (-1: use full paths),
@@ -224,17 +228,23 @@ class MediaScan:
 
     def _walk(self, current: ScanPass, deadline: float | None) -> None:
         """Depth first from the queued directories, each subdirectory opened relative to its
-        parent's descriptor; on a deadline every directory not yet visited is queued again."""
+        parent's descriptor; on a deadline every directory not yet visited is queued again.
+
+        With workers, a refresh sets the changed leaves aside and, if together they held
+        enough entries to be worth the workers' start, has the workers list them."""
         pending = current.pending
         frames: list[Frame] = []  # the directories whose subdirectories are being visited
         item: Pending | None = None
+        deferred: list[Pending] | None = None if current.full or self.workers < 2 else []
+        deferred_entries = 0
         first = True
         try:
             while True:
                 if frames:
                     parent_fd, prefix, parent, names = frames[-1]
                     if parent_fd >= 0 and not current.full:
-                        self._unchanged_leaves(current, parent_fd, parent, names, deadline)
+                        deferred_entries += self._unchanged_leaves(
+                            current, frame=frames[-1], deferred=deferred, deadline=deadline)
                     if not names:
                         frames.pop()
                         close_quietly(parent_fd)
@@ -243,6 +253,15 @@ class MediaScan:
                     item = (prefix + name, parent, name)
                 elif pending:
                     parent_fd, item = -1, pending.pop()
+                elif deferred:
+                    pending.extend(deferred)
+                    deferred = None
+                    if deferred_entries >= _WORKERS_FROM_ENTRIES:
+                        from exporter.sources.media_workers import list_in_workers
+
+                        list_in_workers(self, current, deadline)
+                        return
+                    continue  # too few to be worth the workers' start: listed here
                 else:
                     return
                 if not first:
@@ -260,33 +279,45 @@ class MediaScan:
                 pending.append(item)
             for _, prefix, parent, names in frames:
                 pending.extend((prefix + name, parent, name) for name in names)
+            pending.extend(deferred or ())
             raise
         finally:
             for frame in frames:
                 close_quietly(frame[0])
 
     @staticmethod
-    def _unchanged_leaves(current: ScanPass, parent_fd: int, parent: DirState,
-                          names: list[bytes], deadline: float | None) -> None:
-        """Take from the end of ``names`` every remembered leaf whose ``lstat`` in its parent
-        shows it unchanged, the bulk of a refresh: one ``fstatat`` each. Stop at the first
-        that needs more (changed, gone, unreadable, or with subdirectories)."""
+    def _unchanged_leaves(current: ScanPass, *, frame: Frame, deferred: list[Pending] | None,
+                          deadline: float | None) -> int:
+        """Take from the end of the frame's names every remembered leaf whose ``lstat`` in its
+        parent shows it unchanged, the bulk of a refresh: one ``fstatat`` each; and, given
+        ``deferred``, set aside there those that changed. Stop at the first that needs more
+        (gone, unreadable, or with subdirectories); return the entries set aside."""
+        parent_fd, prefix, parent, names = frame
         known = parent.subdirs or {}
+        entries = 0
         while names:
             name = names[-1]
             old = known.get(name)
-            if old is None or old.subdirs or old.mtime_ns is None:
-                return
-            try:
-                st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-            except OSError:
-                return
-            if (st.st_mtime_ns != old.mtime_ns or st.st_ino != old.ino
-                    or not stat.S_ISDIR(st.st_mode)):
-                return
+            if old is None or old.subdirs:
+                break
+            if old.mtime_ns is not None:
+                try:
+                    st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+                except OSError:
+                    break
+                if not stat.S_ISDIR(st.st_mode):
+                    break
+                if st.st_mtime_ns == old.mtime_ns and st.st_ino == old.ino:
+                    names.pop()
+                    current.add(st.st_blocks, name, old, listed=False)
+                    check_deadline(deadline)
+                    continue
+            if deferred is None:
+                break
             names.pop()
-            current.add(st.st_blocks, name, old, listed=False)
-            check_deadline(deadline)
+            deferred.append((prefix + name, parent, name))
+            entries += old.files + len(old.links or ())
+        return entries
 
     def visit(self, current: ScanPass, item: Pending, deadline: float | None) -> None:
         """Visit one directory and queue its subdirectories (the top of a full pass that

@@ -45,8 +45,14 @@ def run_full_pass(scan: MediaScan, current: ScanPass, deadline: float | None) ->
         expand -= 1
         if pending:
             check_deadline(deadline)
-    if pending:
-        _WorkerPool(min(scan.workers, len(pending)), deadline, scan).run(current)
+    list_in_workers(scan, current, deadline)
+
+
+def list_in_workers(scan: MediaScan, current: ScanPass, deadline: float | None) -> None:
+    """List every queued directory, with its whole subtree, in the workers; on a deadline the
+    ones not answered stay queued."""
+    if current.pending:
+        _WorkerPool(min(scan.workers, len(current.pending)), deadline, scan).run(current)
 
 
 def _graft(scan: MediaScan, current: ScanPass, unit: Pending, errors: int,

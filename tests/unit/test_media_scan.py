@@ -14,11 +14,13 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exporter.sources import media
 from exporter.sources.files import FilesError
 from exporter.sources.media import MediaScan, ScanResult
 from exporter.sources.media_walk import MAX_OPEN
@@ -196,6 +198,41 @@ def test_a_full_pass_whose_workers_time_out_keeps_their_finished_work(
     assert_like_du(resumed, store)
 
 
+def test_a_refresh_lists_many_changed_directories_in_the_workers_and_resumes_after_a_timeout(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(media, "_WORKERS_FROM_ENTRIES", 0)  # any changed directory is enough
+    clock = Clock()
+    clock.age(store)
+    scan = MediaScan(store, workers=2, full_every=100)
+    scan.scan()
+    changed = [store / "0" / "01", store / "1" / "12", store / "2" / "23", store / "3" / "30"]
+    for leaf in changed:
+        write(leaf / "new.jpg", 9000)
+    (changed[0] / "media-1.jpg").unlink()
+    os.link(changed[1] / "media-2.jpg", changed[2] / "linked.jpg")  # both names re-listed
+    clock.age(store)
+    hung = tmp_path / "hung-worker"
+    hung.write_text("#!/bin/sh\nexec sleep 60\n")
+    hung.chmod(0o755)
+    real_python = sys.executable
+    monkeypatch.setattr(sys, "executable", str(hung))
+    with pytest.raises(FilesError, match="continuing at the next refresh"):
+        scan.scan(timeout=0.3)
+    monkeypatch.setattr(sys, "executable", real_python)
+
+    resumed = scan.scan(timeout=30)
+
+    assert not resumed.full
+    assert resumed.directories_listed == len(changed)
+    assert_like_du(resumed, store)
+    for leaf in changed[:2]:
+        write(leaf / "newer.jpg", 7000)
+    clock.age(store)
+    again = scan.scan(timeout=30)  # in the workers this time
+    assert (again.full, again.directories_listed) == (False, 2)
+    assert_like_du(again, store)
+
+
 UNPRIVILEGED_TWICE = """
 import json, os, sys
 from pathlib import Path
@@ -319,11 +356,15 @@ def scratch() -> Iterator[Path]:
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(layout=st.lists(st.integers(0, 6), min_size=1, max_size=6),
-       rounds=st.lists(OPERATIONS, min_size=1, max_size=5), workers=st.sampled_from([1, 2]))
+       rounds=st.lists(OPERATIONS, min_size=1, max_size=5), workers=st.sampled_from([1, 2]),
+       refresh_in_workers=st.booleans())
 def test_every_refresh_agrees_with_du_whatever_changed(
         scratch: Path, layout: list[int], rounds: list[list[tuple[str, int, int, int]]],
-        workers: int) -> None:
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        workers: int, refresh_in_workers: bool) -> None:
+    # With 2 workers, a refresh lists its changed directories in them above some size: always.
+    threshold = 0 if refresh_in_workers else media._WORKERS_FROM_ENTRIES
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp, \
+            mock.patch.object(media, "_WORKERS_FROM_ENTRIES", threshold):
         root = Path(tmp) / "wamedia"
         for d, files in enumerate(layout):
             (root / f"{d:x}" / "in").mkdir(parents=True)
