@@ -220,7 +220,7 @@ class MediaScan:
 
     def _run(self, current: ScanPass, deadline: float | None) -> None:
         if current.full and self.workers > 1:
-            from exporter.sources.media_workers import run_full_pass  # only full passes fork
+            from exporter.sources.media_workers import run_full_pass  # with workers only
 
             run_full_pass(self, current, deadline)
         else:
