@@ -94,8 +94,10 @@ class ScanResult:
 _RECORD_BYTES = sys.getsizeof(DirState(0, 0, 0, 0, 0, None, None)) + sys.getsizeof(b"")
 
 # A refresh lists its changed directories in the worker processes when they held at least this
-# many entries: ~2.5 us each in one process, against ~10-20 ms to start each worker.
+# many entries (~2.5 us each in one process, against ~10-20 ms to start each worker), and this
+# many per directory on average: each one is a round trip between the scan and a worker.
 _WORKERS_FROM_ENTRIES = 30_000
+_WORKERS_FROM_ENTRIES_PER_DIRECTORY = 128
 
 # A directory still to visit in this pass: its path, the remembered parent, its name there.
 Pending = tuple[bytes, DirState | None, bytes]
@@ -256,7 +258,8 @@ class MediaScan:
                 elif deferred:
                     pending.extend(deferred)
                     deferred = None
-                    if deferred_entries >= _WORKERS_FROM_ENTRIES:
+                    if deferred_entries >= max(_WORKERS_FROM_ENTRIES,
+                                               _WORKERS_FROM_ENTRIES_PER_DIRECTORY * len(pending)):
                         from exporter.sources.media_workers import list_in_workers
 
                         list_in_workers(self, current, deadline)

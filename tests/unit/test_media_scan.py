@@ -201,6 +201,7 @@ def test_a_full_pass_whose_workers_time_out_keeps_their_finished_work(
 def test_a_refresh_lists_many_changed_directories_in_the_workers_and_resumes_after_a_timeout(
         store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(media, "_WORKERS_FROM_ENTRIES", 0)  # any changed directory is enough
+    monkeypatch.setattr(media, "_WORKERS_FROM_ENTRIES_PER_DIRECTORY", 0)
     clock = Clock()
     clock.age(store)
     scan = MediaScan(store, workers=2, full_every=100)
@@ -362,9 +363,9 @@ def test_every_refresh_agrees_with_du_whatever_changed(
         scratch: Path, layout: list[int], rounds: list[list[tuple[str, int, int, int]]],
         workers: int, refresh_in_workers: bool) -> None:
     # With 2 workers, a refresh lists its changed directories in them above some size: always.
-    threshold = 0 if refresh_in_workers else media._WORKERS_FROM_ENTRIES
+    in_workers = {"_WORKERS_FROM_ENTRIES": 0, "_WORKERS_FROM_ENTRIES_PER_DIRECTORY": 0}
     with tempfile.TemporaryDirectory(dir=scratch) as tmp, \
-            mock.patch.object(media, "_WORKERS_FROM_ENTRIES", threshold):
+            mock.patch.dict(media.__dict__, in_workers if refresh_in_workers else {}):
         root = Path(tmp) / "wamedia"
         for d, files in enumerate(layout):
             (root / f"{d:x}" / "in").mkdir(parents=True)
