@@ -66,7 +66,10 @@ class Connection(asyncio.Protocol):
         if not self.server.admit(self):
             return
         if self.server.tls is not None:
-            raw.pause_reading()  # nothing may reach the parser before TLS is up
+            raw.pause_reading()  # nothing may reach the parser before TLS is up:
+            # nor later, from the raw connection (uvloop hands its bytes back to the protocol
+            # it had when a handshake fails, so plain HTTP on the TLS port would be answered)
+            raw.set_protocol(_BeforeTls())
             self._set_state(self.HANDSHAKE)
             # Kept: the loop holds only a weak reference to a task.
             self._handshake = self.server.loop.create_task(self._start_tls(raw, self.server.tls))
@@ -291,3 +294,10 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         self.connection_lost(None)
+
+
+class _BeforeTls(asyncio.Protocol):
+    """The raw connection's protocol until TLS is up: nothing it receives is a request."""
+
+    def data_received(self, data: bytes) -> None:
+        pass
