@@ -19,7 +19,6 @@ import threading
 from pathlib import Path
 from typing import Annotated, Literal
 
-import bcrypt
 import yaml
 from pydantic import Field, ValidationError
 
@@ -162,6 +161,8 @@ class BasicAuth:
         with self._lock:
             if key in self._ok:
                 return True
+        import bcrypt  # loaded with the first password to check: 0.4 MB less without users
+
         if not bcrypt.checkpw(password.encode(), self.users[user].encode()):
             return False
         with self._lock:

@@ -10,8 +10,10 @@ so a locked table or a black-holed connection ends in a :class:`DatabaseError`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import select
+import ssl
 import sys
 import threading
 import time
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +94,22 @@ def query(conn: Connection, sql: str, params: Any = None) -> list[tuple[Any, ...
 
 
 def pooled_engine(driver: str, connect_args: dict[str, Any], *, recycle: float | None = None,
-                  checkout_timeout: float, on_connect: Callable[[Connection], None] | None = None
-                  ) -> sa.Engine:
+                  checkout_timeout: float, on_connect: Callable[[Connection], None] | None = None,
+                  dbapi_connect: Callable[..., Connection] | None = None) -> sa.Engine:
     """A SQLAlchemy engine that keeps one connection between refreshes (a refresh every
     minute should not pay a TLS handshake each time): pinged before reuse, and renewed after
     ``recycle`` seconds, before a server's idle timeout drops it. Every driver setting,
-    timeouts included, goes through ``connect_args``; ``on_connect`` gets each new DB-API
-    connection."""
+    timeouts included, goes through ``connect_args``; ``dbapi_connect``, if given, makes the
+    DB-API connection from them instead of the driver's ``connect``; ``on_connect`` gets
+    each new DB-API connection."""
     engine = sa.create_engine(
         sa.URL.create(driver), poolclass=sa.pool.QueuePool, pool_size=1, max_overflow=0,
         pool_timeout=checkout_timeout, pool_pre_ping=True,
         pool_recycle=-1 if recycle is None else recycle, isolation_level="AUTOCOMMIT",
         connect_args=connect_args)
+    if dbapi_connect is not None:
+        sa.event.listen(engine, "do_connect",
+                        lambda _dialect, _record, cargs, cparams: dbapi_connect(*cargs, **cparams))
     if on_connect is not None:
         sa.event.listen(engine, "connect", lambda dbapi_conn, _record: on_connect(dbapi_conn))
     return engine
@@ -231,6 +237,53 @@ def mysql_quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def preferred_tls_context() -> ssl.SSLContext:
+    """The TLS context of PyMySQL's preferred mode, without the system CA store.
+
+    From PyMySQL 1.2 on, a connection without TLS settings tries TLS if the server offers it
+    and builds a context for that: ``ssl.create_default_context()``, then no hostname check,
+    no verification (``CERT_NONE``), no ``VERIFY_X509_STRICT``, no SSLv2/3. The default
+    context loads the system CA store (about 0.8 MB of C memory) that, verifying nothing,
+    it never reads; this is the same context without it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    context.options |= ssl.OP_NO_SSLv2 | ssl.OP_NO_SSLv3
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    if keylog and not sys.flags.ignore_environment:  # as create_default_context() does
+        context.keylog_filename = keylog
+    return context
+
+
+@cache
+def pymysql_connection() -> Callable[..., Connection]:
+    """PyMySQL's connection class, with one TLS context shared by every connection that has
+    no TLS settings of its own.
+
+    PyMySQL 1.2 builds a context for each such connection and keeps it as long as the
+    connection (:func:`preferred_tls_context`, about 1 MB with the CA store in it). The
+    exporter holds up to three MySQL connections at once (the collector's, GC's count, the
+    cluster lock's session) and opens the lock's again for each run; one context, made
+    once, serves them all (docs/soak.md). A connection with WA_DB_SSL_* settings still gets
+    a context of its own from PyMySQL, as before."""
+    import pymysql  # only the driver this engine needs is loaded
+
+    lock = threading.Lock()
+    shared: list[ssl.SSLContext] = []
+
+    class SharedTlsConnection(pymysql.connections.Connection):  # type: ignore[misc]
+        def _create_ssl_ctx(self, sslp: Any) -> Any:
+            if sslp:
+                return super()._create_ssl_ctx(sslp)
+            with lock:
+                if not shared:
+                    shared.append(preferred_tls_context())
+                return shared[0]
+
+    return SharedTlsConnection
+
+
 class MySQLSource(MessagesSource):
     """One connection kept for the server; ``information_schema`` finds and estimates tables."""
 
@@ -238,7 +291,7 @@ class MySQLSource(MessagesSource):
         super().__init__(db, settings)
         import pymysql  # only the driver this engine needs is loaded
 
-        self._pymysql = pymysql
+        self._connection = pymysql_connection()
         self.errors = (pymysql.err.Error, sa.exc.DBAPIError, sa.exc.TimeoutError)
         timeout = settings.query_timeout
         self._connect_args: dict[str, Any] = {
@@ -264,7 +317,8 @@ class MySQLSource(MessagesSource):
             recycle = max(1.0, db.connection_idle_timeout_ms / 1000 * 0.8)
         self.engine = pooled_engine("mysql+pymysql", self._connect_args, recycle=recycle,
                                     checkout_timeout=timeout + 2,
-                                    on_connect=self._session_limits)
+                                    on_connect=self._session_limits,
+                                    dbapi_connect=self._connection)
 
     def session(self, timeout: float | None = None) -> Connection:
         args = self._connect_args
@@ -272,7 +326,7 @@ class MySQLSource(MessagesSource):
             seconds = max(1, round(timeout))
             args = {**args, "connect_timeout": seconds, "read_timeout": seconds,
                     "write_timeout": seconds}
-        conn = self._pymysql.connect(**args)
+        conn = self._connection(**args)
         try:
             self._session_limits(conn)
         except BaseException:

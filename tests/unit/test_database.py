@@ -1,10 +1,15 @@
 """Database source and messages collector logic that needs no server: ignored settings, lock
-keepalive intervals, which row estimate to trust, the exposition of its source."""
+keepalive intervals, which row estimate to trust, the exposition of its source, the pooled
+engine and the MySQL connections' TLS context."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import ssl
+from typing import Any
 
+import certifi
 import pytest
 import sqlalchemy as sa
 
@@ -18,6 +23,7 @@ from exporter.sources.database import (
     checked_out,
     pooled_engine,
     postgres_estimate,
+    pymysql_connection,
     warn_ignored_settings,
 )
 from exporter.sources.locks import keepalive_interval
@@ -109,3 +115,48 @@ def test_the_pooled_connection_is_kept_between_refreshes_and_dropped_after_an_er
             assert dbapi_connection_of(conn) is not first  # never reused after an error
     finally:
         engine.dispose()
+
+
+def test_the_pooled_engine_makes_its_connections_with_the_connect_it_is_given() -> None:
+    made: list[dict[str, Any]] = []
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        made.append(kwargs)
+        return sqlite3.connect(*args, **kwargs)
+
+    engine = pooled_engine("sqlite", {"timeout": 3}, checkout_timeout=1, dbapi_connect=connect)
+    try:
+        with checked_out(engine) as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+        assert len(made) == 1
+        assert made[0]["timeout"] == 3  # connect_args still reach the driver
+    finally:
+        engine.dispose()
+
+
+def test_mysql_connections_without_tls_settings_share_one_tls_context() -> None:
+    """PyMySQL 1.2 builds a default context (the system CA store in it, ~1 MB) for every
+    connection without TLS settings, to try TLS if the server offers it; ours share one,
+    the same but for the CA store that it never reads. Connections with TLS settings keep
+    contexts of their own, PyMySQL's."""
+    pymysql = pytest.importorskip("pymysql")
+    theirs = pymysql.connect(host="db", defer_connect=True)
+    if getattr(theirs, "ctx", None) is None:
+        pytest.skip("this PyMySQL makes no TLS context without TLS settings")
+    connection = pymysql_connection()
+    plain = [connection(host="db", defer_connect=True) for _ in range(3)]
+    own = [connection(host="db", defer_connect=True, ssl_ca=certifi.where()) for _ in range(2)]
+    assert all(conn.ctx is plain[0].ctx for conn in plain)
+    assert own[0].ctx is not own[1].ctx
+    assert plain[0].ctx not in (own[0].ctx, own[1].ctx)
+    # Still PyMySQL's preferred mode (TLS if offered), with the context it makes itself...
+    assert [(conn.ssl, conn._ssl_required) for conn in plain] == [(True, False)] * 3
+    assert [(conn.ssl, conn._ssl_required) for conn in own] == [(True, True)] * 2
+    for attribute in ("verify_mode", "check_hostname", "verify_flags", "options",
+                      "minimum_version", "maximum_version", "protocol", "keylog_filename",
+                      "post_handshake_auth", "security_level"):
+        assert getattr(plain[0].ctx, attribute) == getattr(theirs.ctx, attribute), attribute
+    assert plain[0].ctx.get_ciphers() == theirs.ctx.get_ciphers()
+    # ...but for the CA store, which a context that verifies nothing never reads.
+    assert theirs.ctx.verify_mode == ssl.CERT_NONE and not theirs.ctx.check_hostname
+    assert plain[0].ctx.cert_store_stats()["x509_ca"] == 0
