@@ -67,8 +67,9 @@ class Connection(asyncio.Protocol):
             return
         if self.server.tls is not None:
             raw.pause_reading()  # nothing may reach the parser before TLS is up:
-            # nor later, from the raw connection (uvloop hands its bytes back to the protocol
-            # it had when a handshake fails, so plain HTTP on the TLS port would be answered)
+            # nor later, from the raw connection: an event loop may hand its bytes back to
+            # the protocol it had when a handshake fails (uvloop does), and plain HTTP on the
+            # TLS port would then be answered in plain text
             raw.set_protocol(_BeforeTls())
             self._set_state(self.HANDSHAKE)
             # Kept: the loop holds only a weak reference to a task.

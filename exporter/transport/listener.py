@@ -9,7 +9,6 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import Future
 from email.utils import formatdate
 
@@ -18,12 +17,6 @@ from exporter.transport.messages import Handler, Limits
 from exporter.transport.workers import Workers
 
 log = logging.getLogger("exporter.transport")
-
-new_event_loop: Callable[[], asyncio.AbstractEventLoop]
-try:
-    from uvloop import new_event_loop
-except ImportError:  # not on this platform: asyncio's own loop does the same, slower
-    new_event_loop = asyncio.new_event_loop
 
 SWEEP_SECONDS = 0.1  # how often deadlines are checked: the slack on every timeout
 
@@ -54,7 +47,7 @@ class HttpServer:
         self.name = name
         self.cap = limits.connection_cap()
         self.date = _Date()
-        self.loop: asyncio.AbstractEventLoop = new_event_loop()
+        self.loop = asyncio.new_event_loop()
         self.workers = Workers(self.loop, handler.handle, limits.workers)
         self._connections: dict[Connection, None] = {}
         self._evictable: OrderedDict[Connection, None] = OrderedDict()
