@@ -604,7 +604,11 @@ actions:
   cooldown: {{gc: 15s, media_gc: 30s, cleanup: 20s}}
   schedules:
     - {{action: cleanup, cron: "* * * * *"}}
-  gc: {{callback_timeout: 10s, settle_interval: 1s, round_timeout: 30s}}
+  # The table sits near the 10 M rows at which GC repeats rounds, where the engine's
+  # estimate decided by chance whether a run was one round or up to five, 60 s apart (and
+  # then still in flight at the end): below the table, every run is two rounds, 5 s apart.
+  gc: {{callback_timeout: 10s, settle_interval: 1s, round_timeout: 30s,
+        large_table_rows: 5000000, max_rounds: 2, round_pause: 5s}}
   cleanup: {{timeout: 30s}}
 webhook:
   bearer_token_file: {token_file}
