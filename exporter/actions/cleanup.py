@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -29,6 +28,7 @@ from exporter.sources.docker import (
     ended_by_stop,
     refused_as_not_running,
 )
+from exporter.workers import DaemonExecutor
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class CleanupAction(Action):
                              "command": self._command()} for c in targets}
             return ActionResult("dry_run", {"containers": plan},
                                 {c.name: "dry_run" for c in targets})
-        with ThreadPoolExecutor(max_workers=self.settings.parallel,
-                                thread_name_prefix="cleanup") as pool:
+        with DaemonExecutor(self.settings.parallel, "cleanup") as pool:
             outcomes = dict(zip((c.name for c in targets),
                                 pool.map(self._run_one, targets), strict=True))
         per_target = {name: info["result"] for name, info in outcomes.items()}
