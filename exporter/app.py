@@ -11,7 +11,6 @@ from types import FrameType
 from typing import Any
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
-from prometheus_client.gc_collector import GCCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
@@ -32,6 +31,7 @@ from exporter.collectors.readiness import ReadinessCollector
 from exporter.collectors.volume import VolumeCollector, VolumeScanCollector
 from exporter.config import ConfigError, Settings
 from exporter.doctor import missing_media_path_fix
+from exporter.exposition import PythonGcCollector, Registry
 from exporter.server import Server
 from exporter.sources.database import (
     MessagesSource,
@@ -172,10 +172,10 @@ class App:
         self.refreshers = [Refresher(c) for c in self.collectors]
         self.snapshots = SnapshotCollector(self.refreshers, {
             "version": __version__, "python_version": platform.python_version()})
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = Registry()
         self.registry.register(self.snapshots)
         ProcessCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        PythonGcCollector(registry=self.registry)
         self.actions: Actions | None = None
         webhooks = None
         if settings.actions.allowed:

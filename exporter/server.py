@@ -12,9 +12,9 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__, landing, runbooks
+from exporter.exposition import exposition
 from exporter.transport import Headers, HttpServer, Limits, Request, Response
 from exporter.webconfig import BasicAuth, WebConfig, server_context
 
@@ -205,8 +205,8 @@ class Server:
         return response
 
     def metrics(self, request: Request) -> Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept"))
-        return Response(HTTPStatus.OK, encoder(self.registry), content_type)
+        body, content_type = exposition(self.registry, request.headers.get("Accept"))
+        return Response(HTTPStatus.OK, body, content_type)
 
     def healthy(self, request: Request) -> Response:
         return Response(HTTPStatus.OK, b"Healthy\n")

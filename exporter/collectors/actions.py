@@ -7,8 +7,9 @@ so this module depends on the shared vocabulary only, never on :mod:`exporter.ac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -56,40 +57,61 @@ class AuditHealth(Protocol):
     def pending(self) -> int: ...
 
 
-class ActionMetrics:
+Method = TypeVar("Method", bound=Callable[..., None])
+
+
+def _changes_output(method: Method) -> Method:
+    """Counts a call of an :class:`ActionMetrics` method that changes what it exports."""
+    @functools.wraps(method)
+    def changing(self: ActionMetrics, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        finally:
+            self._changes += 1  # after the change: a scrape that saw the old count renders again
+
+    return cast(Method, changing)
+
+
+class ActionMetrics(Collector):
+    """The action metrics, registered as one collector. They change only through the
+    methods below, which count the changes: a scrape renders them again only after one
+    (:meth:`exposition_version`)."""
+
     def __init__(self, registry: CollectorRegistry, actions: list[str]) -> None:
+        self._changes = 0
+        self._busy: list[Callable[[], float]] = []
         self.requests = Counter("whatsapp_action_requests", "Every decision the webhook, a "
                                 "schedule or the CLI made.", ["action", "outcome"],
-                                registry=registry)
+                                registry=None)
         self.gc_runs = Counter("whatsapp_gc_runs", "Finished GC runs.",
-                               ["kind", "trigger", "result"], registry=registry)
+                               ["kind", "trigger", "result"], registry=None)
         self.gc_deleted = Counter("whatsapp_gc_messages_deleted", "Messages deleted by message "
                                   "GC, from callbacks or row deltas; database where the row "
                                   "counts tell it, node where the callbacks do, else empty.",
-                                  ["database", "node"], registry=registry)
+                                  ["database", "node"], registry=None)
         self.gc_rows_after = Gauge("whatsapp_gc_rows_after_last_success", "Rows in messages "
                                    "after the last successful message GC.", ["database"],
-                                   registry=registry)
+                                   registry=None)
         self.gc_last_run = Gauge("whatsapp_gc_last_run_timestamp_seconds",
                                  "When the last GC run of this kind finished.", ["kind"],
-                                 registry=registry)
+                                 registry=None)
         self.gc_last_success = Gauge("whatsapp_gc_last_success_timestamp_seconds",
                                      "When the last successful GC run of this kind finished.",
-                                     ["kind"], registry=registry)
+                                     ["kind"], registry=None)
         self.gc_duration = Histogram("whatsapp_gc_duration_seconds",
                                      "GC runs from request to completion.", ["kind"],
                                      buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
-                                     registry=registry)
+                                     registry=None)
         self.cleanup_runs = Counter("whatsapp_cleanup_runs", "cleanup.sh runs per container.",
-                                    ["container", "role", "trigger", "result"], registry=registry)
+                                    ["container", "role", "trigger", "result"], registry=None)
         self.cleanup_last_run = Gauge("whatsapp_cleanup_last_run_timestamp_seconds",
                                       "When cleanup.sh last finished on this container.",
-                                      ["container", "role"], registry=registry)
+                                      ["container", "role"], registry=None)
         self.cleanup_last_success = Gauge("whatsapp_cleanup_last_success_timestamp_seconds",
                                           "When cleanup.sh last succeeded on this container.",
-                                          ["container", "role"], registry=registry)
+                                          ["container", "role"], registry=None)
         self.running = Gauge("whatsapp_action_running", "1 while a run of this action is in "
-                             "flight in this exporter.", ["action"], registry=registry)
+                             "flight in this exporter.", ["action"], registry=None)
         # Pre-created so dashboards and rate() see every series before the first event.
         for action in actions:
             for outcome in Outcome:
@@ -99,7 +121,26 @@ class ActionMetrics:
                 for trigger in Trigger:
                     for result in Result:
                         self.gc_runs.labels(kind, trigger, result)
+        self._members = (self.requests, self.gc_runs, self.gc_deleted, self.gc_rows_after,
+                         self.gc_last_run, self.gc_last_success, self.gc_duration,
+                         self.cleanup_runs, self.cleanup_last_run, self.cleanup_last_success,
+                         self.running)
+        registry.register(self)
 
+    def describe(self) -> Iterator[Metric]:
+        for member in self._members:
+            yield from member.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        for member in self._members:
+            yield from member.collect()
+
+    def exposition_version(self) -> object:
+        """Changes counted by the methods below, and whether each action runs now."""
+        return self._changes, tuple(busy() for busy in self._busy)
+
+
+    @_changes_output
     def containers_found(self, containers: list[WaContainer]) -> None:
         """Pre-create the cleanup counters of every WA container discovered, so that
         ``increase()`` sees a container's first failure. (Not the timestamps: a 0 there
@@ -109,16 +150,20 @@ class ActionMetrics:
                 for result in Result:
                     self.cleanup_runs.labels(container.name, container.role, trigger, result)
 
+    @_changes_output
     def watch_running(self, actions: list[str], running: Callable[[], list[str]]) -> None:
         def busy(action: str) -> Callable[[], float]:
             return lambda: float(any(k.partition(":")[0] == action for k in running()))
 
         for action in actions:
-            self.running.labels(action).set_function(busy(action))
+            self._busy.append(busy(action))
+            self.running.labels(action).set_function(self._busy[-1])
 
+    @_changes_output
     def decided(self, action: str, outcome: str) -> None:
         self.requests.labels(action, outcome).inc()
 
+    @_changes_output
     def finished(self, request: RunRequest, targets: list[str], result: RunResult,
                  started: float, ended: float) -> None:
         kind = GC_KINDS.get(request.action)
@@ -146,6 +191,7 @@ class ActionMetrics:
                     if outcome == Result.SUCCESS:
                         self.cleanup_last_success.labels(name, role).set(ended)
 
+    @_changes_output
     def restore(self, state: dict[str, Any]) -> None:
         """Last-run timestamps from the state file, so alerts on age survive a restart."""
         roles: dict[str, str] = state.get("roles", {})
@@ -197,6 +243,9 @@ class AuditMetrics(Collector):
 
     def describe(self) -> Iterator[Metric]:
         return iter(described(self.collect()))
+
+    def exposition_version(self) -> object:
+        return self.audit.write_errors, self.audit.pending
 
     def collect(self) -> Iterator[Metric]:
         errors = CounterMetricFamily("whatsapp_audit_write_errors",

@@ -166,11 +166,15 @@ class Refresher:
         state.last_kind = kind
         state.finished_once.set()
 
-    def fresh_families(self) -> Sequence[Metric]:
+    def fresh_snapshot(self) -> Snapshot | None:
         snapshot = self.state.snapshot
         if snapshot is None or self.clock() - snapshot.taken_at > self.collector.stale_after:
-            return ()
-        return snapshot.families
+            return None
+        return snapshot
+
+    def fresh_families(self) -> Sequence[Metric]:
+        snapshot = self.fresh_snapshot()
+        return () if snapshot is None else snapshot.families
 
 
 def stop_all(refreshers: Iterable[Refresher], wait: float = 2.0) -> None:
@@ -215,6 +219,13 @@ class SnapshotCollector(PromCollector):
         for refresher in self.refreshers:
             yield from refresher.fresh_families()
         yield from self._own_families()
+
+    def exposition_version(self) -> object:
+        """Equal for as long as :meth:`collect` yields the same (see
+        :mod:`exporter.exposition`): each snapshot served (a new one per refresh; compared
+        by identity first) and each collector's health."""
+        return tuple((r.fresh_snapshot(), r.state.success, r.state.duration,
+                      r.state.last_success) for r in self.refreshers)
 
     def _own_families(self) -> list[Metric]:
         success = GaugeMetricFamily("whatsapp_exporter_collector_success",
