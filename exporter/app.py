@@ -156,6 +156,7 @@ class Actions:
     def close(self) -> None:
         self.scheduler.stop()
         self.audit.flush()
+        self.audit.close()
         if self.api is not None:
             self.api.close()
         if self.counting is not None:

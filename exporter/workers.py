@@ -10,6 +10,7 @@ hangs; daemon threads are left behind with it.
 from __future__ import annotations
 
 import functools
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -17,7 +18,9 @@ from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-_Call = tuple[Future[Any], Callable[[], Any]]
+log = logging.getLogger(__name__)
+# (its future, or None for a call made with ``execute``; the function; its arguments)
+_Call = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...]]
 
 
 class DaemonExecutor(Executor):
@@ -34,6 +37,16 @@ class DaemonExecutor(Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
+        self._put((future, functools.partial(fn, *args, **kwargs), ()))
+        return future
+
+    def execute(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Run ``fn(*args)`` with no future to report to: for a caller that handles its own
+        errors and answers (the HTTP workers, a request at a time), without the cost of a
+        ``Future`` and its ``Condition`` per call. What ``fn`` raises is logged."""
+        self._put((None, fn, args))
+
+    def _put(self, call: _Call) -> None:
         with self._lock:
             if self._shut_down:
                 raise RuntimeError(f"{self.name}: cannot submit after shutdown")
@@ -43,8 +56,7 @@ class DaemonExecutor(Executor):
                     self._threads.append(threading.Thread(target=self._work, name=name,
                                                           daemon=True))
                     self._threads[-1].start()
-            self._calls.put((future, functools.partial(fn, *args, **kwargs)))
-        return future
+            self._calls.put(call)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -55,7 +67,7 @@ class DaemonExecutor(Executor):
                 call = self._calls.get_nowait()
             except queue.Empty:
                 break
-            if call is not None:
+            if call is not None and call[0] is not None:
                 call[0].cancel()
         for _ in threads:
             self._calls.put(None)  # each thread ends when it takes one, after the calls before
@@ -65,7 +77,14 @@ class DaemonExecutor(Executor):
 
     def _work(self) -> None:
         while (call := self._calls.get()) is not None:
-            future, fn = call
+            future, fn, args = call
+            if future is None:
+                try:
+                    fn(*args)
+                except Exception:
+                    log.exception("unexpected error in a worker thread",
+                                  extra={"pool": self.name})
+                continue
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled while it waited
             try:

@@ -65,6 +65,8 @@ class AuditLog:
         self._pending: list[str] = []
         self._recent: deque[dict[str, Any]] = deque(maxlen=keep_recent)
         self.write_errors = 0
+        self._fd = -1  # kept open between records (see _open)
+        self._file: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of what _fd writes to
         path.parent.mkdir(parents=True, exist_ok=True)
         self._recent.extend(read_tail(path, keep_recent))
 
@@ -110,30 +112,53 @@ class AuditLog:
         """Append every pending line, or none: a write that fails half-way is cut off, so the
         whole batch is written again, in order, once there is room."""
         data = "".join(self._pending).encode("utf-8")
-        # Unbuffered: nothing is left in a buffer for close() to write after the cut.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd, size = self._open()
+        if size >= self.max_bytes:
+            self._close()
+            self._rotate()
+            fd, size = self._open()
         try:
-            size = os.fstat(fd).st_size
-            if size >= self.max_bytes:  # the size from this fstat: no second stat per record
-                os.close(fd)
-                fd = -1
-                self._rotate()
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                size = 0
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if sync:
-                    os.fsync(fd)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, size)
-                raise
-        finally:
-            if fd >= 0:
-                os.close(fd)
+            # Unbuffered: nothing is left in a buffer to be written after the cut.
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            self._close()
+            raise
         self._pending.clear()
+
+    def _open(self) -> tuple[int, int]:
+        """The log's descriptor and size. The descriptor is kept between records (one
+        ``stat`` and one ``write`` a record), and opened again when the path no longer names
+        its file: rotated by ``wa-exporter run`` in another process, or removed by hand."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and self._fd >= 0 and (st.st_dev, st.st_ino) == self._file:
+            return self._fd, st.st_size
+        self._close()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        opened = os.fstat(fd)
+        self._fd, self._file = fd, (opened.st_dev, opened.st_ino)
+        return fd, opened.st_size
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def __del__(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
     @property
     def pending(self) -> int:

@@ -260,15 +260,20 @@ class Runner:
             return Decision(name, SKIPPED_WINDOW, "outside the maintenance window")
 
         now = self.clock()
-        state = self.state.read()
+        keys = [_key(name, target) for target in targets]
+        busy = [key in self._running or key in self._reserved for key in keys]
+        # The state file is read (a stat at least) only for a target not running here: in an
+        # alert storm, every notification after the first finds the run in flight.
+        state = None if keys and all(busy) else self.state.read()
         cooldown = self.settings.cooldown_for(name)
         free, reasons = [], []
-        for target in targets:
-            key = _key(name, target)
-            last = state["last_start"].get(key)
-            if key in self._running or key in self._reserved:
+        for target, key, running in zip(targets, keys, busy, strict=True):
+            if running:
                 reasons.append((SKIPPED_RUNNING, f"{key} is running"))
-            elif not request.dry_run and not request.ignore_cooldown and last is not None \
+                continue
+            assert state is not None
+            last = state["last_start"].get(key)
+            if not request.dry_run and not request.ignore_cooldown and last is not None \
                     and now - last < cooldown:
                 reasons.append((SKIPPED_COOLDOWN, f"{key} started {now - last:.0f}s ago; "
                                 f"cooldown {cooldown:.0f}s"))

@@ -43,7 +43,7 @@ class Workers:
         pool = self._lanes.get(lane)
         if pool is None:
             pool = self._lanes[lane] = DaemonExecutor(self.size, f"http-{lane}")
-        pool.submit(self._run, request, deliver)
+        pool.execute(self._run, request, deliver)
 
     def stop(self) -> None:
         for pool in self._lanes.values():

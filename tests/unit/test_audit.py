@@ -129,3 +129,17 @@ def test_records_are_bounded_so_large_labels_cannot_rotate_earlier_records_away(
     assert all(len(json.dumps(r)) < 16 * 1024 for r in records)
     assert records[1]["alertname"].startswith("A" * 200 + "…[cut")
     assert log.recent(1)[0]["reason"].endswith("…[cut 999815 characters]")
+
+
+def test_the_log_is_kept_open_between_records_and_closed_once(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    before = len(os.listdir("/proc/self/fd"))
+    for n in range(50):
+        log.append({"event": "decision", "n": n})
+    assert len(os.listdir("/proc/self/fd")) == before + 1  # one descriptor, not one a record
+    log.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    log.append({"event": "decision", "n": 50})  # opened again if written after close
+    log.close()
+    assert [r["n"] for r in lines(path)] == list(range(51))

@@ -231,3 +231,34 @@ def test_scheduler_submits_through_the_runner_when_due(tmp_path: Path) -> None:
     assert decision["trigger"] == "schedule" and decision["cron"] == "* * * * *"
     assert registry.get_sample_value("whatsapp_gc_runs_total", {
         "kind": "message", "trigger": "schedule", "result": "success"}) == 1
+
+
+class CountingState(StateFile):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads = 0
+
+    def read(self) -> dict:
+        self.reads += 1
+        return super().read()
+
+
+def test_requests_for_a_run_in_flight_here_do_not_read_the_state_file(tmp_path: Path) -> None:
+    """An alert storm: every notification after the first finds the run in flight in this
+    process, which no state file can change, so none pays for a stat of it."""
+    action = Gate()
+    state = CountingState(tmp_path / "state.json")
+    runner = Runner({"gc": action}, ActionsSettings.model_validate(
+        {"allowed": ["gc"], "state_dir": str(tmp_path)}), AuditLog(tmp_path / "audit.jsonl"),
+        state, FileLocks(tmp_path / "locks"), ActionMetrics(CollectorRegistry(), ["gc"]),
+        clock=Clock())
+    assert runner.submit(Request("gc", "alert")).outcome == "started"
+    assert action.entered.wait(5)
+    reads = state.reads
+    for _ in range(20):
+        assert runner.submit(Request("gc", "alert")).outcome == "skipped_running"
+    assert state.reads == reads
+    action.gate.set()
+    assert runner.wait_idle(5)
+    assert runner.submit(Request("gc", "alert")).outcome == "skipped_cooldown"
+    assert state.reads > reads  # not running here: the cooldown is read from the file

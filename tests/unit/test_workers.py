@@ -73,3 +73,20 @@ def test_an_idle_executor_starts_no_thread() -> None:
     wait([workers.submit(time.monotonic)], 5)
     assert threading.active_count() == before + 4
     workers.shutdown()
+
+
+def test_execute_runs_calls_without_a_future_and_logs_what_they_raise(
+        caplog: pytest.LogCaptureFixture) -> None:
+    workers = DaemonExecutor(1, "test-work")
+    done = threading.Event()
+    seen: list[tuple[str, int]] = []
+    workers.execute(int, "not a number")  # raises: logged, and the thread goes on
+    workers.execute(lambda *args: seen.append(args), "a", 1)
+    workers.execute(done.set)
+    assert done.wait(5)
+    assert seen == [("a", 1)]
+    assert any(r.message == "unexpected error in a worker thread" and r.exc_info
+               for r in caplog.records)
+    workers.shutdown()
+    with pytest.raises(RuntimeError):
+        workers.execute(done.set)
