@@ -148,6 +148,9 @@ class Handler:
     def check(self, request):
         return None
 
+    def lane(self, request):
+        return "hook"
+
     def handle(self, request):
         json.loads(request.body)
         return Response(200, b'{"status":"ok"}', "application/json")
