@@ -25,7 +25,7 @@ from exporter.workers import DaemonExecutor
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one per refresh, compared by identity: cheap to compare
 class Snapshot:
     families: Sequence[Metric]
     taken_at: float  # wall-clock seconds when the data was read
@@ -222,8 +222,8 @@ class SnapshotCollector(PromCollector):
 
     def exposition_version(self) -> object:
         """Equal for as long as :meth:`collect` yields the same (see
-        :mod:`exporter.exposition`): each snapshot served (a new one per refresh; compared
-        by identity first) and each collector's health."""
+        :mod:`exporter.exposition`): each snapshot served (a new one per refresh, compared
+        by identity) and each collector's health."""
         return tuple((r.fresh_snapshot(), r.state.success, r.state.duration,
                       r.state.last_success) for r in self.refreshers)
 
