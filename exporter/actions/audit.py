@@ -234,7 +234,8 @@ class StateFile:
             data = {}
         if not isinstance(data, dict):
             data = {}
-        for key in ("last_start", "running", "last_run", "last_success", "roles"):
+        for key in ("last_start", "running", "last_run", "last_success", "roles",
+                    "gc_rows_after"):
             data.setdefault(key, {})
         return dict(data)
 

@@ -425,6 +425,10 @@ class ActionRun:
                 data["last_run"][key] = ended
                 if result.per_target.get(target, result.result) == SUCCESS:
                     data["last_success"][key] = ended
+            after = result.details.get("databases_after")
+            if self.action == "gc" and result.result == SUCCESS and isinstance(after, dict):
+                # What whatsapp_gc_rows_after_last_success shows, kept for the next start.
+                data["gc_rows_after"].update(after)
 
         self.runner.state.update(settle)
 

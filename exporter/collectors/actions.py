@@ -193,7 +193,11 @@ class ActionMetrics(Collector):
 
     @_changes_output
     def restore(self, state: dict[str, Any]) -> None:
-        """Last-run timestamps from the state file, so alerts on age survive a restart."""
+        """Last-run timestamps and the rows after the last successful message GC from the
+        state file, so alerts on age and on GC's pace survive a restart."""
+        for database, rows in state.get("gc_rows_after", {}).items():
+            if isinstance(rows, int | float):
+                self.gc_rows_after.labels(database).set(rows)
         roles: dict[str, str] = state.get("roles", {})
         for section, gc_gauge, cleanup_gauge in (
                 ("last_run", self.gc_last_run, self.cleanup_last_run),

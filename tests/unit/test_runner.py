@@ -262,3 +262,35 @@ def test_requests_for_a_run_in_flight_here_do_not_read_the_state_file(tmp_path: 
     assert runner.wait_idle(5)
     assert runner.submit(Request("gc", "alert")).outcome == "skipped_cooldown"
     assert state.reads > reads  # not running here: the cooldown is read from the file
+
+
+class Deleting(Action):
+    """A message GC that reports the rows left per database, or fails."""
+
+    name = "gc"
+
+    def __init__(self) -> None:
+        self.result = ActionResult("success", {"messages_deleted": 5, "databases_after": {
+            "wa_main": 1_200, "wa_second": 40}})
+
+    def run(self, ctx: RunContext) -> ActionResult:
+        return self.result
+
+
+def test_rows_after_the_last_successful_gc_survive_a_restart(tmp_path: Path) -> None:
+    """whatsapp_gc_rows_after_last_success feeds WhatsAppGCFallingBehind: a restart must not
+    blank it until the next successful GC."""
+    clock, action = Clock(), Deleting()
+    runner, registry = make_runner(tmp_path, action, clock, cooldown={"gc": "1s"})
+    assert runner.run_now(Request("gc", "manual"))[0].outcome == "started"
+    action.result = ActionResult("failed", {"databases_after": {"wa_main": 9_999}})
+    clock.now += 10
+    assert runner.run_now(Request("gc", "manual"))[0].outcome == "started"  # not kept
+
+    restarted = CollectorRegistry()  # a new process on the same state directory
+    ActionMetrics(restarted, ["gc"]).restore(StateFile(tmp_path / "state.json").read())
+    for database, rows in (("wa_main", 1_200), ("wa_second", 40)):
+        assert restarted.get_sample_value("whatsapp_gc_rows_after_last_success",
+                                          {"database": database}) == rows
+        assert registry.get_sample_value("whatsapp_gc_rows_after_last_success",
+                                         {"database": database}) == rows
