@@ -79,7 +79,6 @@ class ActionMetrics(Collector):
 
     def __init__(self, registry: CollectorRegistry, actions: list[str]) -> None:
         self._changes = 0
-        self._busy: list[Callable[[], float]] = []
         self.requests = Counter("whatsapp_action_requests", "Every decision the webhook, a "
                                 "schedule or the CLI made.", ["action", "outcome"],
                                 registry=None)
@@ -123,9 +122,11 @@ class ActionMetrics(Collector):
                         self.gc_runs.labels(kind, trigger, result)
         self._members = (self.requests, self.gc_runs, self.gc_deleted, self.gc_rows_after,
                          self.gc_last_run, self.gc_last_success, self.gc_duration,
-                         self.cleanup_runs, self.cleanup_last_run, self.cleanup_last_success,
-                         self.running)
+                         self.cleanup_runs, self.cleanup_last_run, self.cleanup_last_success)
         registry.register(self)
+        # Read live at every scrape (a function of the runner's state), so not among the
+        # members whose text is kept between changes.
+        registry.register(self.running)
 
     def describe(self) -> Iterator[Metric]:
         for member in self._members:
@@ -136,9 +137,8 @@ class ActionMetrics(Collector):
             yield from member.collect()
 
     def exposition_version(self) -> object:
-        """Changes counted by the methods below, and whether each action runs now."""
-        return self._changes, tuple(busy() for busy in self._busy)
-
+        """How many changes the methods below made."""
+        return self._changes
 
     @_changes_output
     def containers_found(self, containers: list[WaContainer]) -> None:
@@ -150,14 +150,12 @@ class ActionMetrics(Collector):
                 for result in Result:
                     self.cleanup_runs.labels(container.name, container.role, trigger, result)
 
-    @_changes_output
     def watch_running(self, actions: list[str], running: Callable[[], list[str]]) -> None:
         def busy(action: str) -> Callable[[], float]:
             return lambda: float(any(k.partition(":")[0] == action for k in running()))
 
         for action in actions:
-            self._busy.append(busy(action))
-            self.running.labels(action).set_function(self._busy[-1])
+            self.running.labels(action).set_function(busy(action))
 
     @_changes_output
     def decided(self, action: str, outcome: str) -> None:
