@@ -5,10 +5,13 @@ Most of what a scrape shows changes far less often than it is scraped: a collect
 once per refresh, the action counters once per decision. Rendering them again for every
 scrape was most of a scrape's cost (about 0.5 ms for ~125 lines, two fifths of it the action
 counters). A collector that can tell when its output changed says so with
-``exposition_version()``: any value that compares equal for as long as its families would
-render the same. Its text is rendered again only when that value changes; every other
-collector (process figures, Python's GC, readiness) is rendered on each scrape, as before.
-The body is byte for byte what ``prometheus_client``'s encoder gives for the whole registry.
+``exposition_version()``: a value that changes with every change of its output and never
+comes back to an earlier value (a count of changes, a snapshot compared by identity), as
+the version read before a render may be paired with a change made during it; the next
+change moves the version on and that text is never served again. Its text is rendered
+again only when that value changes; every other collector (process figures, readiness, the
+audit log's figures, whether an action runs) is rendered on each scrape, as before. The
+body is byte for byte what ``prometheus_client``'s encoder gives for the whole registry.
 """
 
 from __future__ import annotations

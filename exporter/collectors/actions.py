@@ -246,9 +246,6 @@ class AuditMetrics(Collector):
     def describe(self) -> Iterator[Metric]:
         return iter(described(self.collect()))
 
-    def exposition_version(self) -> object:
-        return self.audit.write_errors, self.audit.pending
-
     def collect(self) -> Iterator[Metric]:
         errors = CounterMetricFamily("whatsapp_audit_write_errors",
                                      "Audit log writes that failed (e.g. a full disk).")
