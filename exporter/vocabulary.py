@@ -2,11 +2,14 @@
 runner decided about a request (``Outcome``) and who asked (``Trigger``). They are the label
 values of ``whatsapp_gc_runs_total{result}``, ``whatsapp_cleanup_runs_total{result}``,
 ``whatsapp_action_requests_total{outcome}`` and the ``trigger`` labels, and the words of the
-audit log; as ``StrEnum`` members they compare equal to, and print as, those strings."""
+audit log; as ``StrEnum`` members they compare equal to, and print as, those strings. And
+one rule both the runner and the metrics read off a run: the rows a message GC left."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 
 class Result(StrEnum):
@@ -36,3 +39,13 @@ class Trigger(StrEnum):
     ALERT = "alert"
     SCHEDULE = "schedule"
     MANUAL = "manual"
+
+
+def rows_after_gc(action: str, result: str, details: Mapping[str, Any]) -> dict[str, int]:
+    """The rows left per database by a message-GC run that succeeded, which
+    ``whatsapp_gc_rows_after_last_success`` shows and the state file keeps across restarts;
+    empty for any other run."""
+    after = details.get("databases_after")
+    if action != "gc" or result != Result.SUCCESS or not isinstance(after, dict):
+        return {}
+    return after

@@ -37,7 +37,7 @@ class DaemonExecutor(Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         future: Future[T] = Future()
-        self._put((future, functools.partial(fn, *args, **kwargs), ()))
+        self._put((future, functools.partial(fn, **kwargs) if kwargs else fn, args))
         return future
 
     def execute(self, fn: Callable[..., Any], /, *args: Any) -> None:
@@ -88,7 +88,7 @@ class DaemonExecutor(Executor):
             if not future.set_running_or_notify_cancel():
                 continue  # cancelled while it waited
             try:
-                result = fn()
+                result = fn(*args)
             except BaseException as exc:  # the caller's, through the future
                 future.set_exception(exc)
             else:

@@ -31,7 +31,7 @@ from exporter.actions.base import (
     UnknownTarget,
 )
 from exporter.config import ActionsSettings
-from exporter.vocabulary import Outcome
+from exporter.vocabulary import Outcome, rows_after_gc
 
 log = logging.getLogger(__name__)
 
@@ -425,10 +425,8 @@ class ActionRun:
                 data["last_run"][key] = ended
                 if result.per_target.get(target, result.result) == SUCCESS:
                     data["last_success"][key] = ended
-            after = result.details.get("databases_after")
-            if self.action == "gc" and result.result == SUCCESS and isinstance(after, dict):
-                # What whatsapp_gc_rows_after_last_success shows, kept for the next start.
-                data["gc_rows_after"].update(after)
+            data["gc_rows_after"].update(rows_after_gc(self.action, result.result,
+                                                       result.details))
 
         self.runner.state.update(settle)
 

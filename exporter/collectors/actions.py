@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter.collectors.base import described
-from exporter.vocabulary import Outcome, Result, Trigger
+from exporter.vocabulary import Outcome, Result, Trigger, rows_after_gc
 
 if TYPE_CHECKING:
     from exporter.sources.docker import WaContainer
@@ -174,9 +174,9 @@ class ActionMetrics(Collector):
                     self.gc_last_success.labels(kind).set(ended)
             for (database, node), deleted in deleted_by_source(result.details).items():
                 self.gc_deleted.labels(database, node).inc(deleted)
-            if request.action == "gc" and result.result == Result.SUCCESS:
-                for database, rows in (result.details.get("databases_after") or {}).items():
-                    self.gc_rows_after.labels(database).set(rows)
+            for database, rows in rows_after_gc(request.action, result.result,
+                                                result.details).items():
+                self.gc_rows_after.labels(database).set(rows)
         elif request.action == "cleanup":
             containers: dict[str, Any] = result.details.get("containers", {})
             for name in targets:

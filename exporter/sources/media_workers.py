@@ -110,7 +110,7 @@ class _WorkerPool:
                 assert proc.stdout is not None
                 selector.register(proc.stdout, selectors.EVENT_READ, proc)
                 buffers[proc] = b""
-                # Two subtrees in flight per worker: it never waits on us between them.
+                # Several subtrees in flight per worker: it never waits on us between them.
                 self._feed(proc, units, in_flight[proc], _IN_FLIGHT)
             while any(in_flight.values()):
                 left = None if self.deadline is None else self.deadline - time.monotonic()
