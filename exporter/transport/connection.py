@@ -46,6 +46,7 @@ class Connection(asyncio.Protocol):
         self._body = bytearray()
         self._request_started = 0.0
         self._header_bytes = 0
+        self._parsed_header_bytes = 0
         self._refusal: Response | None = None
         self._queue: deque[Request] = deque()
         self._working = False
@@ -147,12 +148,24 @@ class Connection(asyncio.Protocol):
         self._request_started = time.monotonic()
         self._request_headers = Headers()
         self._in_message = True
+        self._parsed_header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
         self._request_headers.add(name.decode("latin-1"), value.decode("latin-1"))
+
+    def _count_header_bytes(self, size: int) -> None:
+        """Bound the headers as they are parsed, whole requests included: the count of the
+        bytes received in :meth:`data_received` sees only headers still incomplete."""
+        self._parsed_header_bytes += size
+        if self._parsed_header_bytes > self.server.limits.max_header_bytes:
+            self._refusal = error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                                  "request headers too large")
+            raise ValueError("request headers too large")
 
     def on_headers_complete(self) -> None:
         parser = self._parser

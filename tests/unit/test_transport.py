@@ -141,6 +141,23 @@ def test_malformed_requests_get_400_and_close(served, request_bytes: bytes) -> N
     assert handler.seen == []
 
 
+def test_a_whole_request_with_oversized_headers_is_refused_too(served) -> None:
+    """Headers over the limit that arrive complete, in one write, are refused as those
+    still arriving are; headers under it pass."""
+    server, handler = served
+    with connect(server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n")
+        assert read_to_close(sock).startswith(b"HTTP/1.1 431 ")
+    with connect(server) as sock:
+        sock.sendall(b"GET /" + b"p" * 70_000 + b" HTTP/1.1\r\n\r\n")
+        assert read_to_close(sock).startswith(b"HTTP/1.1 431 ")
+    assert handler.seen == []
+    with connect(server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\nX-Pad: " + b"a" * 60_000
+                     + b"\r\n\r\n")
+        assert read_to_close(sock).startswith(b"HTTP/1.1 200 ")
+
+
 def test_oversized_headers_and_bodies_are_refused(served) -> None:
     server, _ = served
     with connect(server) as sock:
