@@ -122,7 +122,7 @@ class Actions:
                                                                chosen.cleanup)}
         if settings.wa_api is not None:
             self.api = WaApiClient(settings.wa_api)
-            actions["media_gc"] = MediaGcAction(self.api)
+            actions["media_gc"] = MediaGcAction(self.api, self.inbox, chosen.media_gc)
             if settings.database is not None:
                 self.counting = open_counting_source(settings.database,
                                                      settings.collectors.messages)
@@ -134,6 +134,7 @@ class Actions:
         self.audit = AuditLog(state_dir / "audit.jsonl", max_bytes=chosen.audit_max_bytes)
         self.state = StateFile(state_dir / "state.json")
         self.metrics = ActionMetrics(registry, list(actions))
+        self.inbox.on_outcome = self.metrics.callback_received
         if "cleanup" in actions:
             sources.containers.subscribe(self.metrics.containers_found)
         registry.register(AuditMetrics(self.audit))
@@ -147,11 +148,13 @@ class Actions:
         self.metrics.restore(self.state.read())
         self.scheduler = Scheduler(chosen.schedules, chosen.timezone, self.runner)
 
-    def deliver_callback(self, body: bytes) -> int:
+    def deliver_callback(self, body: bytes) -> list[str]:
+        """Parse and deliver one POSTed callback body; what became of each callback in it."""
         callbacks = self.inbox.parse(body)
-        self.inbox.deliver(callbacks)
-        self.audit.append({"event": "gc_callback", "callbacks": [c.to_dict() for c in callbacks]})
-        return len(callbacks)
+        outcomes = self.inbox.deliver(callbacks)
+        self.audit.append({"event": "gc_callback", "callbacks": [
+            dict(c.to_dict(), outcome=o) for c, o in zip(callbacks, outcomes, strict=True)]})
+        return outcomes
 
     def close(self) -> None:
         self.scheduler.stop()

@@ -15,6 +15,7 @@ from exporter.config import (
     ConfigError,
     Settings,
     format_duration,
+    load_file_settings,
     load_settings,
     parse_duration,
     render,
@@ -53,7 +54,8 @@ commands:
                  media path instead and print a checklist with the fix for each failure
   run ACTION     run gc, media-gc or cleanup once, now, through the same rules
                  (allow-list, cooldown, lock, audit log) as alerts and schedules;
-                 gc prints a progress line per round on stderr
+                 with --exporter.url through the running exporter (its callbacks,
+                 metrics and cooldowns); gc prints a progress line per round on stderr
   upgrade-check  is the install ready for a WA client upgrade? (see its --help)
 
 examples:
@@ -150,13 +152,26 @@ def make_parser() -> argparse.ArgumentParser:
         _flags(sub, suppress=True)
         if name == "check-config":
             sub.add_argument("--connect", action="store_true", help=CONNECT_HELP)
-    run = commands.add_parser("run", help="run one action now",
-                              description="Run one action now, as a person: the allow-list, "
-                              "cooldown, cluster lock and audit log apply; the maintenance "
-                              "window does not. Prints the decision and result as JSON on "
-                              "stdout; gc also prints a line per round on stderr (rows before "
-                              "and after, and how the round completed).")
-    run.add_argument("action", choices=["gc", "media-gc", "cleanup"])
+    run = commands.add_parser(
+        "run", help="run one action now", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run one action now, as a person: the allow-list, cooldown, cluster lock "
+        "and audit log apply; the maintenance window does not. Prints the decision and result "
+        "as JSON on stdout; gc also prints a line per round on stderr (rows before and after, "
+        "and how the round completed).\n\n"
+        "With --exporter.url (or WA_EXPORTER_URL) the running exporter runs it, with its "
+        "one runner, cooldown, audit log, metrics (trigger=\"manual\") and GC callback "
+        "inbox; the credentials are the webhook section of --config.file. Without it the "
+        "action runs in this process: the WA client's GC callbacks go to the exporter, not "
+        "here, so message GC is judged by the row count alone and media GC ends "
+        "\"unconfirmed\".",
+        epilog="exit codes: 0 success or dry run, 1 the run did not succeed (failed, error, "
+        "timeout, unconfirmed) or the exporter could not be reached, 2 rejected or bad "
+        "configuration, 3 skipped (cooldown, already running).")
+    run.add_argument("action", choices=["gc", "media-gc", "media_gc", "cleanup"])
+    run.add_argument("--exporter.url", dest="exporter_url", metavar="URL",
+                     default=os.environ.get("WA_EXPORTER_URL") or None,
+                     help="the running exporter, e.g. http://localhost:9864 (default: "
+                     "WA_EXPORTER_URL); without it the action runs in this process")
     run.add_argument("--container", metavar="NAME",
                      help="cleanup: only this WA container (default: every one)")
     run.add_argument("--dry-run", action="store_true", help="decide and plan, change nothing")
@@ -217,7 +232,29 @@ def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type:
     _flags(check, suppress=True)
 
 
+def _run_remote(args: argparse.Namespace) -> int:
+    """``run ACTION --exporter.url``: only the webhook credentials of --config.file matter."""
+    from exporter.remote_run import RemoteError, print_error, run_remote
+
+    try:
+        webhook = load_file_settings(args.config_file).webhook
+        remote = run_remote(args.exporter_url, webhook, args.action.replace("-", "_"),
+                            args.container, args.dry_run, os.environ.get("USER", ""),
+                            _print_progress)
+    except ConfigError as exc:
+        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
+        return 2
+    except RemoteError as exc:
+        return print_error(exc)
+    finished = remote.finished or {}
+    bookkeeping = ("ts", "event", "run_id", "action", "trigger", "targets")
+    return _report(remote.decision, finished.get("result"),
+                   {k: v for k, v in finished.items() if k not in bookkeeping})
+
+
 def _run_action(settings: Settings, args: argparse.Namespace) -> int:
+    action = args.action.replace("-", "_")
+    user = os.environ.get("USER", "")
     from prometheus_client import CollectorRegistry
 
     from exporter.actions.runner import Request
@@ -231,21 +268,28 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return 2
     try:
-        request = Request(args.action.replace("-", "_"), Trigger.MANUAL, args.container,
-                          dry_run=args.dry_run, origin={"user": os.environ.get("USER", "")})
+        request = Request(action, Trigger.MANUAL, args.container, dry_run=args.dry_run,
+                          origin={"user": user})
         decision, result = actions.runner.run_now(request, on_progress=_print_progress)
     finally:
         actions.close()
         sources.close()
-    report: dict[str, object] = {"decision": decision.as_dict()}
+    return _report(decision.as_dict(), result.result if result is not None else None,
+                   result.details if result is not None else {})
+
+
+def _report(decision: dict[str, Any], result: str | None, details: dict[str, Any]) -> int:
+    """Print the decision and result as JSON; the exit code they mean."""
+    report: dict[str, object] = {"decision": decision}
     if result is not None:
-        report["result"] = {"result": result.result, **result.details}
+        report["result"] = {"result": result, **details}
     print(json.dumps(report, indent=2, default=str))
-    if decision.outcome == Outcome.REJECTED:
+    outcome = decision.get("outcome")
+    if outcome == Outcome.REJECTED:
         return 2
-    if decision.outcome not in (Outcome.STARTED, Outcome.DRY_RUN):
+    if outcome not in (Outcome.STARTED, Outcome.DRY_RUN):
         return 3
-    return 0 if result is not None and result.result in (Result.SUCCESS, Result.DRY_RUN) else 1
+    return 0 if result in (Result.SUCCESS, Result.DRY_RUN) else 1
 
 
 def _print_progress(event: str, fields: dict[str, Any]) -> None:
@@ -268,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     malloc.limit_arenas()  # before any thread: see exporter/malloc.py
     logs.setup(args.log_level, args.log_format)
     command = args.command or "serve"
+    if command == "run" and args.exporter_url:
+        return _run_remote(args)
     try:
         settings = _load(args)
     except ConfigError as exc:

@@ -45,6 +45,9 @@ class Hooks(Protocol):
 
     def recent(self, limit: int) -> list[dict[str, Any]]: ...
 
+    def of_run(self, run_id: str) -> list[dict[str, Any]]:
+        """The records of one recent run (``GET /actions?run_id=``)."""
+
 
 class ListenAddressError(ValueError):
     pass
@@ -226,10 +229,16 @@ class Server:
         return Response(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
 
     def actions(self, request: Request) -> Response:
+        """The latest action records (``?limit=N``), or one run's (``?run_id=ID``)."""
         assert self.webhooks is not None
         limit = 100
         for part in request.query.split("&"):
             key, _, value = part.partition("=")
+            if key == "run_id":
+                if not value.isalnum() or len(value) > 64:
+                    return _json(HTTPStatus.BAD_REQUEST, {
+                        "status": "error", "error": "run_id: not a run id"})
+                return _json(HTTPStatus.OK, {"records": self.webhooks.of_run(value)})
             if key != "limit":
                 continue
             # Bounded before int(): Python refuses to convert over 4,300 digits.

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 200
 MAX_RECORD_BYTES = 16 * 1024
 MAX_LIST_ITEMS = 100
+# The records of the latest runs, by run id, for a person following one run
+# (``wa-exporter run --exporter.url``): this many runs, this many records each.
+KEEP_RUNS = 64
+KEEP_RUN_RECORDS = 256
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -64,6 +68,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._pending: list[str] = []
         self._recent: deque[dict[str, Any]] = deque(maxlen=keep_recent)
+        self._runs: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
         self.write_errors = 0
         self._fd = -1  # kept open between records (see _open)
         self._file: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of what _fd writes to
@@ -84,6 +89,7 @@ class AuditLog:
             line = _line(record)
         with self._lock:
             self._recent.append(record)
+            self._index_run(record)
             self._pending.append(line)
             try:
                 self._write_pending(sync)
@@ -167,6 +173,23 @@ class AuditLog:
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._recent)[-limit:]
+
+    def of_run(self, run_id: str) -> list[dict[str, Any]]:
+        """The records of one of the latest :data:`KEEP_RUNS` runs written here, oldest
+        first: its decision, progress and outcome, however many other records came between."""
+        with self._lock:
+            return list(self._runs.get(run_id, ()))
+
+    def _index_run(self, record: dict[str, Any]) -> None:
+        run_id = record.get("run_id")
+        if not isinstance(run_id, str):
+            return
+        records = self._runs.get(run_id)
+        if records is None:
+            records = self._runs[run_id] = deque(maxlen=KEEP_RUN_RECORDS)
+            while len(self._runs) > KEEP_RUNS:
+                self._runs.popitem(last=False)
+        records.append(record)
 
     def _rotate(self) -> None:
         for index in range(self.backups - 1, 0, -1):

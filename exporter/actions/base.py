@@ -11,7 +11,7 @@ from exporter.vocabulary import Result
 
 # The results by their short names, as the actions use them (defined in exporter.vocabulary).
 SUCCESS, FAILED, ERROR, TIMEOUT = Result.SUCCESS, Result.FAILED, Result.ERROR, Result.TIMEOUT
-DRY_RUN, INTERRUPTED = Result.DRY_RUN, Result.INTERRUPTED
+DRY_RUN, INTERRUPTED, UNCONFIRMED = Result.DRY_RUN, Result.INTERRUPTED, Result.UNCONFIRMED
 
 
 @dataclass
@@ -31,7 +31,9 @@ class RunContext:
 
 @dataclass
 class ActionResult:
-    result: str  # SUCCESS, FAILED (the WA side said no), ERROR (we could not ask), TIMEOUT
+    # SUCCESS, FAILED (the WA side said no), ERROR (we could not ask), TIMEOUT, UNCONFIRMED
+    # (no evidence either way)…: exporter.vocabulary.Result
+    result: str
     details: dict[str, Any] = field(default_factory=dict)  # JSON-safe, never a secret
     per_target: dict[str, str] = field(default_factory=dict)  # cleanup: container -> result
 

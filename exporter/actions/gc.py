@@ -1,19 +1,23 @@
 """Garbage collection through the WA API: the ``gc`` (messages) and ``media_gc`` actions.
 
-A message-GC round is one ``PUT /v1/services/message/gc``. From the moment it is answered,
-the round waits for the callbacks of every node that answered "processing" (see
-:mod:`exporter.actions.callbacks`) and, at the same time, reads the row count of the
-``messages`` tables every ``settle_interval / 3``. It is complete
+Every verdict needs evidence (SPEC §2, §3). A message-GC round is one
+``PUT /v1/services/message/gc``. From the moment it is answered, the round waits for the
+callbacks of every node that answered "processing" (see :mod:`exporter.actions.callbacks`)
+and, at the same time, watches the row count of the ``messages`` tables
+(:mod:`exporter.actions.gc_watch`). It ends
 
-- by callback, as soon as every node has called back (a callback wins whenever it comes);
-- by row count, once the rows have fallen and then reached no new low for ``settle_interval``;
-- with nothing deleted, if the rows have not started to fall ``callback_timeout`` after the
-  request (a client that starts slowly gets that long);
+- ``success`` when every node that answered "processing" called back clean, or, when no
+  callback came at all (most businesses point the WA webhook at their own integration), when
+  the rows fell and then settled;
+- ``failed`` when no node answers "processing", or any node's callback reports errors
+  (``"status":"failed"``, or ``complete`` with an ``errors`` list) — one failed node fails
+  the round, whatever the others say;
+- ``unconfirmed`` when there is no such evidence: no callback and rows that did not start
+  falling within ``callback_timeout``, or callbacks from some nodes only;
+- ``timeout`` when none of these happens within ``round_timeout``.
 
-and ends in ``timeout`` if none of these happens within ``round_timeout``
-(:mod:`exporter.actions.gc_watch` has the row-count rule). A round fails when no node answers
-"processing" or when a callback reports errors: ``"status":"failed"``, or ``complete`` with an
-``errors`` list.
+A deleted count is taken from the callbacks when every node called back, else from the row
+count; a count above the rows the tables held when the round started is logged and kept out.
 
 A database whose ``messages`` table holds more than ``large_table_rows`` rows is large, each
 database judged alone. With a large database the run repeats rounds, ``round_pause`` apart,
@@ -22,6 +26,10 @@ more than one call may be needed "so that the callback comes back without errors
 clean round, while a large database is still at or above ``target_rows`` and the round
 deleted something. The run succeeds when its last round came back clean. Without a large
 database one round is the run, and a callback with errors is a failure.
+
+Media GC (``PUT /v1/services/media/gc``) completes asynchronously too: it waits for its
+callback up to ``actions.media_gc.callback_timeout`` and ends ``success``, ``failed`` or
+``unconfirmed``; its ``items_deleted`` are media files, never messages.
 """
 
 from __future__ import annotations
@@ -38,24 +46,26 @@ from exporter.actions.base import (
     INTERRUPTED,
     SUCCESS,
     TIMEOUT,
+    UNCONFIRMED,
     Action,
     ActionResult,
     RunContext,
 )
-from exporter.actions.callbacks import CallbackInbox, GcCallback
-from exporter.actions.gc_watch import NO_CHANGE, ROW_COUNT, RowWatch, poll_interval
-from exporter.config import GcSettings
+from exporter.actions.callbacks import CallbackInbox, Expectation, GcCallback
+from exporter.actions.gc_watch import NO_CHANGE, ROW_COUNT, RowWatch, next_count_after
+from exporter.config import GcSettings, MediaGcSettings
 from exporter.sources.database import DatabaseError, MessagesSource
 from exporter.sources.wa_api import MEDIA_GC_PATH, MESSAGE_GC_PATH, WaApiClient, WaApiError
+from exporter.vocabulary import GcKind
 
 log = logging.getLogger(__name__)
 
 CANCEL_CHECK_SECONDS = 1.0  # the longest a wait for callbacks holds off a cancel
 CALLBACK = "callback"  # how a round completed: every node called back (gc_watch has the others)
 COMPLETIONS = {
-    CALLBACK: "completed by callback",
-    ROW_COUNT: "completed by the row count (no callback came)",
-    NO_CHANGE: "the rows did not start falling within callback_timeout: nothing to delete",
+    CALLBACK: "every node called back",
+    ROW_COUNT: "the row count fell and settled",
+    NO_CHANGE: "the rows did not start falling within callback_timeout",
 }
 
 
@@ -113,16 +123,41 @@ class _ApiAction(Action):
 
 
 class MediaGcAction(_ApiAction):
-    """``PUT /v1/services/media/gc``; media GC sends no callback, so its answer is the result."""
+    """``PUT /v1/services/media/gc``, complete on its callback (it runs on the leader only, so
+    one callback, whichever node sends it)."""
 
     name = "media_gc"
     path = MEDIA_GC_PATH
 
+    def __init__(self, client: WaApiClient, inbox: CallbackInbox,
+                 settings: MediaGcSettings) -> None:
+        super().__init__(client)
+        self.inbox = inbox
+        self.settings = settings
+
     def _work(self, ctx: RunContext, details: dict[str, Any]) -> str:
-        answer = self.client.media_gc()
-        details["nodes"] = [{"node": node, "answer": status}
-                            for node, status in answer.nodes.items()]
-        return SUCCESS
+        with self.inbox.expect(GcKind.MEDIA) as expectation:
+            answer = self.client.media_gc()
+            details["nodes"] = [{"node": node, "answer": status}
+                                for node, status in answer.nodes.items()]
+            if not answer.processing:
+                details["errors"] = [{"details": "no node answered that it is processing"}]
+                return FAILED
+            expectation.set_nodes([None])
+            ctx.progress("media_gc_started", nodes_processing=len(answer.processing))
+            callbacks = _wait(ctx, expectation, time.monotonic()
+                              + self.settings.callback_timeout)
+        if ctx.cancel.is_set():
+            return INTERRUPTED
+        if not callbacks:
+            details["completed_by"] = None
+            return UNCONFIRMED
+        callback = callbacks[0]
+        details.update(completed_by=CALLBACK, status=callback.status,
+                       items_deleted=callback.deleted or 0)
+        if callback.errors:
+            details["errors"] = [e.to_dict() for e in callback.errors]
+        return SUCCESS if callback.clean else FAILED
 
 
 class GcAction(_ApiAction):
@@ -187,73 +222,111 @@ class GcAction(_ApiAction):
 
     def _round(self, ctx: RunContext, number: int, before: RowCount) -> _Round:
         """One GC request and its completion."""
-        since = time.monotonic()  # callbacks can arrive before the PUT's answer does
-        answer = self.client.message_gc()
-        expected = answer.processing
-        ctx.progress("round_started", round=number, rows_before=before.total,
-                     nodes_processing=len(expected))
         record: dict[str, Any] = {"round": number, "rows_before": before.total}
-        if not expected:
-            counted = count_rows(self.source)
-            record.update(result=FAILED, rows_after=counted.total, messages_deleted=0,
-                          completed_by=None, nodes=_node_statuses(answer.nodes, []),
-                          errors=[{"details": "no node answered that it is processing"}])
-            return _Round(FAILED, record, counted)
-        watch = RowWatch(before.databases, since, self.settings.settle_interval,
-                         self.settings.callback_timeout)
-        ended, callbacks, after = self._complete(ctx, since, expected, watch)
+        with self.inbox.expect(GcKind.MESSAGE) as expectation:
+            since = time.monotonic()  # callbacks can arrive before the PUT's answer does
+            answer = self.client.message_gc()
+            expected = answer.processing
+            expectation.set_nodes(expected)
+            ctx.progress("round_started", round=number, rows_before=before.total,
+                         nodes_processing=len(expected))
+            if not expected:
+                counted = count_rows(self.source)
+                record.update(result=FAILED, rows_after=counted.total, messages_deleted=0,
+                              completed_by=None, nodes=_node_statuses(answer.nodes, []),
+                              errors=[{"details": "no node answered that it is processing"}])
+                return _Round(FAILED, record, counted)
+            watch = RowWatch(before.databases, since, self.settings.settle_interval,
+                             self.settings.callback_timeout)
+            ended, callbacks, after = self._complete(ctx, expectation, watch)
         if after is None:  # a cancel ends the round without another count
             after = before if ended == INTERRUPTED else count_rows(self.source)
         unclean = [c for c in callbacks if not c.clean]
-        result = (ended if ended in (INTERRUPTED, TIMEOUT) else
-                  FAILED if unclean else SUCCESS)
+        result = round_result(ended, callbacks)
+        counts, implausible = plausible_counts(callbacks, before.total)
+        if implausible:
+            record["implausible_counts"] = implausible
+            log.warning("GC callback reports more deleted messages than the tables held; "
+                        "kept out of the deleted count", extra={
+                            "run_id": ctx.run_id, "rows_before": before.total,
+                            "reported": [i["reported"] for i in implausible]})
         record.update(
             result=result, rows_after=after.total,
-            messages_deleted=(sum(c.messages_deleted or 0 for c in callbacks)
-                              if ended == CALLBACK else watch.deleted),
+            messages_deleted=sum(counts) if ended == CALLBACK else watch.deleted,
             completed_by=None if ended in (INTERRUPTED, TIMEOUT) else ended,
             nodes=_node_statuses(answer.nodes, callbacks))
         if unclean:
-            record["errors"] = [dict(error, node=c.node) for c in unclean
-                                for error in c.to_dict().get("errors", [])]
+            record["errors"] = [dict(error.to_dict(), node=c.node) for c in unclean
+                                for error in c.errors] or [
+                                    {"details": f"status {c.status}", "node": c.node}
+                                    for c in unclean]
         return _Round(result, record, after, callback_errors=bool(unclean))
 
-    def _complete(self, ctx: RunContext, since: float, expected: list[str | None],
-                  watch: RowWatch) -> tuple[str, list[GcCallback], RowCount | None]:
+    def _complete(self, ctx: RunContext, expectation: Expectation, watch: RowWatch
+                  ) -> tuple[str, list[GcCallback], RowCount | None]:
         """Wait for every callback while reading the row count. Returns how the round ended
         (:data:`CALLBACK`, the watch's verdict, TIMEOUT or INTERRUPTED), the callbacks
         received, and the last row count if the watch decided."""
         s = self.settings
-        deadline = since + s.round_timeout
-        every = poll_interval(s.settle_interval)
+        deadline = watch.started + s.round_timeout
+        next_count = time.monotonic() + next_count_after(s.settle_interval, 0.0)
         while True:
-            callbacks = self._wait_callbacks(ctx, since, expected,
-                                             min(time.monotonic() + every, deadline))
+            callbacks = _wait(ctx, expectation, min(next_count, deadline))
             if ctx.cancel.is_set():
                 return INTERRUPTED, callbacks, None
-            if len(callbacks) == len(expected):
+            if expectation.complete:
                 return CALLBACK, callbacks, None
             if time.monotonic() >= deadline:
                 return TIMEOUT, callbacks, None
+            counting = time.monotonic()
             try:
                 current = count_rows(self.source)
             except DatabaseError as exc:  # one missed reading; callbacks may still come
                 log.warning("row count failed during GC; trying again", extra={
                     "run_id": ctx.run_id, "err": str(exc)})
+                current = None
+            now = time.monotonic()
+            next_count = now + next_count_after(s.settle_interval, now - counting)
+            if current is None:
                 continue
-            watch.observe(current.databases, time.monotonic())
-            verdict = watch.verdict(time.monotonic())
+            watch.observe(current.databases, now)
+            verdict = watch.verdict(now)
             if verdict is not None:
                 return verdict, callbacks, current
 
-    def _wait_callbacks(self, ctx: RunContext, since: float, expected: list[str | None],
-                        until: float) -> list[GcCallback]:
-        while True:
-            remaining = until - time.monotonic()
-            callbacks = self.inbox.wait(since, expected, min(remaining, CANCEL_CHECK_SECONDS))
-            if len(callbacks) == len(expected) or remaining <= CANCEL_CHECK_SECONDS \
-                    or ctx.cancel.is_set():
-                return callbacks
+
+def _wait(ctx: RunContext, expectation: Expectation, until: float) -> list[GcCallback]:
+    """Wait for the expected callbacks until ``until`` (a ``time.monotonic()`` value), or a
+    cancel, whichever comes first; the callbacks matched so far."""
+    while True:
+        remaining = until - time.monotonic()
+        callbacks = expectation.wait(min(remaining, CANCEL_CHECK_SECONDS))
+        if expectation.complete or remaining <= CANCEL_CHECK_SECONDS or ctx.cancel.is_set():
+            return callbacks
+
+
+def round_result(ended: str, callbacks: list[GcCallback]) -> str:
+    """A round's verdict from how it ended and the callbacks that came (the rule in the
+    module's docstring): a failed node fails it; success needs every node's clean callback,
+    or, with no callback at all, rows that fell."""
+    if ended == INTERRUPTED:
+        return INTERRUPTED
+    if any(not c.clean for c in callbacks):
+        return FAILED
+    if ended == CALLBACK or (ended == ROW_COUNT and not callbacks):
+        return SUCCESS
+    return TIMEOUT if ended == TIMEOUT else UNCONFIRMED
+
+
+def plausible_counts(callbacks: list[GcCallback], rows_before: int
+                     ) -> tuple[list[int], list[dict[str, Any]]]:
+    """The callbacks' deleted counts that can be true, and those that cannot: more than the
+    tables held when the round started, alone or together."""
+    reported = [c for c in callbacks if c.deleted is not None]
+    total = sum(c.deleted or 0 for c in reported)
+    implausible = [c for c in reported if total > rows_before]
+    kept = [c.deleted or 0 for c in reported if c not in implausible]
+    return kept, [{"node": c.node, "reported": c.deleted} for c in implausible]
 
 
 @dataclass(frozen=True)
@@ -286,12 +359,15 @@ def _node_statuses(answers: dict[str | None, str],
         callback = by_node.get(node)
         statuses.append({"node": node, "answer": answer,
                          "status": callback.status if callback else "no_callback",
-                         "messages_deleted": callback.messages_deleted if callback else None})
+                         "messages_deleted": callback.deleted if callback else None})
     return statuses
 
 
 def progress_line(event: str, fields: dict[str, Any]) -> str | None:
     """A person's line for a GC progress record (``wa-exporter run gc`` prints them)."""
+    if event == "media_gc_started":
+        return (f"media gc: started on {fields['nodes_processing']} node(s); waiting for its "
+                "completion callback")
     if event == "round_started":
         return (f"gc round {fields['round']}: started at {fields['rows_before']} rows; "
                 f"waiting for the callbacks of {fields['nodes_processing']} node(s) or for "
@@ -303,8 +379,12 @@ def progress_line(event: str, fields: dict[str, Any]) -> str | None:
         INTERRUPTED: "interrupted"}.get(fields["result"], ""))
     line = (f"gc round {fields['round']} {fields['result']}: rows {fields['rows_before']} -> "
             f"{fields['rows_after']}, {fields['messages_deleted']} deleted, {how}")
-    errors = "; ".join(
-        f"{e.get('code', '')} {e.get('title', '')}: {e.get('details', '')}".strip(" :")
-        + (f" (node {e['node']})" if e.get("node") else "")
-        for e in fields.get("errors", []))
+    errors = "; ".join(error_text(e) for e in fields.get("errors", []))
     return f"{line}; errors: {errors}" if errors else line
+
+
+def error_text(error: dict[str, Any]) -> str:
+    """``1014 Internal error: details (node n)``, from whichever of the fields are there."""
+    head = " ".join(str(error[k]) for k in ("code", "title") if error.get(k) is not None)
+    text = ": ".join(part for part in (head, str(error.get("details") or "")) if part)
+    return text + (f" (node {error['node']})" if error.get("node") else "")

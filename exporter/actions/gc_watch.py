@@ -12,7 +12,14 @@ The rule, as the README states it:
 - Once they have fallen, the round is complete when no database has reached a new low for
   ``settle_interval``. Rows added by traffic do not hold the round open.
 - If they never fall, the client may be starting slowly: the round waits ``callback_timeout``
-  from the request for the first fall, and then concludes that there was nothing to delete.
+  from the request for the first fall, and then ends with no evidence that GC did anything
+  (``unconfirmed``, not a success: it may have had nothing to delete, or never run).
+
+The watch counts exactly: an engine's estimate can lag behind the client's deletions (InnoDB's
+``TABLE_ROWS`` does, and moves by sampling), and a figure that stops moving while rows still go
+would end a round early. An exact ``COUNT(*)`` of 10 M rows takes seconds on MariaDB, so the
+counts are spaced to keep the watch's own database time at most :data:`WATCH_DB_SHARE` of the
+round (:func:`next_count_after`).
 
 A client that pauses longer than ``settle_interval`` between deletions would be cut short;
 raise ``settle_interval`` for one that does.
@@ -24,13 +31,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 ROW_COUNT = "row_count"  # the rows fell, then stopped falling
-NO_CHANGE = "no_change"  # the rows did not fall within callback_timeout: nothing to delete
+NO_CHANGE = "no_change"  # the rows did not fall within callback_timeout: no evidence
+# The most of a round's time the watch may spend counting rows in the database.
+WATCH_DB_SHARE = 0.10
 
 
-def poll_interval(settle_interval: float) -> float:
-    """How often the row count is read: three reads per ``settle_interval``, so a round ends
-    at most about a third of it late."""
-    return settle_interval / 3
+def next_count_after(settle_interval: float, last_count_seconds: float) -> float:
+    """Seconds from the end of one count to the start of the next: three counts per
+    ``settle_interval`` (a round then ends at most about a third of it late), spaced further
+    when a count is slow, so counting takes at most :data:`WATCH_DB_SHARE` of the time."""
+    return max(settle_interval / 3, last_count_seconds * (1 / WATCH_DB_SHARE - 1))
 
 
 @dataclass

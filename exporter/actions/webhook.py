@@ -1,5 +1,6 @@
 """The exporter's inbound hooks, independent of HTTP plumbing: authentication, the
-Alertmanager notification, forwarded WA GC callbacks, and the recent action records."""
+Alertmanager notification, forwarded WA GC callbacks, a person's run request, and the recent
+action records."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from exporter.actions import alertmanager
+from exporter.actions import alertmanager, manual
 from exporter.actions.runner import Runner
 from exporter.config import WebhookSettings
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 class Webhooks:
     def __init__(self, settings: WebhookSettings, runner: Runner,
-                 gc_callback: Callable[[bytes], int] | None = None) -> None:
+                 gc_callback: Callable[[bytes], list[str]] | None = None) -> None:
         self.settings = settings
         self.runner = runner
         self.gc_callback = gc_callback
@@ -35,7 +36,8 @@ class Webhooks:
     def routes(self) -> dict[str, Callable[[bytes], tuple[int, dict[str, Any]]]]:
         """Each POST path, with the handler the server hands its body to."""
         return {"/webhook/alertmanager": self.alertmanager,
-                "/webhook/wa-callback": self.wa_callback}
+                "/webhook/wa-callback": self.wa_callback,
+                "/actions/run": self.run_request}
 
     def authorized(self, headers: Any) -> bool:
         """Bearer token or basic auth, compared in constant time; no auth configured: open."""
@@ -64,14 +66,23 @@ class Webhooks:
             return exc.status, {"status": "error", "error": str(exc)}
 
     def wa_callback(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """A GC callback the WA client POSTed: 200 for every WA GC callback, whatever became
+        of it (the client retries one that is refused); 400 only for a body that is none."""
         if self.gc_callback is None:
-            return 404, {"status": "error", "error": "message GC is not configured"}
+            return 404, {"status": "error", "error": "GC is not configured"}
         try:
-            accepted = self.gc_callback(body)
+            outcomes = self.gc_callback(body)
         except ValueError as exc:
             log.warning("GC callback refused", extra={"err": str(exc)})
             return 400, {"status": "error", "error": str(exc)}
-        return 200, {"status": "ok", "accepted": accepted}
+        return 200, {"status": "ok", "accepted": len(outcomes), "outcomes": outcomes}
+
+    def run_request(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """``wa-exporter run ACTION --exporter.url``: a person's run, through this runner."""
+        return manual.handle(body, self.runner)
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         return self.runner.audit.recent(limit)
+
+    def of_run(self, run_id: str) -> list[dict[str, Any]]:
+        return self.runner.audit.of_run(run_id)

@@ -16,12 +16,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter.collectors.base import described
-from exporter.vocabulary import Outcome, Result, Trigger, rows_after_gc
+from exporter.vocabulary import (
+    GC_ACTIONS,
+    CallbackOutcome,
+    GcKind,
+    Outcome,
+    Result,
+    Trigger,
+    rows_after_gc,
+)
 
 if TYPE_CHECKING:
     from exporter.sources.docker import WaContainer
-
-GC_KINDS = {"gc": "message", "media_gc": "media"}
 
 
 class RunRequest(Protocol):
@@ -88,6 +94,12 @@ class ActionMetrics(Collector):
                                   "GC, from callbacks or row deltas; database where the row "
                                   "counts tell it, node where the callbacks do, else empty.",
                                   ["database", "node"], registry=None)
+        self.gc_media_deleted = Counter("whatsapp_gc_media_items_deleted", "Media files "
+                                        "deleted by media GC, from its completion callbacks.",
+                                        registry=None)
+        self.gc_callbacks = Counter("whatsapp_gc_callbacks", "GC callbacks the WA client "
+                                    "POSTed, by what became of them (matched to a running "
+                                    "GC, or why not).", ["kind", "outcome"], registry=None)
         self.gc_rows_after = Gauge("whatsapp_gc_rows_after_last_success", "Rows in messages "
                                    "after the last successful message GC.", ["database"],
                                    registry=None)
@@ -115,12 +127,15 @@ class ActionMetrics(Collector):
         for action in actions:
             for outcome in Outcome:
                 self.requests.labels(action, outcome)
-            kind = GC_KINDS.get(action)
+            kind = GC_ACTIONS.get(action)
             if kind is not None:
                 for trigger in Trigger:
                     for result in Result:
                         self.gc_runs.labels(kind, trigger, result)
-        self._members = (self.requests, self.gc_runs, self.gc_deleted, self.gc_rows_after,
+                for callback_outcome in CallbackOutcome:
+                    self.gc_callbacks.labels(kind, callback_outcome)
+        self._members = (self.requests, self.gc_runs, self.gc_deleted, self.gc_media_deleted,
+                         self.gc_callbacks, self.gc_rows_after,
                          self.gc_last_run, self.gc_last_success, self.gc_duration,
                          self.cleanup_runs, self.cleanup_last_run, self.cleanup_last_success)
         registry.register(self)
@@ -162,9 +177,14 @@ class ActionMetrics(Collector):
         self.requests.labels(action, outcome).inc()
 
     @_changes_output
+    def callback_received(self, kind: str, outcome: str) -> None:
+        """What became of one GC callback (the inbox's ``on_outcome``)."""
+        self.gc_callbacks.labels(kind, outcome).inc()
+
+    @_changes_output
     def finished(self, request: RunRequest, targets: list[str], result: RunResult,
                  started: float, ended: float) -> None:
-        kind = GC_KINDS.get(request.action)
+        kind = GC_ACTIONS.get(request.action)
         if kind is not None:
             self.gc_runs.labels(kind, request.trigger, result.result).inc()
             if result.result != Result.DRY_RUN:
@@ -172,8 +192,13 @@ class ActionMetrics(Collector):
                 self.gc_duration.labels(kind).observe(max(0.0, ended - started))
                 if result.result == Result.SUCCESS:
                     self.gc_last_success.labels(kind).set(ended)
-            for (database, node), deleted in deleted_by_source(result.details).items():
-                self.gc_deleted.labels(database, node).inc(deleted)
+            if kind == GcKind.MEDIA:
+                items = result.details.get("items_deleted")
+                if isinstance(items, int) and items > 0:
+                    self.gc_media_deleted.inc(items)
+            else:
+                for (database, node), deleted in deleted_by_source(result.details).items():
+                    self.gc_deleted.labels(database, node).inc(deleted)
             for database, rows in rows_after_gc(request.action, result.result,
                                                 result.details).items():
                 self.gc_rows_after.labels(database).set(rows)
@@ -202,8 +227,8 @@ class ActionMetrics(Collector):
                 ("last_success", self.gc_last_success, self.cleanup_last_success)):
             for key, when in state.get(section, {}).items():
                 action, _, target = key.partition(":")
-                if action in GC_KINDS:
-                    gc_gauge.labels(GC_KINDS[action]).set(when)
+                if action in GC_ACTIONS:
+                    gc_gauge.labels(GC_ACTIONS[action]).set(when)
                 elif action == "cleanup" and target in roles:
                     cleanup_gauge.labels(target, roles[target]).set(when)
 

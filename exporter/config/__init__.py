@@ -6,7 +6,13 @@ a one-line :class:`ConfigError` naming the key and the fix. Import from here.
 """
 
 from exporter.config.errors import ConfigError
-from exporter.config.loading import SECRET_VARIABLES, load_settings, read_env_file, render
+from exporter.config.loading import (
+    SECRET_VARIABLES,
+    load_file_settings,
+    load_settings,
+    read_env_file,
+    render,
+)
 from exporter.config.models import (
     DEFAULT_PORTS,
     ActionsSettings,
@@ -19,6 +25,7 @@ from exporter.config.models import (
     GcSettings,
     ImageRule,
     LogsSettings,
+    MediaGcSettings,
     MessagesSettings,
     Role,
     ScheduleEntry,
@@ -62,6 +69,7 @@ __all__ = [
     "GcSettings",
     "ImageRule",
     "LogsSettings",
+    "MediaGcSettings",
     "MessagesSettings",
     "Role",
     "ScheduleEntry",
@@ -77,6 +85,7 @@ __all__ = [
     "WebhookSettings",
     "WindowSettings",
     "format_duration",
+    "load_file_settings",
     "load_settings",
     "parse_duration",
     "read_env_file",

@@ -124,6 +124,16 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def load_file_settings(config_file: Path | None) -> FileSettings:
+    """The YAML ``--config.file`` alone, without the WA variables (``run --exporter.url``
+    needs only its webhook credentials)."""
+    file_data = _load_yaml(config_file) if config_file else {}
+    try:
+        return FileSettings.model_validate(file_data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, FileSettings)) from None
+
+
 def load_settings(
     *,
     config_file: Path | None = None,
@@ -136,12 +146,7 @@ def load_settings(
     variables.update({k: v for k, v in environ.items() if k.startswith("WA_")})
     variables = _resolve_secret_files(variables)
 
-    file_data = _load_yaml(config_file) if config_file else {}
-    try:
-        file_settings = FileSettings.model_validate(file_data)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, FileSettings)) from None
-
+    file_settings = load_file_settings(config_file)
     database: DatabaseSettings | None = None
     wants_db = file_settings.collectors.messages.enabled
     db_vars = {k: v for k, v in variables.items() if k.startswith("WA_DB_")}

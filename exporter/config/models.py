@@ -389,6 +389,13 @@ class GcSettings(StrictModel):
         return self
 
 
+class MediaGcSettings(StrictModel):
+    """``actions.media_gc``: media GC completes asynchronously, on its callback."""
+
+    # How long a media GC waits for its completion callback before it ends unconfirmed.
+    callback_timeout: Duration = 3600.0
+
+
 class CleanupSettings(StrictModel):
     """``actions.cleanup``: ``docker exec`` of the WA cleanup script in each container."""
 
@@ -423,6 +430,7 @@ class ActionsSettings(StrictModel):
     schedules: list[ScheduleEntry] = [ScheduleEntry(action="cleanup", cron="0 3 * * *"),
                                       ScheduleEntry(action="gc", cron="0 4 * * *")]
     gc: GcSettings = GcSettings()
+    media_gc: MediaGcSettings = MediaGcSettings()
     cleanup: CleanupSettings = CleanupSettings()
 
     def cooldown_for(self, action: str) -> float:

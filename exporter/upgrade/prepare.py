@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.actions.base import SUCCESS
+from exporter.actions.base import SUCCESS, UNCONFIRMED
 from exporter.actions.runner import REJECTED, SKIPPED_COOLDOWN, STARTED, Request, Runner
 from exporter.upgrade.report import Report
 
@@ -79,6 +79,11 @@ class Preparation:
             finished = self._follow(decision.run_id)
             report = self.check()
             after = sum(db.rows or 0 for db in report.databases)
+            if finished.get("result") == UNCONFIRMED:
+                return Outcome(report, "message GC ended unconfirmed: no callback can reach "
+                               "this command, and the rows did not fall (nothing to delete? "
+                               "the guide: mark incoming messages read so they can be "
+                               "cleaned)")
             if finished.get("result") != SUCCESS:
                 why = finished.get("error") or finished.get("errors") or ""
                 return Outcome(report, f"message GC ended {finished.get('result')}: {why}")

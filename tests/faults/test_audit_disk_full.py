@@ -88,6 +88,7 @@ def decide_through_a_full_disk(state_dir: Path, standin: StandIn, tmp_path: Path
     Checks what the exporter says meanwhile; returns the last alert's sequence number."""
     cfg = config(tmp_path, state_dir=state_dir, allowed=("media_gc",))
     with run_exporter(env=wa_env(standin), config=cfg, tmp_path=tmp_path) as exporter:
+        standin.set_callback(exporter.url + "/webhook/wa-callback", AUTH)  # media GC's end
         assert fire(exporter, "media_gc", 0)["outcome"] == "started"
         wait_finished(state_dir)
         assert (state_dir / "audit.jsonl").stat().st_size % PAGE, "the last page is part used"
@@ -138,6 +139,7 @@ def test_a_full_state_disk_keeps_the_cooldown(small_fs: Path, wa_api: StandIn,
                                               tmp_path: Path) -> None:
     cfg = config(tmp_path, state_dir=small_fs, allowed=("media_gc",))
     with run_exporter(env=wa_env(wa_api), config=cfg, tmp_path=tmp_path) as exporter:
+        wa_api.set_callback(exporter.url + "/webhook/wa-callback", AUTH)  # media GC's end
         fill(small_fs)
         with ScrapeWatch(exporter):
             assert fire(exporter, "media_gc", 1)["outcome"] == "started"

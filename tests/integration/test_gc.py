@@ -1,5 +1,6 @@
 """The ``gc`` and ``media_gc`` actions against the WA stand-in, which deletes rows from a real
-``messages`` table on MariaDB and PostgreSQL and POSTs its callbacks over HTTP to an inbox."""
+``messages`` table on MariaDB and PostgreSQL and POSTs its callbacks, in the payloads Meta
+documents (SPEC §2), over HTTP to an inbox. Each verdict needs its evidence."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +23,13 @@ import sqlalchemy as sa
 from exporter.actions.base import RunContext
 from exporter.actions.callbacks import CallbackInbox, InvalidCallback
 from exporter.actions.gc import GcAction, MediaGcAction
-from exporter.config import DatabaseSettings, GcSettings, MessagesSettings, WaApiSettings
+from exporter.config import (
+    DatabaseSettings,
+    GcSettings,
+    MediaGcSettings,
+    MessagesSettings,
+    WaApiSettings,
+)
 from exporter.sources.database import MessagesSource, open_counting_source
 from exporter.sources.wa_api import WaApiClient
 from tests.support import ONLY_MESSAGES, ROOT, DatabaseServer, new_prefix
@@ -70,10 +78,15 @@ class World:
     client: WaApiClient
     source: MessagesSource
     progress: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[tuple[str, str]] = field(default_factory=list)  # (kind, what became of it)
 
     def gc(self, **settings: Any) -> GcAction:
         return GcAction(self.client, self.source, self.inbox,
                         GcSettings.model_validate({**FAST, **settings}))
+
+    def media_gc(self, callback_timeout: float = 10) -> MediaGcAction:
+        return MediaGcAction(self.client, self.inbox,
+                             MediaGcSettings(callback_timeout=callback_timeout))
 
     def context(self, **kwargs: Any) -> RunContext:
         def progress(event: str, **fields: Any) -> None:
@@ -100,6 +113,7 @@ def world_factory(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     def make(db: DatabaseServer, rows: int, read_timeout: float = 2,
              beside: dict[str, int] | None = None, **standin: Any) -> World:
+        outcomes: list[tuple[str, str]] = []
         """The stand-in GCs ``<prefix>wa``; ``beside`` names more WA databases under the same
         prefix (another install sharing the server) and their rows, which it leaves alone."""
         prefix = new_prefix()
@@ -107,7 +121,7 @@ def world_factory(request: pytest.FixtureRequest) -> Iterator[Any]:
         db.create_database(database, messages=rows)
         for name, count in (beside or {}).items():
             db.create_database(prefix + name, messages=count)
-        inbox = CallbackInbox()
+        inbox = CallbackInbox(lambda kind, outcome: outcomes.append((kind, outcome)))
         endpoint = InboxEndpoint(inbox)
         cleanup.append(endpoint.close)
         wa = StandIn(db.url(database), callback_url=endpoint.url, **standin).start()
@@ -119,7 +133,7 @@ def world_factory(request: pytest.FixtureRequest) -> Iterator[Any]:
         source = open_counting_source(DatabaseSettings.model_validate(db.env(prefix)),
                                       MessagesSettings(query_timeout=10))
         cleanup.append(source.close)
-        return World(db, database, wa, inbox, client, source)
+        return World(db, database, wa, inbox, client, source, outcomes=outcomes)
 
     yield make
     for close in reversed(cleanup):
@@ -200,12 +214,13 @@ def test_a_gc_the_client_starts_slowly_is_not_cut_short(postgres: DatabaseServer
     assert world.rows("read") == 0 and result.details["rows_after"] == 600 - read_before
 
 
-def test_rows_that_never_fall_end_the_round_with_nothing_deleted_after_callback_timeout(
+def test_no_callback_and_rows_that_never_fall_is_unconfirmed_after_callback_timeout(
         postgres: DatabaseServer, world_factory: Any) -> None:
+    """Nothing shows that GC ran: not a success, so last_success does not move."""
     world = world_factory(postgres, 100, gc_delay=30)
     world.wa.gc_no_callback()
     result = world.gc(callback_timeout=1, settle_interval=0.3).run(world.context())
-    assert result.result == "success", result.details
+    assert result.result == "unconfirmed", result.details
     assert world.rounds[0]["completed_by"] == "no_change"
     assert result.details["messages_deleted"] == 0 and result.details["rows_after"] == 100
     assert result.details["duration_seconds"] >= 1  # the slow start was given its grace
@@ -330,10 +345,11 @@ def test_run_gc_with_default_settings_and_no_callback_ends_within_a_minute_of_th
         "wa-exporter: gc round 1: started at 1000 rows; waiting for the callbacks of 1 node(s) "
         "or for the row count to stop falling",
         f"wa-exporter: gc round 1 success: rows 1000 -> {1000 - read}, {read} deleted, "
-        "completed by the row count (no callback came)"]
+        "the row count fell and settled"]
 
 
-ROUND_ERROR = {"code": 1014, "title": "Internal error", "details": "GC did not finish"}
+# As Meta documents a GC callback's error: code and details, no title.
+ROUND_ERROR = {"code": 1014, "details": "GC did not finish"}
 
 
 @pytest.mark.parametrize("status", ["failed", "complete"])
@@ -419,10 +435,75 @@ def test_failed_callback_is_a_failed_run_with_the_wa_errors(
     assert result.result == "failed", result.details
     nodes = world.wa.node_ids or [None]
     assert result.details["errors"] == [
-        {"code": 1014, "title": "Internal error", "details": "Could not acquire GC lock",
-         "node": node} for node in nodes]
+        {"code": 1014, "details": "Could not acquire GC lock", "node": node} for node in nodes]
     assert {n["status"] for n in result.details["nodes"]} == {"failed"}
     assert result.details["messages_deleted"] == 0 and world.rows() == 200
+    assert world.outcomes == [("message", "matched")] * len(nodes)
+    # Every documented failure callback was accepted (2xx), not refused for lack of a title.
+    assert [c["status"] for c in world.wa.callbacks()] == [204] * len(nodes)
+
+
+def test_multiconnect_with_one_node_failed_is_not_a_success(
+        db_server: DatabaseServer, world_factory: Any) -> None:
+    """wacore2 reports failure, the others complete and the rows fall: the round failed."""
+    world = world_factory(db_server, 600, multiconnect=["wacore1", "wacore2", "wacore3"])
+    world.wa.gc_fail_nodes(["wacore2"], details="Could not delete messages")
+    result = world.gc().run(world.context())
+    assert result.result == "failed", result.details
+    failed = world.wa.node_ids[1]
+    assert result.details["errors"] == [{"code": 1014, "details": "Could not delete messages",
+                                         "node": failed}]
+    assert [(n["node"], n["status"]) for n in result.details["nodes"]] == [
+        (world.wa.node_ids[0], "complete"), (failed, "failed"),
+        (world.wa.node_ids[2], "complete")]
+    assert world.rounds[0]["completed_by"] == "callback"
+
+
+@pytest.mark.parametrize("reported", [10**9, 10**23, 1e23],
+                         ids=["above-the-table", "beyond-any-count", "float"])
+def test_an_implausible_deleted_count_stays_out_of_the_count(
+        postgres: DatabaseServer, world_factory: Any, reported: float) -> None:
+    world = world_factory(postgres, 300)
+    world.wa.gc_report_deleted(reported)
+    result = world.gc().run(world.context())
+    assert result.result == "success", result.details  # the client says complete
+    assert result.details["messages_deleted"] == 0
+    if reported == 10**9:  # a count, but more than the 300 rows the table held
+        assert world.rounds[0]["implausible_counts"] == [{"node": None, "reported": reported}]
+    else:  # not a count at all: unknown
+        assert result.details["nodes"][0]["messages_deleted"] is None
+
+
+@pytest.mark.mysql
+def test_the_round_watch_counts_exactly_within_the_collectors_query_timeout(
+        mysql: DatabaseServer) -> None:
+    """Why the watch counts exactly: InnoDB's TABLE_ROWS is a sampled estimate that need not
+    move while the client deletes, and a figure that stops moving while rows still go would
+    end a round early. So the watch's source counts exactly whatever exact_count_below says,
+    and its queries run under the collector's query_timeout: a count stuck behind a lock
+    ends within it instead of holding the round."""
+    prefix = new_prefix()
+    database = prefix + "wa"
+    engine = mysql.create_database(database, messages=500)
+    source = open_counting_source(DatabaseSettings.model_validate(mysql.env(prefix)),
+                                  MessagesSettings(exact_count_below=0, query_timeout=1))
+    try:
+        first = source.read().tables[database]
+        with engine.begin() as conn:
+            conn.execute(messages.delete().where(messages.c.id <= 100))
+        second = source.read().tables[database]
+        assert (first.rows, first.exact, second.rows, second.exact) == (500, True, 400, True)
+        with engine.connect() as locker:
+            locker.execute(sa.text("LOCK TABLES messages WRITE"))
+            started = time.monotonic()
+            stuck = source.read()
+            waited = time.monotonic() - started
+            locker.execute(sa.text("UNLOCK TABLES"))
+        assert database in stuck.errors and stuck.errors[database].kind == "timeout"
+        assert waited < 10
+    finally:
+        source.close()
+        engine.dispose()
 
 
 def test_api_error_is_an_error_with_the_wa_code(postgres: DatabaseServer,
@@ -460,7 +541,7 @@ def test_unreachable_database_is_an_error_before_any_api_call(
 
 def test_dry_run_calls_nothing(postgres: DatabaseServer, world_factory: Any) -> None:
     world = world_factory(postgres, 10)
-    for action in (world.gc(), MediaGcAction(world.client)):
+    for action in (world.gc(), world.media_gc()):
         result = action.run(world.context(dry_run=True))
         assert result.result == "dry_run"
         assert result.details["would_call"].startswith("PUT /v1/services/")
@@ -484,13 +565,74 @@ def test_cancel_ends_the_wait_for_callbacks(postgres: DatabaseServer,
     assert results[0].result == "interrupted"
 
 
-def test_media_gc_success_and_conflict(postgres: DatabaseServer, world_factory: Any) -> None:
+def old_media(directory: Path, count: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    old = 40 * 86400
+    for i in range(count):
+        path = directory / f"old-{i}.jpg"
+        path.write_bytes(b"x")
+        os.utime(path, (path.stat().st_atime - old, path.stat().st_mtime - old))
+    (directory / "new.jpg").write_bytes(b"y")
+
+
+def test_media_gc_is_a_success_only_on_its_completion_callback(
+        postgres: DatabaseServer, world_factory: Any, tmp_path: Path) -> None:
+    """Meta's reference puts the media completion under "message" with items_deleted: it is
+    the media GC's, not a message GC's."""
+    old_media(tmp_path / "media", 3)
+    world = world_factory(postgres, 0, media_dir=tmp_path / "media", media_gc_delay=0.5)
+    result = world.media_gc().run(world.context())
+    assert result.result == "success", result.details
+    assert (result.details["items_deleted"], result.details["completed_by"]) == (3, "callback")
+    assert "messages_deleted" not in result.details
+    assert result.details["nodes"] == [{"node": None, "answer": "processing"}]
+    assert world.wa.callbacks()[0]["payload"] == {"services": [{"message": {"gc": {
+        "items_deleted": 3, "status": "complete"}}}]}
+    assert world.outcomes == [("media", "matched")]
+
+
+def test_media_gc_is_not_a_success_before_its_callback(
+        postgres: DatabaseServer, world_factory: Any) -> None:
+    world = world_factory(postgres, 0, media_gc_delay=30)
+    context = world.context()
+    results: list[Any] = []
+    runner = threading.Thread(target=lambda: results.append(world.media_gc(60).run(context)))
+    runner.start()
+    assert world.wa.wait_until(lambda s: s["media_gc_calls"] == 1, timeout=10)
+    runner.join(1.5)
+    assert runner.is_alive() and not results  # "processing" is not done
+    context.cancel.set()
+    runner.join(5)
+    assert results[0].result == "interrupted"
+
+
+def test_media_gc_failure_callback_fails_it(postgres: DatabaseServer,
+                                            world_factory: Any) -> None:
     world = world_factory(postgres, 0)
-    world.wa.media_gc_delay(30)
-    first = MediaGcAction(world.client).run(world.context())
-    second = MediaGcAction(world.client).run(world.context())
-    assert first.result == "success"
-    assert first.details["nodes"] == [{"node": None, "answer": "processing"}]
+    world.wa.media_gc_fail(details="Could not delete media files")
+    result = world.media_gc().run(world.context())
+    assert result.result == "failed", result.details
+    assert result.details["errors"] == [{"code": 1014,
+                                         "details": "Could not delete media files"}]
+    assert result.details["items_deleted"] == 0
+
+
+def test_media_gc_without_a_callback_is_unconfirmed(postgres: DatabaseServer,
+                                                     world_factory: Any) -> None:
+    world = world_factory(postgres, 0)
+    world.wa.media_gc_no_callback()
+    result = world.media_gc(callback_timeout=1).run(world.context())
+    assert result.result == "unconfirmed", result.details
+    assert world.wa.wait_gc_idle(5)
+
+
+def test_media_gc_conflict_is_an_error_with_the_wa_code(
+        postgres: DatabaseServer, world_factory: Any) -> None:
+    world = world_factory(postgres, 0, media_gc_delay=30)
+    world.wa.media_gc_no_callback()
+    first = world.media_gc(callback_timeout=0.2).run(world.context())
+    second = world.media_gc().run(world.context())
+    assert first.result == "unconfirmed"
     assert second.result == "error"
     assert (second.details["error"]["status"], second.details["error"]["code"]) == (409, 1015)
     assert "duration_seconds" in second.details

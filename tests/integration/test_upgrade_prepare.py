@@ -87,8 +87,8 @@ def test_rounds_that_delete_nothing_stop(mysql: DatabaseServer, tmp_path: Path) 
         assert wa.stats()["message_gc_calls"] == 1
     assert done.returncode == 1
     report = json.loads(done.stdout)  # progress goes to stderr with --format json
-    assert report["prepare"].startswith("rounds stopped helping")
-    assert "round 1: rows 60 -> 60" in done.stderr
+    assert report["prepare"].startswith("message GC ended unconfirmed")
+    assert "round 1: rows 60 -> 60; 0 deleted; unconfirmed" in done.stderr
     assert table_rows(engine) == 60
 
 

@@ -302,8 +302,7 @@ def test_gc_fail_mode_mysql(mysql_url: str, rx: CallbackReceiver) -> None:
         for cb in rx.get_many(2):
             gc = cb.body["services"][0]["message"]["gc"]
             assert gc["status"] == "failed" and gc["node"] in wa.node_ids
-            assert gc["errors"] == [{"code": 1014, "title": "Internal error",
-                                     "details": "disk I/O error"}]
+            assert gc["errors"] == [{"code": 1014, "details": "disk I/O error"}]
         assert wa.wait_gc_idle(5) and wa.stats()["gc_rounds_failed"] == 1
         assert count_by_status(mysql_url) == before
 
@@ -315,7 +314,7 @@ def test_gc_fail_rounds_reports_errors_for_n_rounds_then_clean_ones(
                  multiconnect=["wacore1", "wacore2"]) as wa:
         token = login(wa)
         admin(wa, "gc_fail_rounds", rounds=2, details="GC did not finish")
-        error = {"code": 1014, "title": "Internal error", "details": "GC did not finish"}
+        error = {"code": 1014, "details": "GC did not finish"}
         for _ in range(2):  # failed: nothing deleted, every node reports the error
             put_gc(wa, token).raise_for_status()
             gcs = [cb.body["services"][0]["message"]["gc"] for cb in rx.get_many(2)]
@@ -525,6 +524,48 @@ def test_media_gc_one_at_a_time(tmp_path: Path) -> None:
         stats = wa.stats()
         assert stats["media_gc_calls"] == 2 and stats["media_gc_rejected"] == 1
         assert stats["media_files_deleted"] == 2
+
+
+def test_media_gc_calls_back_as_meta_documents(tmp_path: Path, rx: CallbackReceiver) -> None:
+    """Completion under "message" with items_deleted; failure under "media"."""
+    media = tmp_path / "media"
+    media.mkdir()
+    old_time = time.time() - 31 * 86400
+    for name in ("a.jpg", "b.ogg"):
+        (media / name).write_bytes(b"x")
+        os.utime(media / name, (old_time, old_time))
+    with StandIn(media_dir=media, callback_url=rx.url) as wa:
+        token = login(wa)
+        put_gc(wa, token, kind="media").raise_for_status()
+        assert rx.get(timeout=5).body == {"services": [{"message": {"gc": {
+            "items_deleted": 2, "status": "complete"}}}]}
+        assert wa.wait_gc_idle(5)
+        admin(wa, "media_gc_fail", details="Could not delete media files")
+        put_gc(wa, token, kind="media").raise_for_status()
+        assert rx.get(timeout=5).body == {"services": [{"media": {"gc": {
+            "items_deleted": 0,
+            "errors": [{"code": 1014, "details": "Could not delete media files"}],
+            "status": "failed"}}}]}
+        assert wa.wait_gc_idle(5)
+        admin(wa, "clear_faults")
+        admin(wa, "media_gc_no_callback")
+        put_gc(wa, token, kind="media").raise_for_status()
+        assert wa.wait_gc_idle(5) and len(wa.callbacks()) == 2
+
+
+def test_gc_fail_nodes_and_report_deleted(sqlite_url: str, rx: CallbackReceiver) -> None:
+    n_read = fill(sqlite_url, 300)
+    with StandIn(sqlite_url, callback_url=rx.url, multiconnect=["wacore1", "wacore2"]) as wa:
+        admin(wa, "gc_fail_nodes", nodes=["wacore2"], details="no")
+        admin(wa, "gc_report_deleted", count=10**23)
+        put_gc(wa, login(wa)).raise_for_status()
+        gcs = {cb.body["services"][0]["message"]["gc"]["node"]:
+               cb.body["services"][0]["message"]["gc"] for cb in rx.get_many(2)}
+        assert gcs[wa.node_ids[0]] == {"messages_deleted": 10**23, "status": "complete",
+                                       "node": wa.node_ids[0]}
+        assert gcs[wa.node_ids[1]] == {"status": "failed", "node": wa.node_ids[1],
+                                       "errors": [{"code": 1014, "details": "no"}]}
+        assert wa.wait_gc_idle(5) and wa.stats()["rows_deleted"] == n_read
 
 
 # -- CLI with TLS ---------------------------------------------------------------------------

@@ -143,5 +143,15 @@ def test_action_metrics_exposition_before_and_after_runs() -> None:
                          "wa-waweb-1": {"role": "webapp"}, "wa-wacore1-1": {"role": "coreapp"}}},
                          per_target={"wa-waweb-1": "success", "wa-wacore1-1": "failed"}),
                      EPOCH + 100, EPOCH + 103)
+    metrics.decided("media_gc", "started")
+    metrics.callback_received("media", "matched")
+    metrics.finished(Request("media_gc", "manual"), [],
+                     ActionResult("success", {"items_deleted": 7, "completed_by": "callback"}),
+                     EPOCH + 200, EPOCH + 260)
+    metrics.decided("gc", "started")
+    metrics.callback_received("message", "no_gc_running")
+    metrics.finished(Request("gc", "schedule"), [],
+                     ActionResult("unconfirmed", {"messages_deleted": 0}), EPOCH + 300,
+                     EPOCH + 330)
     metrics.decided("media_gc", "skipped_cooldown")
     assert_matches_fixture("actions_after_runs.prom", generate_latest(registry).decode())

@@ -104,15 +104,16 @@ def test_gc_callbacks_are_handed_on_or_refused(tmp_path: Path) -> None:
     runner, _ = make_runner(tmp_path, Gate())
     received: list[bytes] = []
 
-    def accept(body: bytes) -> int:
+    def accept(body: bytes) -> list[str]:
         if not body.startswith(b"{"):
             raise ValueError("callback body is not a JSON object")
         received.append(body)
-        return 1
+        return ["no_gc_running"]
 
     assert Webhooks(WebhookSettings(), runner).wa_callback(b"{}")[0] == 404  # GC not set up
     webhooks = Webhooks(WebhookSettings(), runner, accept)
-    assert webhooks.wa_callback(b"{}") == (200, {"status": "ok", "accepted": 1})
+    assert webhooks.wa_callback(b"{}") == (200, {"status": "ok", "accepted": 1,
+                                                 "outcomes": ["no_gc_running"]})
     assert webhooks.wa_callback(b"[]") == (400, {"status": "error",
                                                  "error": "callback body is not a JSON object"})
     assert received == [b"{}"]

@@ -49,7 +49,8 @@ ENDPOINT_PATHS: dict[str, str] = {key: path for (_, path), key in ROUTES.items()
 ADMIN_PREFIX = "/_standin/"
 ADMIN_ACTIONS = frozenset({
     "expire_tokens", "fail_next", "slow", "hang", "gc_fail", "gc_fail_rounds", "gc_no_callback",
-    "gc_delay", "gc_max_rows_per_round", "gc_batch_pause", "media_gc_delay", "set_callback",
+    "gc_fail_nodes", "gc_report_deleted", "gc_delay", "gc_max_rows_per_round", "gc_batch_pause",
+    "media_gc_delay", "media_gc_fail", "media_gc_no_callback", "set_callback",
     "clear_faults", "reset_stats", "reset", "wait_gc_idle",
 })
 ADMIN_GETTERS = frozenset({"stats", "faults", "callbacks"})
@@ -117,6 +118,20 @@ class _GcJob:
     fail: str | None  # error details of a failed round (deletes nothing)
     partial: str | None  # error details of a round that deletes but reports errors
     no_callback: bool
+    failing_nodes: frozenset[str]  # multiconnect: these nodes call back failed, the rest complete
+    failing_details: str
+    report_deleted: Any  # what the callbacks say was deleted instead of the true count
+    url: str | None
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _MediaJob:
+    """What one media-GC call does, fixed when the call is answered."""
+
+    delay: float
+    fail: str | None  # error details: deletes nothing and calls back failed
+    no_callback: bool
     url: str | None
     headers: dict[str, str]
 
@@ -133,6 +148,11 @@ class _Faults:
     gc_fail: str | None = None  # error details while the mode is on
     gc_no_callback: bool = False
     gc_error_rounds: _ErrorRounds | None = None
+    gc_failing_nodes: frozenset[str] = frozenset()
+    gc_failing_details: str = ""
+    gc_report_deleted: Any = None
+    media_gc_fail: str | None = None
+    media_gc_no_callback: bool = False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -378,6 +398,36 @@ class StandIn:
         with self._cond:
             self._faults.gc_no_callback = bool(on)
 
+    def gc_fail_nodes(self, nodes: Sequence[str],
+                      details: str = "Message garbage collection failed") -> None:
+        """Multiconnect: the named coreapps (``wacore2``, or their node ids) call back
+        ``"status":"failed"`` with an error, the others complete as usual ([] clears)."""
+        ids = frozenset(n if n in self.node_ids else node_id(n) for n in nodes)
+        unknown = ids - set(self.node_ids)
+        if unknown:
+            raise ValueError(f"not a node of this stand-in: {', '.join(sorted(unknown))}")
+        with self._cond:
+            self._faults.gc_failing_nodes = ids
+            self._faults.gc_failing_details = details
+
+    def gc_report_deleted(self, count: Any = None) -> None:
+        """Message-GC callbacks report ``count`` as ``messages_deleted`` (on every node)
+        instead of what was deleted: a count no table could hold, or not a count at all
+        (``1e23``); None goes back to the truth."""
+        with self._cond:
+            self._faults.gc_report_deleted = count
+
+    def media_gc_fail(self, on: bool = True,
+                      details: str = "Could not delete media files") -> None:
+        """Media GC deletes nothing and calls back failed, under ``media`` as Meta documents."""
+        with self._cond:
+            self._faults.media_gc_fail = details if on else None
+
+    def media_gc_no_callback(self, on: bool = True) -> None:
+        """Media GC deletes files but sends no callback."""
+        with self._cond:
+            self._faults.media_gc_no_callback = bool(on)
+
     def gc_delay(self, seconds: float) -> None:
         with self._cond:
             self._faults.gc_delay = float(seconds)
@@ -428,6 +478,10 @@ class StandIn:
                 "slow": dict(f.slow), "hang": sorted(f.hang), "gc_fail": f.gc_fail,
                 "gc_fail_rounds": vars(f.gc_error_rounds).copy() if f.gc_error_rounds else None,
                 "gc_no_callback": f.gc_no_callback, "gc_delay": f.gc_delay,
+                "gc_fail_nodes": sorted(f.gc_failing_nodes),
+                "gc_report_deleted": f.gc_report_deleted,
+                "media_gc_fail": f.media_gc_fail,
+                "media_gc_no_callback": f.media_gc_no_callback,
                 "gc_max_rows_per_round": f.gc_max_rows_per_round,
                 "gc_batch_pause": f.gc_batch_pause,
                 "media_gc_delay": f.media_gc_delay,
@@ -590,7 +644,9 @@ class StandIn:
             job = _GcJob(delay=f.gc_delay, max_rows=f.gc_max_rows_per_round,
                          batch_pause=f.gc_batch_pause, fail=fail,
                          partial=error.details if error and error.status == "complete" else None,
-                         no_callback=f.gc_no_callback, url=self.callback_url,
+                         no_callback=f.gc_no_callback, failing_nodes=f.gc_failing_nodes,
+                         failing_details=f.gc_failing_details,
+                         report_deleted=f.gc_report_deleted, url=self.callback_url,
                          headers=dict(self.callback_headers))
             self._stats["message_gc_calls"] += 1
             self._gc_running += 1
@@ -609,11 +665,14 @@ class StandIn:
                 with self._gc_serial:
                     deleted = self._delete_read_rows(job.max_rows, job.batch_pause)
                 errors = [] if job.partial is None else [_gc_error(job.partial)]
-                payloads = [self._gc_payload({"messages_deleted": n, "status": "complete",
-                                              **({"errors": errors} if errors else {})}, node)
+                payloads = [self._gc_payload(
+                    {"status": "failed", "errors": [_gc_error(job.failing_details)]}
+                    if node in job.failing_nodes else
+                    {"messages_deleted": n if job.report_deleted is None else job.report_deleted,
+                     "status": "complete", **({"errors": errors} if errors else {})}, node)
                             for node, n in self._split(deleted)]
-                self._bump(gc_rounds_completed=int(not errors),
-                           gc_rounds_failed=int(bool(errors)))
+                failed = bool(errors or job.failing_nodes)
+                self._bump(gc_rounds_completed=int(not failed), gc_rounds_failed=int(failed))
             except (_GcFailed, sa.exc.SQLAlchemyError) as exc:
                 details = (str(exc) if isinstance(exc, _GcFailed)
                            else f"Database error: {getattr(exc, 'orig', None) or exc}")
@@ -690,32 +749,51 @@ class StandIn:
             else:
                 self._media_running = True
                 self._stats["media_gc_calls"] += 1
-            delay = self._faults.media_gc_delay
+            f = self._faults
+            job = _MediaJob(delay=f.media_gc_delay, fail=f.media_gc_fail,
+                            no_callback=f.media_gc_no_callback, url=self.callback_url,
+                            headers=dict(self.callback_headers))
         if busy:
             h.reply(409, self._error(1015, "Too many requests",
                                      "Media garbage collection is already running"))
             return
-        self._spawn(self._media_gc_worker, (delay,))
+        self._spawn(self._media_gc_worker, (job,))
         h.reply(200, {"services": {"media": {"gc": {"status": "processing"}}},
                       "meta": self._meta})
 
-    def _media_gc_worker(self, delay: float) -> None:
+    def _media_gc_worker(self, job: _MediaJob) -> None:
+        """Delete media unused for 30 days, then call back as Meta's reference shows: the
+        completion under ``message`` with ``items_deleted``, a failure under ``media``."""
         try:
-            if self._stopping.wait(delay) or self.media_dir is None:
+            if self._stopping.wait(job.delay):
                 return
-            cutoff = time.time() - self.media_max_age
-            deleted = 0
-            for path in self.media_dir.rglob("*"):
-                with contextlib.suppress(OSError):
-                    st = path.lstat()
-                    if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
-                        path.unlink()
-                        deleted += 1
-            self._bump(media_files_deleted=deleted)
+            if job.fail is not None:
+                payload: Json = {"services": [{"media": {"gc": {
+                    "items_deleted": 0, "errors": [_gc_error(job.fail)], "status": "failed"}}}]}
+            else:
+                deleted = self._delete_old_media()
+                self._bump(media_files_deleted=deleted)
+                payload = {"services": [{"message": {"gc": {
+                    "items_deleted": deleted, "status": "complete"}}}]}
+            if job.url and not job.no_callback and not self._stopping.is_set():
+                self._send_callback(job.url, job.headers, payload)
         finally:
             with self._cond:
                 self._media_running = False
                 self._cond.notify_all()
+
+    def _delete_old_media(self) -> int:
+        if self.media_dir is None:
+            return 0
+        cutoff = time.time() - self.media_max_age
+        deleted = 0
+        for path in self.media_dir.rglob("*"):
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    path.unlink()
+                    deleted += 1
+        return deleted
 
     def _spawn(self, target: Callable[..., None], args: tuple[Any, ...]) -> None:
         worker = threading.Thread(target=target, args=args, daemon=True)
@@ -730,7 +808,9 @@ class _GcFailed(Exception):
 
 
 def _gc_error(details: str) -> Json:
-    return {"code": 1014, "title": "Internal error", "details": details}
+    """An error as Meta's GC callbacks carry it: ``code`` and ``details``, no ``title`` (only
+    the errors of an HTTP answer have one)."""
+    return {"code": 1014, "details": details}
 
 
 def _basic_credentials(header: str) -> tuple[str | None, str | None]:
