@@ -9,6 +9,7 @@ from exporter.config.errors import ConfigError
 from exporter.config.loading import SECRET_VARIABLES, load_settings, read_env_file, render
 from exporter.config.models import (
     DEFAULT_PORTS,
+    WA_STATS_DB_MIN_INTERVAL,
     ActionsSettings,
     CleanupSettings,
     CollectorSettings,
@@ -28,6 +29,9 @@ from exporter.config.models import (
     VolumeSettings,
     WaApiOptions,
     WaApiSettings,
+    WaClientSettings,
+    WaStatsAppSettings,
+    WaStatsDbSettings,
     WebhookSettings,
     WindowSettings,
 )
@@ -48,6 +52,7 @@ __all__ = [
     "ACTION_NAMES",
     "DEFAULT_PORTS",
     "SECRET_VARIABLES",
+    "WA_STATS_DB_MIN_INTERVAL",
     "ActionName",
     "ActionsSettings",
     "CleanupSettings",
@@ -74,6 +79,9 @@ __all__ = [
     "VolumeSettings",
     "WaApiOptions",
     "WaApiSettings",
+    "WaClientSettings",
+    "WaStatsAppSettings",
+    "WaStatsDbSettings",
     "WebhookSettings",
     "WindowSettings",
     "format_duration",
