@@ -105,7 +105,8 @@ def relay(families: Iterable[ClientFamily], taken: Callable[[str], bool] = lambd
         else:
             kind = "histogram" if stem + "_bucket" in by_node[family.node] else "summary"
             _part(builder, family, stem, part, kind)
-    return Relayed(list(builder.metrics.values()), builder.skipped)
+    # A family none of whose values could be read is left out, not shown empty.
+    return Relayed([m for m in builder.metrics.values() if m.samples], builder.skipped)
 
 
 def _paired(name: str, siblings: set[str]) -> tuple[str | None, str]:

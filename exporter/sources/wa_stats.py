@@ -55,14 +55,14 @@ def parse_stats(section: dict[str, Any]) -> StatsReading:
             _add_family(reading, str(key), value, None)
         elif isinstance(value, dict) and not value:
             reading.empty_nodes.append(str(key))
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
             for name, family in value.items():
                 if _is_family(family):
                     _add_family(reading, str(name), family, str(key))
                 else:
-                    reading.skipped.append(f"{key}/{name}: not a family")
+                    reading.skipped.append(f"{key}/{name}: not a family (no data list)")
         else:
-            reading.skipped.append(f"{key}: neither a family nor a node")
+            reading.skipped.append(f"{key}: not a family (no data list) nor a node")
     return reading
 
 
