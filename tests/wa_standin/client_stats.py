@@ -145,7 +145,7 @@ class ClientStatsEndpoints:
     def _answer_stats(self, h: _Handler, endpoint: str) -> None:
         with self._cond:
             nodes = copy.deepcopy(self._client_state()[endpoint])
-        body = nodes[None] if None in nodes else nodes
+        body = nodes.get(None, nodes)
         h.reply(200, {"stats": {endpoint: body}, "meta": self._meta})
 
     def _answer_application(self, h: _Handler) -> None:
