@@ -13,12 +13,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import sqlalchemy as sa
-
+from bench.bench_actions import sqlite_env, sqlite_messages
 from bench.bench_server_floor import ab, process_status
-from tests.support import ROOT, ExporterProcess, parse_metrics, wait_for
-from tests.wa_standin.schema import create_messages_table, insert_messages
-from tests.wa_standin.server import StandIn
+from tests.support import ONLY_MESSAGES, ROOT, ExporterProcess, parse_metrics, wait_for
+from tests.wa_standin.server import StandIn, node_id
 
 SCRAPES = 2000
 SCRAPERS = (1, 10)
@@ -27,23 +25,15 @@ CORES = ["wacore1", "wacore2", "wacore3"]
 
 
 def _config(relay: bool) -> str:
-    return f"""
-collectors:
-  containers: {{enabled: false}}
-  logs: {{enabled: false}}
-  volume: {{enabled: false}}
-  volume_scan: {{enabled: false}}
-  wa_client: {{enabled: {str(relay).lower()}}}
-"""
+    """The messages collector and, if ``relay``, the client's own view."""
+    return f"collectors:\n{ONLY_MESSAGES}  wa_client: {{enabled: {str(relay).lower()}}}\n"
 
 
 def _measure(tmp: Path, relay: bool, db_dir: Path, standin: StandIn) -> dict[str, object]:
     config = tmp / f"relay-{relay}.yml"
     config.write_text(_config(relay))
-    env = {"WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
-           "WA_DB_NAME_PREFIX": "wabench_", "WA_WEB_URL": standin.url,
-           "WA_WEB_USERNAME": "admin", "WA_WEB_PASSWORD": "secret"}
-    exporter = ExporterProcess(["--config.file", str(config)], env, cwd=ROOT)
+    exporter = ExporterProcess(["--config.file", str(config)], sqlite_env(db_dir, standin),
+                               cwd=ROOT)
     try:
         wait_for(lambda: exporter.get("/-/ready").ok, timeout=30, what="ready")
         if relay:
@@ -67,7 +57,6 @@ def _measure(tmp: Path, relay: bool, db_dir: Path, standin: StandIn) -> dict[str
 
 
 def standin_master() -> str:
-    from tests.wa_standin.server import node_id
     return node_id("wamaster1")
 
 
@@ -77,12 +66,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        db_dir = tmp / "db"
-        db_dir.mkdir()
-        engine = sa.create_engine(f"sqlite:///{db_dir / 'wabench_main.db'}")
-        create_messages_table(engine)
-        insert_messages(engine, 2000)
-        engine.dispose()
+        db_dir = sqlite_messages(tmp)
         runs: dict[str, list[dict[str, object]]] = {"off": [], "on": []}
         with StandIn(multiconnect=CORES) as standin:
             for _ in range(ROUNDS):  # alternated, so drift on the machine hits both alike

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.support import (
+    ONLY_MESSAGES,
     DatabaseServer,
     new_prefix,
     run_exporter,
@@ -26,14 +27,8 @@ from tests.support import (
 from tests.wa_standin.server import StandIn, node_id
 
 TOKEN = "relay-test-token"
-ONLY_THE_CLIENT = """
-collectors:
-  messages: {enabled: false}
-  containers: {enabled: false}
-  logs: {enabled: false}
-  volume: {enabled: false}
-  volume_scan: {enabled: false}
-"""
+# Every collector off but the client's own view (ONLY_MESSAGES turns off the others).
+ONLY_THE_CLIENT = "collectors:\n  messages: {enabled: false}\n" + ONLY_MESSAGES
 
 
 def wa_env(standin: StandIn) -> dict[str, str]:

@@ -284,20 +284,17 @@ def test_a_gc_schedule_counts_only_when_it_can_run(tmp_path: Path) -> None:
 # --- configuration --------------------------------------------------------------------------
 
 
-def test_db_stats_are_never_read_more_often_than_every_five_minutes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("section", "message"), [
+    ("db: {interval: 1m}", r"collectors\.wa_client\.db: interval 60s is below 5m.*fix: use 5m "
+     "or more"),  # Meta: read /v1/stats/db only when needed
+    ("application: {interval: 4h}", r"collectors\.wa_client\.application: stale_after must be "
+     "longer than interval.*fix: raise stale_after"),
+])
+def test_rare_reads_are_rare_and_their_figures_outlive_the_interval(
+        tmp_path: Path, section: str, message: str) -> None:
     path = tmp_path / "config.yml"
-    path.write_text("collectors:\n  messages: {enabled: false}\n"
-                    "  wa_client:\n    db: {interval: 1m}\n")
-    with pytest.raises(ConfigError, match=r"collectors\.wa_client\.db: interval 60s is below "
-                       r"5m.*fix: use 5m or more"):
-        load_settings(config_file=path, environ={})
-
-
-def test_rarely_read_figures_outlive_the_interval(tmp_path: Path) -> None:
-    path = tmp_path / "config.yml"
-    path.write_text("collectors:\n  messages: {enabled: false}\n"
-                    "  wa_client:\n    application: {interval: 4h}\n")
-    with pytest.raises(ConfigError, match="stale_after must be longer than interval"):
+    path.write_text(f"collectors:\n  messages: {{enabled: false}}\n  wa_client:\n    {section}\n")
+    with pytest.raises(ConfigError, match=message):
         load_settings(config_file=path, environ={})
 
 
