@@ -84,6 +84,25 @@ def _baseline_tree(tmp: Path) -> Path | None:
     return tree
 
 
+def sqlite_messages(tmp: Path) -> Path:
+    """A directory holding one SQLite WA database, ``wabench_main``, of 2000 messages."""
+    db_dir = tmp / "db"
+    db_dir.mkdir()
+    engine = sa.create_engine(f"sqlite:///{db_dir / 'wabench_main.db'}")
+    create_messages_table(engine)
+    insert_messages(engine, 2000)
+    engine.dispose()
+    return db_dir
+
+
+def sqlite_env(db_dir: Path, standin: StandIn) -> dict[str, str]:
+    """The exporter's variables for the SQLite ``wabench_`` databases in ``db_dir`` and the
+    stand-in's API."""
+    return {"WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
+            "WA_DB_NAME_PREFIX": "wabench_", "WA_WEB_URL": standin.url,
+            "WA_WEB_USERNAME": "admin", "WA_WEB_PASSWORD": "secret"}
+
+
 def _measure_exporter(tmp: Path, name: str, tree: Path, db_dir: Path, payload: Path
                       ) -> dict[str, object]:
     """Webhook bursts at each concurrency, then /metrics at each number of scrapers, then
@@ -91,10 +110,8 @@ def _measure_exporter(tmp: Path, name: str, tree: Path, db_dir: Path, payload: P
     config = tmp / f"{name}.yml"
     config.write_text(_config(tmp, tmp / f"{name}-state"))
     with StandIn(f"sqlite:///{db_dir / 'wabench_main.db'}", gc_delay=3) as standin:
-        env = {"WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
-               "WA_DB_NAME_PREFIX": "wabench_", "WA_WEB_URL": standin.url,
-               "WA_WEB_USERNAME": "admin", "WA_WEB_PASSWORD": "secret"}
-        exporter = ExporterProcess(["--config.file", str(config)], env, cwd=tree)
+        exporter = ExporterProcess(["--config.file", str(config)], sqlite_env(db_dir, standin),
+                                   cwd=tree)
         try:
             wait_for(lambda: exporter.get("/-/ready").ok, timeout=30, what="ready")
             report: dict[str, object] = {
@@ -123,12 +140,7 @@ def _measure_exporter(tmp: Path, name: str, tree: Path, db_dir: Path, payload: P
 
 def bench_webhook(tmp: Path) -> dict[str, object]:
     """The stdlib floor, today's exporter (BASELINE_REF) and this one, in the same run."""
-    db_dir = tmp / "db"
-    db_dir.mkdir()
-    engine = sa.create_engine(f"sqlite:///{db_dir / 'wabench_main.db'}")
-    create_messages_table(engine)
-    insert_messages(engine, 2000)
-    engine.dispose()
+    db_dir = sqlite_messages(tmp)
     payload = tmp / "notification.json"
     payload.write_text(BODY)
     proc, port = start_floor()

@@ -7,6 +7,7 @@ import os
 import platform
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -15,11 +16,11 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.actions.audit import AuditLog, StateFile
-from exporter.actions.base import Action
+from exporter.actions.base import Action, ActionResult
 from exporter.actions.callbacks import CallbackInbox
 from exporter.actions.cleanup import CleanupAction
 from exporter.actions.gc import GcAction, MediaGcAction
-from exporter.actions.runner import Runner
+from exporter.actions.runner import Request, Runner, RunObserver
 from exporter.actions.schedule import Scheduler
 from exporter.actions.webhook import Webhooks
 from exporter.collectors.actions import ActionMetrics, AuditMetrics
@@ -29,6 +30,13 @@ from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
 from exporter.collectors.readiness import ReadinessCollector
 from exporter.collectors.volume import VolumeCollector, VolumeScanCollector
+from exporter.collectors.wa_client import (
+    Claims,
+    ClientSettingsCollector,
+    ClientStatsCollector,
+    app_families,
+    db_families,
+)
 from exporter.config import ConfigError, Settings
 from exporter.doctor import missing_media_path_fix
 from exporter.exposition import PythonGcCollector, Registry
@@ -43,7 +51,9 @@ from exporter.sources.docker import ContainerDirectory, DockerEngine
 from exporter.sources.locks import FileLocks, cluster_lock
 from exporter.sources.volume import MediaVolume
 from exporter.sources.wa_api import WaApiClient
+from exporter.sources.wa_stats import WaClientView
 from exporter.transport import Limits
+from exporter.vocabulary import Result
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -66,11 +76,19 @@ class Sources:
                                                wanted.volume.timeout or 0))
         self.containers = ContainerDirectory(self.engine, wanted.containers)
         self.media = MediaVolume(wanted.volume, self.engine, wanted.containers.compose_project)
+        # One login for the actions and the client's stats.
+        self.wa_api = WaApiClient(settings.wa_api) if settings.wa_api is not None else None
 
     def close(self) -> None:
         if self.database is not None:
             self.database.close()
         self.engine.close()
+        if self.wa_api is not None:
+            self.wa_api.close()
+
+
+# The collector that reads /v1/stats/db: read again after each message GC.
+WA_STATS_DB = "wa_stats_db"
 
 
 def build_collectors(settings: Settings, sources: Sources) -> list[Collector]:
@@ -86,6 +104,24 @@ def build_collectors(settings: Settings, sources: Sources) -> list[Collector]:
         collectors.append(VolumeCollector(sources.media, wanted.volume))
     if wanted.volume_scan.enabled:
         collectors.append(VolumeScanCollector(sources.media, wanted.volume_scan))
+    if wanted.wa_client.enabled and sources.wa_api is not None:
+        collectors += wa_client_collectors(settings, WaClientView(sources.wa_api))
+    return collectors
+
+
+def wa_client_collectors(settings: Settings, view: WaClientView) -> list[Collector]:
+    """The client's own view: /v1/stats/app, /v1/stats/db, /v1/settings/application."""
+    wanted, claims = settings.collectors.wa_client, Claims()
+    collectors: list[Collector] = []
+    if wanted.app.enabled:
+        collectors.append(ClientStatsCollector("wa_stats_app", view.app, wanted.app, claims,
+                                               app_families()))
+    if wanted.db.enabled:
+        collectors.append(ClientStatsCollector(WA_STATS_DB, view.db, wanted.db, claims,
+                                               db_families()))
+    if wanted.application.enabled:
+        collectors.append(ClientSettingsCollector(view.settings, wanted.application, claims,
+                                                  settings.schedules_message_gc()))
     return collectors
 
 
@@ -102,7 +138,8 @@ def warn_missing_media_path(settings: Settings) -> None:
 class Actions:
     """The runner and everything it needs; also what ``wa-exporter run`` uses."""
 
-    def __init__(self, settings: Settings, sources: Sources, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Settings, sources: Sources, registry: CollectorRegistry,
+                 after_message_gc: Callable[[], None] | None = None) -> None:
         chosen = settings.actions
         state_dir = chosen.state_dir
         try:
@@ -120,8 +157,8 @@ class Actions:
         self.counting: MessagesSource | None = None
         actions: dict[str, Action] = {"cleanup": CleanupAction(sources.containers,
                                                                chosen.cleanup)}
-        if settings.wa_api is not None:
-            self.api = WaApiClient(settings.wa_api)
+        if sources.wa_api is not None:
+            self.api = sources.wa_api
             actions["media_gc"] = MediaGcAction(self.api, self.inbox, chosen.media_gc)
             if settings.database is not None:
                 self.counting = open_counting_source(settings.database,
@@ -141,7 +178,9 @@ class Actions:
         lock = (cluster_lock(sources.database, state_dir, chosen.lock_timeout)
                 if sources.database is not None
                 else FileLocks(state_dir / "locks"))
-        self.runner = Runner(actions, chosen, self.audit, self.state, lock, self.metrics,
+        observer: RunObserver = (self.metrics if after_message_gc is None
+                                 else AfterMessageGc(self.metrics, after_message_gc))
+        self.runner = Runner(actions, chosen, self.audit, self.state, lock, observer,
                              unavailable=unavailable)
         self.metrics.watch_running(list(actions), self.runner.running)
         self.runner.recover_interrupted()
@@ -160,10 +199,26 @@ class Actions:
         self.scheduler.stop()
         self.audit.flush()
         self.audit.close()
-        if self.api is not None:
-            self.api.close()
         if self.counting is not None:
             self.counting.close()
+
+
+class AfterMessageGc:
+    """The action metrics hear every run; ``then`` is called after each message GC that
+    ran for real (the client's database stats are read again then)."""
+
+    def __init__(self, metrics: RunObserver, then: Callable[[], None]) -> None:
+        self.metrics = metrics
+        self.then = then
+
+    def decided(self, action: str, outcome: str) -> None:
+        self.metrics.decided(action, outcome)
+
+    def finished(self, request: Request, targets: list[str], result: ActionResult,
+                 started: float, ended: float) -> None:
+        self.metrics.finished(request, targets, result, started, ended)
+        if request.action == "gc" and result.result != Result.DRY_RUN:
+            self.then()
 
 
 class App:
@@ -190,7 +245,9 @@ class App:
                     "(or webhook.basic_auth_username and basic_auth_password_file) in "
                     "--config.file, or basic_auth_users in --web.config.file, or pass "
                     "--webhook.no-auth to accept anyone who can reach it")
-            self.actions = Actions(settings, self.sources, self.registry)
+            stats_db = next((r for r in self.refreshers if r.name == WA_STATS_DB), None)
+            self.actions = Actions(settings, self.sources, self.registry,
+                                   stats_db.refresh_soon if stats_db is not None else None)
             webhooks = Webhooks(settings.webhook, self.actions.runner,
                                 self.actions.deliver_callback)
         self._register_readiness()

@@ -29,8 +29,9 @@ log = logging.getLogger("exporter")
 DESCRIPTION = """\
 Prometheus exporter and alert-driven remediation for the WhatsApp Business API
 on-premises client: rows and bytes of the messages table in every WA database, live
-logs and log archives of the WA containers, the media volume; and, when an alert,
-a schedule or a person asks, message GC, media GC and cleanup.sh in the containers.
+logs and log archives of the WA containers, the media volume, the client's own
+/v1/stats (relayed through the WA API login); and, when an alert, a schedule or a
+person asks, message GC, media GC and cleanup.sh in the containers.
 
 The database comes from the WA client's own variables (WA_DB_ENGINE,
 WA_DB_HOSTNAME, WA_DB_PORT, WA_DB_USERNAME, WA_DB_PASSWORD or
@@ -70,8 +71,9 @@ check, 2 bad configuration or flags, 3 action skipped (cooldown, already running
 
 CONNECT_HELP = """connect to each dependency the settings use, as the exporter would, and
 print a checklist instead of the settings: the database (the WA databases found), the
-Docker engine (the WA containers and their roles), the WA API (a login, no GC) and the media
-path (its filesystem); each failure with its fix. Exit 1 if any check fails"""
+Docker engine (the WA containers and their roles), the WA API (a login, no GC), the client's
+own view (its /v1/stats/app and settings: is its message GC off with no GC schedule here?)
+and the media path (its filesystem); each failure with its fix. Exit 1 if any check fails"""
 
 
 def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from exporter.config import ConfigError, Settings, VolumeSettings
 from exporter.errors import SourceError
 
-OK, FAILED, SKIPPED = "✓", "✗", "-"
+OK, FAILED, SKIPPED, WARNED = "✓", "✗", "-", "!"
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    mark: str  # OK, FAILED or SKIPPED
+    mark: str  # OK, FAILED, SKIPPED or WARNED (worth a look, not a failure)
     detail: str
     fix: str = ""
 
@@ -125,6 +125,43 @@ def check_wa_api(settings: Settings) -> Check:
                  f"{until}); no GC started")
 
 
+def check_wa_client(settings: Settings) -> Check:
+    """The client's own view: its stats answer (when relayed), and whether anything deletes
+    old messages (the client's own message GC, or a GC schedule here)."""
+    from exporter.sources.wa_api import WaApiClient, WaApiError
+    from exporter.sources.wa_stats import WaClientView
+
+    if settings.wa_api is None:
+        return Check("wa_client", SKIPPED, "no WA_WEB_* settings: nothing relayed")
+    relay = settings.collectors.wa_client
+    client = WaApiClient(settings.wa_api)
+    view = WaClientView(client)
+    notes = []
+    try:
+        if relay.enabled and relay.app.enabled:
+            names = {family.name for family in view.app().families}
+            notes.append(f"/v1/stats/app: {len(names)} families relayed")
+        application = view.settings()
+    except WaApiError as exc:
+        reason, _, fix = str(exc).partition("; fix: ")
+        return Check("wa_client", FAILED if relay.enabled else WARNED, reason,
+                     fix or "the WA API user must be an admin; see the wa_api check")
+    finally:
+        client.close()
+    gc = application.gc_enabled.get("messages")
+    notes.append("the client's own message GC is "
+                 + ("on" if gc else "off" if gc is False else "not reported"))
+    scheduled = settings.schedules_message_gc()
+    notes.append("a schedule here runs message GC" if scheduled
+                 else "no schedule here runs message GC")
+    if application.message_gc_off and not scheduled:
+        return Check("wa_client", WARNED, "; ".join(notes) + ": nothing deletes old messages",
+                     "allow gc in actions.allowed (the default schedule runs it daily at "
+                     "04:00), or turn the client's message GC on (garbagecollector_enable "
+                     "in /v1/settings/application)")
+    return Check("wa_client", OK, "; ".join(notes))
+
+
 def check_media(settings: Settings) -> Check:
     from exporter.sources.docker import DockerEngine
     from exporter.sources.files import FilesError, volume_stats
@@ -151,7 +188,7 @@ def check_media(settings: Settings) -> Check:
 
 
 CHECKS: tuple[Callable[[Settings], Check], ...] = (check_database, check_docker, check_wa_api,
-                                                  check_media)
+                                                  check_wa_client, check_media)
 
 
 def run_checks(settings: Settings) -> list[Check]:

@@ -297,17 +297,22 @@ def exported_metrics() -> dict[str, str]:
                 families[name.removesuffix("_total") + "_total"] = "counter"
             elif "Histogram" in func:
                 families[name] = "histogram"
+            elif "Summary" in func:
+                families[name] = "summary"
             else:
                 families[name] = "gauge"
     return families
 
 
 def exported_series_names() -> set[str]:
-    """The names of the series themselves: histograms as ``_bucket``, ``_sum``, ``_count``."""
+    """The names of the series themselves: histograms as ``_bucket``, ``_sum``, ``_count``,
+    summaries as ``_sum``, ``_count``."""
     names: set[str] = set()
     for name, kind in exported_metrics().items():
         if kind == "histogram":
             names.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
+        elif kind == "summary":
+            names.update(name + suffix for suffix in ("_sum", "_count"))
         else:
             names.add(name)
     return names

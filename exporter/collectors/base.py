@@ -78,6 +78,7 @@ class Refresher:
         self.clock = clock
         self.state = _State()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop or by a request for a refresh now
         self._thread: threading.Thread | None = None
         # One thread runs every refresh, so a refresh left running past its timeout is
         # still the only one: the next sees it unfinished and does not start another.
@@ -99,17 +100,27 @@ class Refresher:
 
     def signal_stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def refresh_soon(self) -> None:
+        """Refresh now rather than at the end of the interval (the interval then starts
+        again); asked during a refresh, one more follows it, as the data asked for may be
+        newer than what that refresh read."""
+        self._wake.set()
 
     def join(self, timeout: float) -> None:
         if self._thread is not None:
             self._thread.join(timeout=timeout)
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while True:
+            self._wake.clear()  # before the check: a stop signalled after it still wakes
+            if self._stop.is_set():
+                break
             started = time.monotonic()
             self.refresh_once()
             elapsed = time.monotonic() - started
-            self._stop.wait(max(0.0, self.collector.interval - elapsed))
+            self._wake.wait(max(0.0, self.collector.interval - elapsed))
         self._worker.shutdown(wait=False)  # here, as only this thread submits once started
 
     def refresh_once(self) -> bool:

@@ -15,6 +15,7 @@ from exporter.config.loading import (
 )
 from exporter.config.models import (
     DEFAULT_PORTS,
+    WA_STATS_DB_MIN_INTERVAL,
     ActionsSettings,
     CleanupSettings,
     CollectorSettings,
@@ -35,6 +36,9 @@ from exporter.config.models import (
     VolumeSettings,
     WaApiOptions,
     WaApiSettings,
+    WaClientSettings,
+    WaStatsAppSettings,
+    WaStatsDbSettings,
     WebhookSettings,
     WindowSettings,
 )
@@ -55,6 +59,7 @@ __all__ = [
     "ACTION_NAMES",
     "DEFAULT_PORTS",
     "SECRET_VARIABLES",
+    "WA_STATS_DB_MIN_INTERVAL",
     "ActionName",
     "ActionsSettings",
     "CleanupSettings",
@@ -82,6 +87,9 @@ __all__ = [
     "VolumeSettings",
     "WaApiOptions",
     "WaApiSettings",
+    "WaClientSettings",
+    "WaStatsAppSettings",
+    "WaStatsDbSettings",
     "WebhookSettings",
     "WindowSettings",
     "format_duration",

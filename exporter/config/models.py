@@ -277,12 +277,61 @@ class VolumeScanSettings(CollectorSettings):
         return self.full_scan_every or max(1, round(86400 / self.interval))
 
 
+# Meta: /v1/stats/db "can take a long time and affect app performance if your database is
+# large"; no configuration reads it more often than this.
+WA_STATS_DB_MIN_INTERVAL = 300.0
+
+
+class WaStatsAppSettings(CollectorSettings):
+    """``GET /v1/stats/app``: in the client's memory, cheap to poll."""
+
+    interval: Duration = 30.0
+
+
+class RarelyReadSettings(CollectorSettings):
+    """An endpoint read seldom: its figures stay served from one read to the next."""
+
+    interval: Duration = 3600.0
+    timeout: Duration | None = 60.0
+    stale_after: Duration = 3 * 3600.0
+
+    @model_validator(mode="after")
+    def _served_until_the_next_read(self) -> RarelyReadSettings:
+        if self.stale_after <= self.interval:
+            raise ValueError("stale_after must be longer than interval, or the figures vanish "
+                             "between two reads; fix: raise stale_after (e.g. 3 x interval)")
+        return self
+
+
+class WaStatsDbSettings(RarelyReadSettings):
+    """``GET /v1/stats/db``: Meta warns it can take long and slow the client on a large
+    database, so it is read at start, after each message GC and on this long interval."""
+
+    @model_validator(mode="after")
+    def _not_too_often(self) -> WaStatsDbSettings:
+        if self.interval < WA_STATS_DB_MIN_INTERVAL:
+            raise ValueError(f"interval {self.interval:g}s is below 5m: Meta asks to read "
+                             "/v1/stats/db only when needed; fix: use 5m or more (default 1h)")
+        return self
+
+
+class WaClientSettings(StrictModel):
+    """``collectors.wa_client``: the WA client's own stats and settings, relayed through the
+    WA API login; on whenever ``WA_WEB_URL`` is set."""
+
+    enabled: bool = True
+    app: WaStatsAppSettings = WaStatsAppSettings()
+    db: WaStatsDbSettings = WaStatsDbSettings()
+    application: RarelyReadSettings = RarelyReadSettings()
+
+
 class CollectorsSettings(StrictModel):
     messages: MessagesSettings = MessagesSettings()
     containers: ContainersSettings = ContainersSettings()
     logs: LogsSettings = LogsSettings()
     volume: VolumeSettings = VolumeSettings()
     volume_scan: VolumeScanSettings = VolumeScanSettings()
+    wa_client: WaClientSettings = WaClientSettings()
 
 
 # --- actions ----------------------------------------------------------------------------------
@@ -483,6 +532,13 @@ class Settings(StrictModel):
     webhook: WebhookSettings = WebhookSettings()
     wa_api: WaApiSettings | None = None  # unset: no WA_WEB_* variables, so no API actions
     upgrade: UpgradeSettings = UpgradeSettings()
+
+    def schedules_message_gc(self) -> bool:
+        """Whether a schedule of this exporter runs message GC for real: a ``gc`` schedule
+        that is not a dry run, with ``gc`` allowed and runnable and actions not dry-run."""
+        return ("gc" in self.actions.allowed and not self.actions.dry_run
+                and "gc" not in self.unavailable_actions()
+                and any(e.action == "gc" and not e.dry_run for e in self.actions.schedules))
 
     def unavailable_actions(self) -> dict[str, str]:
         """Allowed actions these settings cannot run, each with what is missing and the fix."""

@@ -34,6 +34,9 @@ LOGIN_PATH = "/v1/users/login"
 HEALTH_PATH = "/v1/health"
 MESSAGE_GC_PATH = "/v1/services/message/gc"
 MEDIA_GC_PATH = "/v1/services/media/gc"
+STATS_APP_PATH = "/v1/stats/app"
+STATS_DB_PATH = "/v1/stats/db"
+APPLICATION_SETTINGS_PATH = "/v1/settings/application"
 
 
 class WaApiError(SourceError):
@@ -182,6 +185,28 @@ class WaApiClient:
     def media_gc(self) -> GcStarted:
         """``PUT /v1/services/media/gc``: start media GC (one at a time; 409 while one runs)."""
         return self._gc_started("media", self._call("PUT", MEDIA_GC_PATH), MEDIA_GC_PATH)
+
+    def stats_app(self) -> dict[str, Any]:
+        """``GET /v1/stats/app``: the coreapp's in-memory stats, the ``app`` object (keyed by
+        node in multiconnect). Cheap: meant for polling."""
+        return self._object(STATS_APP_PATH, "stats", "app")
+
+    def stats_db(self) -> dict[str, Any]:
+        """``GET /v1/stats/db``: the database stats, the ``db`` object. Meta: it can take long
+        and slow the client on a large database; read it only when needed."""
+        return self._object(STATS_DB_PATH, "stats", "db")
+
+    def application_settings(self) -> dict[str, Any]:
+        """``GET /v1/settings/application``: the ``application`` settings object."""
+        return self._object(APPLICATION_SETTINGS_PATH, "settings", "application")
+
+    def _object(self, path: str, outer: str, inner: str) -> dict[str, Any]:
+        """``GET path`` and the object at ``{outer: {inner: …}}`` in its answer."""
+        container = self._call("GET", path).get(outer)
+        found = container.get(inner) if isinstance(container, dict) else None
+        if not isinstance(found, dict):
+            raise WaResponseError(f"GET {path}: the answer holds no {outer}.{inner} object")
+        return found
 
     @staticmethod
     def _gc_started(service: str, body: dict[str, Any], path: str) -> GcStarted:

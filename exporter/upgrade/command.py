@@ -57,7 +57,7 @@ def _report(settings: Settings, args: argparse.Namespace, extra: dict[str, Any]
     sources = Sources(settings)
     try:
         if not args.prepare:
-            return gather(settings, sources.containers, sources.media), None
+            return gather(settings, sources.containers, sources.media, sources.wa_api), None
         outcome = _prepare(settings, sources, args)
     finally:
         sources.close()
@@ -110,7 +110,8 @@ def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace
 
     try:
         outcome = Preparation(actions.runner, actions.audit.recent,
-                              lambda: gather(settings, sources.containers, sources.media), say,
+                              lambda: gather(settings, sources.containers, sources.media,
+                                             sources.wa_api), say,
                               ignore_cooldown=args.ignore_cooldown,
                               max_runs=args.max_runs or settings.actions.gc.max_rounds,
                               pause=settings.actions.gc.round_pause).run()

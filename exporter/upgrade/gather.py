@@ -3,8 +3,9 @@ is reported in the report, never raised."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter.actions.audit import StateFile, read_tail
 from exporter.config import ACTION_NAMES, Settings
@@ -14,7 +15,10 @@ from exporter.sources.docker import ContainerDirectory
 from exporter.sources.files import volume_stats
 from exporter.sources.locks import FileLocks, cluster_lock
 from exporter.sources.volume import MediaVolume
+from exporter.sources.wa_api import WaApiClient
+from exporter.sources.wa_stats import WaClientView
 from exporter.upgrade.report import (
+    ClientFacts,
     ContainerFacts,
     DatabaseFacts,
     GcFacts,
@@ -22,6 +26,8 @@ from exporter.upgrade.report import (
     Report,
 )
 from exporter.vocabulary import Result
+
+T = TypeVar("T")
 
 
 def new_report(settings: Settings) -> Report:
@@ -100,8 +106,34 @@ def media_facts(media: MediaVolume) -> MediaFacts:
     return MediaFacts(volume, str(path), int(stats.size_bytes), int(stats.avail_bytes))
 
 
-def gather(settings: Settings, directory: ContainerDirectory, media: MediaVolume) -> Report:
-    """Every fact, from the databases, the state directory, Docker and the media volume."""
+def client_facts(settings: Settings, api: WaApiClient) -> ClientFacts:
+    """The client's own figures, each endpoint read once (``/v1/stats/db`` only where the
+    relay may read it: ``collectors.wa_client``)."""
+    view, relay = WaClientView(api), settings.collectors.wa_client
+    errors: list[str] = []
+
+    def read(endpoint: Callable[[], T]) -> T | None:
+        try:
+            return endpoint()
+        except SourceError as exc:
+            errors.append(str(exc))
+            return None
+
+    db = read(view.db) if relay.enabled and relay.db.enabled else None
+    app = read(view.app)
+    application = read(view.settings)
+    return ClientFacts(
+        pending_callbacks=db.total("db_pending_callbacks") if db is not None else None,
+        pending_messages=db.total("db_pending_messages") if db is not None else None,
+        callback_queue=app.total("callback_queue_size") if app is not None else None,
+        message_gc_off=application is not None and application.message_gc_off,
+        gc_scheduled=settings.schedules_message_gc(), error="; ".join(errors))
+
+
+def gather(settings: Settings, directory: ContainerDirectory, media: MediaVolume,
+           api: WaApiClient | None = None) -> Report:
+    """Every fact, from the databases, the state directory, Docker, the media volume and,
+    through ``api``, the WA client itself."""
     report = new_report(settings)
     source = None
     if settings.database is not None:
@@ -118,4 +150,6 @@ def gather(settings: Settings, directory: ContainerDirectory, media: MediaVolume
             source.close()
     list_containers(directory, report)
     report.media = media_facts(media)
+    if api is not None:
+        report.client = client_facts(settings, api)
     return report

@@ -77,6 +77,42 @@ class MediaFacts:
         return self.avail_bytes / self.size_bytes
 
 
+@dataclass(frozen=True)
+class ClientFacts:
+    """The WA client's own figures, read once: what an upgrade would interrupt (it restarts
+    the coreapps) and whether anything deletes old messages. None where not read."""
+
+    pending_callbacks: float | None = None  # /v1/stats/db db_pending_callbacks
+    pending_messages: float | None = None  # /v1/stats/db db_pending_messages
+    callback_queue: float | None = None  # /v1/stats/app callback_queue_size
+    message_gc_off: bool = False  # /v1/settings/application garbagecollector_enable.messages
+    gc_scheduled: bool = True  # a schedule of this exporter runs message GC
+    error: str = ""
+
+    def warnings(self) -> list[str]:
+        notes = [f"the WA client's own figures could not all be read: {self.error}"
+                 ] if self.error else []
+        for figure, what in ((self.pending_callbacks, "callbacks are pending in the WA "
+                              "database"), (self.pending_messages, "messages are pending "
+                              "(not yet sent) in the WA database"), (self.callback_queue,
+                              "callbacks wait in the coreapps' queue")):
+            if figure:
+                notes.append(f"{figure:,.0f} {what}: an upgrade restarts the coreapps; let "
+                             "them drain first")
+        if self.message_gc_off and not self.gc_scheduled:
+            notes.append("the WA client's own message GC is off and no schedule here runs "
+                         "message GC: nothing deletes old messages")
+        return notes
+
+    def detail(self) -> str:
+        def shown(value: float | None) -> str:
+            return "?" if value is None else f"{value:,.0f}"
+
+        return (f"pending callbacks {shown(self.pending_callbacks)}, pending messages "
+                f"{shown(self.pending_messages)}, callback queue {shown(self.callback_queue)}; "
+                f"client message GC {'off' if self.message_gc_off else 'on'}")
+
+
 @dataclass
 class Report:
     bound: int
@@ -89,6 +125,7 @@ class Report:
     containers: list[ContainerFacts] = field(default_factory=list)
     containers_error: str = ""
     media: MediaFacts | None = None
+    client: ClientFacts | None = None  # None: the WA API is not configured (or not relayed)
     last_actions: dict[str, dict[str, Any]] = field(default_factory=dict)  # audit records
 
     # --- the verdict ------------------------------------------------------------------------
@@ -138,6 +175,8 @@ class Report:
                 notes.append(f"media volume {self.media.volume}: {self.media.error}")
             elif ratio is not None and ratio < self.media_min_avail_ratio:
                 notes.append(f"media volume {self.media.volume} has only {ratio:.0%} free")
+        if self.client is not None:
+            notes += self.client.warnings()
         return notes
 
     @property
@@ -193,6 +232,12 @@ class Report:
                                  f"{format_bytes(m.size_bytes)} ({m.avail_ratio:.0%}) at {m.path}"
                                  if m.avail_ratio is not None else m.path)
             lines.append(["media", m.volume, "ERROR" if m.error else "ok", detail])
+        if self.client is not None:
+            client = self.client
+            state = "ERROR" if client.error else "PENDING" if (
+                client.pending_callbacks or client.pending_messages or client.callback_queue
+            ) else "ok"
+            lines.append(["wa-client", "-", state, client.detail()])
         for kind, record in sorted(self.last_actions.items()):
             detail = f"{_when(float(record.get('ts', 0)))} trigger {record.get('trigger', '?')}"
             lines.append(["last-action", kind, str(record.get("result", "?")), detail])

@@ -145,6 +145,23 @@ def test_wa_api_login_without_gc_and_a_bad_login(tmp_path: Path) -> None:
     assert stats["message_gc_calls"] == 0 and stats["media_gc_calls"] == 0
 
 
+def test_the_clients_message_gc_off_with_no_gc_schedule_here_is_said(tmp_path: Path) -> None:
+    with StandIn() as wa:
+        env = {"WA_WEB_URL": wa.url, "WA_WEB_USERNAME": "admin", "WA_WEB_PASSWORD": "secret"}
+        on = check(env, NOTHING_ELSE, tmp_path)
+        wa.set_application_settings(garbagecollector_enable={"media": False, "messages": False})
+        off = check(env, NOTHING_ELSE, tmp_path)
+        stats = wa.stats()
+    assert on.returncode == 0 and off.returncode == 0, off.stdout + off.stderr
+    assert line(on, "wa_client") == ("✓ wa_client /v1/stats/app: 5 families relayed; the "
+                                     "client's own message GC is on; no schedule here runs "
+                                     "message GC")
+    warned = line(off, "wa_client")
+    assert warned.startswith("! wa_client") and "nothing deletes old messages" in warned
+    assert "fix: allow gc in actions.allowed" in warned  # a gc schedule: unit-tested
+    assert stats["requests"].get("stats_db", 0) == 0  # never read just to check
+
+
 def test_wa_api_not_configured_while_gc_is_allowed_is_a_cross(tmp_path: Path) -> None:
     config = NOTHING_ELSE + f"actions:\n  allowed: [media_gc]\n  state_dir: {tmp_path}\n"
     result = check({}, config, tmp_path)

@@ -130,7 +130,8 @@ def test_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
 def test_dashboard_has_the_operators_rows(dashboard: dict[str, Any]) -> None:
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == ["Database", "Logs", "Media volume", "Containers", "Message and media GC",
-                    "Log cleanup", "Actions", "Exporter health", "Is GC keeping pace?"]
+                    "Log cleanup", "Actions", "Exporter health", "Is GC keeping pace?",
+                    "WA client"]
 
 
 def test_every_target_uses_the_datasource_variable_and_filters_on_instance(
@@ -195,7 +196,8 @@ def panel_for(dashboard: dict[str, Any], selector: str) -> dict[str, Any]:
     ('role="webapp"', {WEBAPP_ROTATE_BYTES}),
     ('role=~"coreapp|master"', {COREAPP_ROTATE_BYTES}),
     ("whatsapp_log_archive_family_files{", {30}),
-], ids=["messages-rows", "webapp-logs", "coreapp-logs", "archive-files"])
+    ("whatsapp_client_callback_queue_size{", {1000}),
+], ids=["messages-rows", "webapp-logs", "coreapp-logs", "archive-files", "callback-queue"])
 def test_the_guides_bounds_are_lines_on_their_panels(dashboard: dict[str, Any], selector: str,
                                                      lines: set[int]) -> None:
     panel = panel_for(dashboard, selector)

@@ -234,3 +234,33 @@ def test_unreachable_database_and_docker_are_reported_not_raised(tmp_path: Path)
     assert "is unreachable" in report["containers_error"]
     assert report["verdict"].startswith("not ready: the WA databases could not be read")
     assert "hunter2-db-secret" not in done.stdout + done.stderr
+
+
+def test_pending_callbacks_and_messages_in_the_wa_client_are_warned(postgres: DatabaseServer,
+                                                                     tmp_path: Path) -> None:
+    """The stand-in's documented /v1/stats/db: 7 callbacks and 3 messages pending."""
+    prefix = new_prefix()
+    postgres.create_database(prefix + "main", messages=BOUND - 10)
+    with StandIn() as wa:
+        env = {**postgres.env(prefix), "WA_WEB_URL": wa.url, "WA_WEB_USERNAME": "admin",
+               "WA_WEB_PASSWORD": "secret"}
+        code, report = check(env, config(tmp_path))
+        wa.set_client_stat("db", "db_pending_callbacks", 0)
+        wa.set_client_stat("db", "db_pending_messages", 0)
+        wa.set_client_stat("app", "callback_queue_size", 0)
+        wa.set_application_settings(garbagecollector_enable={"media": False, "messages": False})
+        done = wa_exporter(["upgrade-check", "--config.file", str(config(tmp_path))], env)
+        calls = wa.stats()["requests"]
+    assert code == 0, report  # a warning, not a blocker
+    assert report["client"] == {"pending_callbacks": 7.0, "pending_messages": 3.0,
+                                "callback_queue": 450.0, "message_gc_off": False,
+                                "gc_scheduled": False, "error": ""}
+    assert "7 callbacks are pending in the WA database: an upgrade restarts the coreapps; " \
+        "let them drain first" in report["warnings"]
+    assert any(w.startswith("3 messages are pending") for w in report["warnings"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning: the WA client's own message GC is off and no schedule here runs message " \
+        "GC: nothing deletes old messages" in done.stdout
+    assert not [line for line in done.stdout.splitlines()
+                if line.startswith("warning:") and "pending" in line]  # drained
+    assert calls["stats_db"] == 2  # one read per run

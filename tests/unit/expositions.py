@@ -43,11 +43,16 @@ def refreshed(collector: Collector) -> Sequence[Metric]:
         return degraded.families
 
 
-def exposition(collector: Collector, families: Sequence[Metric]) -> str:
+def exposition(collector: Collector, families: Sequence[Metric], *, relayed: bool = False
+               ) -> str:
     """The text format of ``families`` from a fresh registry holding only ``collector``;
-    every family must be one the collector describes (name and type)."""
+    every family must be one the collector describes (name and type). A collector that
+    relays families it cannot know in advance (``relayed``) describes those it knows: their
+    types must match."""
     described = {(f.name, f.type) for f in collector.describe()}
-    undescribed = {(f.name, f.type) for f in families} - described
+    known = {name for name, _ in described}
+    undescribed = {(f.name, f.type) for f in families
+                   if not relayed or f.name in known} - described
     assert not undescribed, f"{type(collector).__name__}.describe() lacks {sorted(undescribed)}"
     registry = CollectorRegistry()
     registry.register(_Only(collector, families))  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from exporter.sources.database import ServerReading, TableReading
 from exporter.sources.docker import image_version
 from exporter.upgrade.gather import last_actions
 from exporter.upgrade.report import (
+    ClientFacts,
     ContainerFacts,
     DatabaseFacts,
     GcFacts,
@@ -81,6 +82,34 @@ def test_warnings_do_not_block() -> None:
         "the last successful message GC is 3.0d old (the guide: once every 24 hours)",
         "container core (coreapp) is not running",
         "media volume whatsappMedia has only 5% free"]
+
+
+def test_pending_callbacks_and_messages_warn_before_an_upgrade() -> None:
+    r = report(databases=[DatabaseFacts("a", 1)],
+               client=ClientFacts(pending_callbacks=7, pending_messages=1_234, callback_queue=0,
+                                  message_gc_off=True, gc_scheduled=False))
+    assert r.ready  # a warning: the guide's verdict is about the tables
+    assert r.warnings() == [
+        "7 callbacks are pending in the WA database: an upgrade restarts the coreapps; let "
+        "them drain first",
+        "1,234 messages are pending (not yet sent) in the WA database: an upgrade restarts "
+        "the coreapps; let them drain first",
+        "the WA client's own message GC is off and no schedule here runs message GC: nothing "
+        "deletes old messages"]
+    row = next(line for line in r.to_text().splitlines() if line.startswith("wa-client"))
+    assert row.split()[:3] == ["wa-client", "-", "PENDING"]
+    assert row.endswith("pending callbacks 7, pending messages 1,234, callback queue 0; "
+                        "client message GC off")
+    assert json.loads(r.to_json())["client"]["pending_callbacks"] == 7
+
+
+def test_nothing_pending_and_gc_running_somewhere_says_nothing() -> None:
+    quiet = ClientFacts(pending_callbacks=0, pending_messages=0, callback_queue=0,
+                        message_gc_off=True, gc_scheduled=True)
+    assert report(databases=[DatabaseFacts("a", 1)], client=quiet).warnings() == []
+    unread = ClientFacts(error="GET /v1/stats/db: HTTP 500")
+    assert report(databases=[DatabaseFacts("a", 1)], client=unread).warnings() == [
+        "the WA client's own figures could not all be read: GET /v1/stats/db: HTTP 500"]
 
 
 def test_failing_means_the_last_run_did_not_succeed() -> None:

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from .client_stats import CLIENT_ADMIN_ACTIONS, CLIENT_ROUTES, ClientStatsEndpoints
 from .schema import create_messages_table, messages
 
 API_VERSION = "2.53.2"
@@ -44,6 +45,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/health"): "health",
     ("PUT", "/v1/services/message/gc"): "message_gc",
     ("PUT", "/v1/services/media/gc"): "media_gc",
+    **CLIENT_ROUTES,
 }
 ENDPOINT_PATHS: dict[str, str] = {key: path for (_, path), key in ROUTES.items()}
 ADMIN_PREFIX = "/_standin/"
@@ -52,7 +54,7 @@ ADMIN_ACTIONS = frozenset({
     "gc_fail_nodes", "gc_report_deleted", "gc_delay", "gc_max_rows_per_round", "gc_batch_pause",
     "media_gc_delay", "media_gc_fail", "media_gc_no_callback", "set_callback",
     "clear_faults", "reset_stats", "reset", "wait_gc_idle",
-})
+}) | CLIENT_ADMIN_ACTIONS
 ADMIN_GETTERS = frozenset({"stats", "faults", "callbacks"})
 GC_ROUND_STATUSES = ("failed", "complete")  # how a round with errors calls back
 
@@ -228,7 +230,7 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class StandIn:
+class StandIn(ClientStatsEndpoints):
     """The stand-in server, run in a background thread: ``with StandIn(url) as wa: wa.url``."""
 
     def __init__(
@@ -550,7 +552,7 @@ class StandIn:
             self._login(h)
         elif self._authorized(h):
             {"health": self._health, "message_gc": self._message_gc,
-             "media_gc": self._media_gc}[key](h)
+             "media_gc": self._media_gc, **self.client_handlers()}[key](h)
 
     def _inject_faults(self, h: _Handler, key: str) -> bool:
         """Apply hang / slow / fail_next to this call; True if the call is used up."""
