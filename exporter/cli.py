@@ -69,6 +69,19 @@ check, 2 bad configuration or flags, 3 action skipped (cooldown, already running
 """
 
 
+RUN_HELP = """\
+Run one action now, as a person: the allow-list, cooldown, cluster lock and audit
+log apply; the maintenance window does not. Prints the decision and result as JSON
+on stdout; gc also prints a line per round on stderr (rows before and after, and
+how the round completed).
+
+With --exporter.url (or WA_EXPORTER_URL) the running exporter runs it, with its
+one runner, cooldown, audit log, metrics (trigger="manual") and GC callback inbox;
+the credentials are the webhook section of --config.file. Without it the action
+runs in this process: the WA client's GC callbacks go to the exporter, not here,
+so message GC is judged by the row count alone and media GC ends "unconfirmed".
+"""
+
 CONNECT_HELP = """connect to each dependency the settings use, as the exporter would, and
 print a checklist instead of the settings: the database (the WA databases found), the
 Docker engine (the WA containers and their roles), the WA API (a login, no GC), the client's
@@ -156,16 +169,7 @@ def make_parser() -> argparse.ArgumentParser:
             sub.add_argument("--connect", action="store_true", help=CONNECT_HELP)
     run = commands.add_parser(
         "run", help="run one action now", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run one action now, as a person: the allow-list, cooldown, cluster lock "
-        "and audit log apply; the maintenance window does not. Prints the decision and result "
-        "as JSON on stdout; gc also prints a line per round on stderr (rows before and after, "
-        "and how the round completed).\n\n"
-        "With --exporter.url (or WA_EXPORTER_URL) the running exporter runs it, with its "
-        "one runner, cooldown, audit log, metrics (trigger=\"manual\") and GC callback "
-        "inbox; the credentials are the webhook section of --config.file. Without it the "
-        "action runs in this process: the WA client's GC callbacks go to the exporter, not "
-        "here, so message GC is judged by the row count alone and media GC ends "
-        "\"unconfirmed\".",
+        description=RUN_HELP,
         epilog="exit codes: 0 success or dry run, 1 the run did not succeed (failed, error, "
         "timeout, unconfirmed) or the exporter could not be reached, 2 rejected or bad "
         "configuration, 3 skipped (cooldown, already running).")
