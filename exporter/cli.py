@@ -170,9 +170,9 @@ def make_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="run one action now", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=RUN_HELP,
-        epilog="exit codes: 0 success or dry run, 1 the run did not succeed (failed, error, "
-        "timeout, unconfirmed) or the exporter could not be reached, 2 rejected or bad "
-        "configuration, 3 skipped (cooldown, already running).")
+        epilog="exit codes: 0 success or dry run; 1 the run did not succeed (failed, error,\n"
+        "timeout, unconfirmed) or the exporter could not be reached; 2 rejected or bad\n"
+        "configuration; 3 skipped (cooldown, already running).")
     run.add_argument("action", choices=["gc", "media-gc", "media_gc", "cleanup"])
     run.add_argument("--exporter.url", dest="exporter_url", metavar="URL",
                      default=os.environ.get("WA_EXPORTER_URL") or None,
