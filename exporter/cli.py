@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from exporter import __version__, logs, malloc
 from exporter.config import (
@@ -136,8 +136,26 @@ def limits(args: argparse.Namespace) -> Limits:
                   max_connections=args.max_connections)
 
 
+class UsageError(SystemExit):
+    """A usage error, already printed as argparse prints it; exits 2 like argparse's own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors carry their message: upgrade-check --format json
+    prints them as its JSON document too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(message)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wa-exporter", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version",
@@ -174,7 +192,11 @@ def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type:
         "one is running or failing, every WA container (running, role, image, version), the "
         "media volume's free space and the last run of each action from the audit log. "
         "Prints a table and one verdict line.",
-        epilog="exit codes: 0 ready, 1 not ready (or a step failed), 2 bad configuration.")
+        epilog="exit codes: 0 ready; 1 not ready (message GC first, or wait for or look at the "
+        "GC running or failing); 2 usage or configuration error, nothing checked; 3 cannot "
+        "check: the database, the WA API (--prepare) or Alertmanager (--silence) could not be "
+        "reached or refused, or the check failed. With --format json, stdout holds one JSON "
+        "document in every case, errors included (ready, exit_code, verdict, errors).")
     check.add_argument("--format", choices=["text", "json"], default="text",
                        help="text (a table and a verdict line, the default) or json")
     ready = check.add_argument_group(
@@ -264,13 +286,25 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    try:
+        args = make_parser().parse_args(words)
+    except UsageError as exc:  # argparse has printed it; upgrade-check's JSON wants it too
+        from exporter.upgrade.command import EXIT_USAGE, failure_document, json_requested
+
+        if json_requested(words):
+            failure_document(EXIT_USAGE, f"usage error: {exc.message}")
+        return EXIT_USAGE
     malloc.limit_arenas()  # before any thread: see exporter/malloc.py
     logs.setup(args.log_level, args.log_format)
     command = args.command or "serve"
     try:
         settings = _load(args)
     except ConfigError as exc:
+        if command == "upgrade-check":
+            from exporter.upgrade.command import EXIT_USAGE, failure
+
+            return failure(args.format == "json", EXIT_USAGE, f"config error: {exc}")
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return 2
     if command == "check-config" and args.connect:
