@@ -7,6 +7,9 @@
   holding more than the 30 files the WA guide keeps;
 - ``.demo/media/``: a media volume with a few hundred files;
 - the WA API stand-in from ``tests/wa_standin`` on a loopback port, backed by that table;
+- ``.demo/db.env`` (the database and WA API variables, as a WA install's ``db.env`` holds
+  them) and ``.demo/demo.yml`` (the settings): what the exporter runs with, and what the CLI
+  commands the demo prints take to work on the same world;
 - the exporter on ``--web.listen-address`` (default ``:9864``) until Ctrl-C, SIGTERM or
   SIGHUP, any of which stops both children before the demo exits.
 
@@ -161,14 +164,47 @@ def main() -> int:
         children.stop()
 
 
+def write_db_env(world: Path, db_dir: Path, wa_url: str) -> Path:
+    """The demo's ``db.env``: what a WA install's holds (the SQLite engine stands in for
+    MySQL), plus the WA API's address and login, which the exporter reads from it too."""
+    path = world / "db.env"
+    path.write_text(f"# Written by make demo for this run; the exporter and the CLI read it.\n"
+                    f"WA_DB_ENGINE=SQLITE\nWA_DB_HOSTNAME={db_dir}\nWA_DB_NAME_PREFIX={PREFIX}\n"
+                    f"WA_WEB_URL={wa_url}\nWA_WEB_USERNAME=admin\nWA_WEB_PASSWORD=secret\n")
+    return path
+
+
+def shown(path: Path) -> str:
+    """``path`` as a person types it from the current directory (relative when under it)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def cli_lines(db_env: Path, config: Path) -> str:
+    """How to run the CLI against this demo: the same db.env and settings as its exporter."""
+    command = shown(Path(sys.executable).parent / "wa-exporter")
+    flags = f"--db.env-file {shown(db_env)} --config.file {shown(config)}"
+    # TODO(--exporter.url): once `run` can go through a running exporter, print here
+    #   {command} run gc --exporter.url http://localhost:{port} --config.file {shown(config)}
+    # (the run then shares this exporter's runner, metrics and GC callbacks).
+    return f"""\
+      Run the CLI against it, from another terminal in this directory:
+        {command} check-config --connect {flags}
+        {command} upgrade-check {flags}
+"""
+
+
 def run(address: str, world: Path, children: Children) -> int:
     db_dir = build_world(world)
     logs, media = build_logs(world), build_media(world)
     port = address.rsplit(":", 1)[1]
     wa_url = start_wa_api(children, db_dir, f"http://127.0.0.1:{port}/webhook/wa-callback")
-    env = {**os.environ, "WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
-           "WA_DB_NAME_PREFIX": PREFIX, "WA_WEB_URL": wa_url, "WA_WEB_USERNAME": "admin",
-           "WA_WEB_PASSWORD": "secret"}
+    db_env = write_db_env(world, db_dir, wa_url)
+    config = world / "demo.yml"
+    config.write_text((ROOT / "demo" / "demo.yml").read_text().format(
+        logs=logs, media=media, state=world / "state", token=ROOT / "demo" / "webhook-token"))
     print(f"""
 demo: the simulated WA API listens on {wa_url}
 demo: the exporter starts on {address}; open
@@ -178,14 +214,14 @@ demo: the exporter starts on {address}; open
         curl -s -H 'Authorization: Bearer {TOKEN}' -H 'Content-Type: application/json' \\
           -d @demo/alert.json http://localhost:{port}/webhook/alertmanager
       then watch http://localhost:{port}/actions and whatsapp_gc_* in /metrics.
+{cli_lines(db_env, config)}\
       Ctrl-C (or SIGTERM, SIGHUP) stops everything; the next run starts afresh.
 """, flush=True)
-    config = world / "demo.yml"
-    config.write_text((ROOT / "demo" / "demo.yml").read_text().format(
-        logs=logs, media=media, state=world / "state", token=ROOT / "demo" / "webhook-token"))
+    # Only the demo's db.env speaks for the world: no WA_* variable of this shell wins over it.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("WA_")}
     exporter = children.start(
         [sys.executable, "-m", "exporter", "--web.listen-address", address,
-         "--config.file", str(config)], env=env)
+         "--db.env-file", str(db_env), "--config.file", str(config)], env=env)
     return exporter.wait()
 
 

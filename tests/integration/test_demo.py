@@ -3,7 +3,10 @@ stand-in as child processes, on a free loopback port and a world of its own in t
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 import signal
 import socket
 import sqlite3
@@ -130,3 +133,31 @@ def test_second_demo_starts_from_a_fresh_world(tmp_path: Path) -> None:
         assert wait_for(second.rows, 60, interval=0.2, what="the second demo's rows") == ROWS
         assert not (world / "state" / "leftover").exists()
         assert any("fresh world" in line for line in second.lines), second.lines
+
+
+@pytest.mark.timeout(180)
+def test_demo_prints_cli_commands_that_work_on_its_world(tmp_path: Path) -> None:
+    """The commands the demo prints, run as printed from the repository: they reach the
+    demo's database and simulated WA API through its db.env, with its settings."""
+    with running_demo(tmp_path / "world") as demo:
+        wait_for(lambda: demo.rows() == ROWS, 60, interval=0.2, what="the demo's metrics")
+        commands = [shlex.split(line) for line in demo.lines if "--db.env-file" in line]
+        assert [words[1:3] for words in commands] == [["check-config", "--connect"],
+                                                      ["upgrade-check", "--db.env-file"]]
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith("WA_")}
+
+        def run(words: list[str]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(words, cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=60, check=False)
+
+        connect = run(commands[0])
+        assert connect.returncode == 0, connect.stdout + connect.stderr
+        assert "✓ database  SQLITE" in connect.stdout and "wademo_messagestore (60,000 rows)" \
+            in connect.stdout
+        assert "✓ wa_api" in connect.stdout and "logged in as admin" in connect.stdout
+        upgrade = run([*commands[1], "--format", "json"])
+        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+        report = json.loads(upgrade.stdout)
+        assert [(db["name"], db["rows"]) for db in report["databases"]] == [
+            ("wademo_messagestore", ROWS)]
