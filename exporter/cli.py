@@ -14,6 +14,7 @@ from exporter import __version__, logs, malloc
 from exporter.config import (
     ConfigError,
     Settings,
+    action_name,
     format_duration,
     load_settings,
     parse_duration,
@@ -51,8 +52,8 @@ commands:
   check-config   validate the configuration, print it with secrets hidden, exit;
                  with --connect, connect to the database, Docker, the WA API and the
                  media path instead and print a checklist with the fix for each failure
-  run ACTION     run gc, media-gc or cleanup once, now, through the same rules
-                 (allow-list, cooldown, lock, audit log) as alerts and schedules;
+  run ACTION     run gc, media_gc (or media-gc) or cleanup once, now, through the same
+                 rules (allow-list, cooldown, lock, audit log) as alerts and schedules;
                  gc prints a progress line per round on stderr
   upgrade-check  is the install ready for a WA client upgrade? (see its --help)
 
@@ -123,6 +124,13 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} {exc}; use e.g. 5s, 500ms, 2m") from None
 
 
+def _action(text: str) -> str:
+    try:
+        return action_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} {exc}") from None
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or len(text) > 9 or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
@@ -174,7 +182,8 @@ def make_parser() -> argparse.ArgumentParser:
                               "window does not. Prints the decision and result as JSON on "
                               "stdout; gc also prints a line per round on stderr (rows before "
                               "and after, and how the round completed).")
-    run.add_argument("action", choices=["gc", "media-gc", "cleanup"])
+    run.add_argument("action", type=_action, metavar="ACTION",
+                     help="gc, media_gc (or media-gc) or cleanup")
     run.add_argument("--container", metavar="NAME",
                      help="cleanup: only this WA container (default: every one)")
     run.add_argument("--dry-run", action="store_true", help="decide and plan, change nothing")
@@ -253,7 +262,7 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return 2
     try:
-        request = Request(args.action.replace("-", "_"), Trigger.MANUAL, args.container,
+        request = Request(args.action, Trigger.MANUAL, args.container,
                           dry_run=args.dry_run, origin={"user": os.environ.get("USER", "")})
         decision, result = actions.runner.run_now(request, on_progress=_print_progress)
     finally:
