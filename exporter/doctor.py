@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from exporter.config import ConfigError, Settings, VolumeSettings
 from exporter.errors import SourceError
+from exporter.upgrade.report import format_bytes
 
 OK, FAILED, SKIPPED = "✓", "✗", "-"
 
@@ -146,8 +147,9 @@ def check_media(settings: Settings) -> Check:
                      "media volume (docker volume ls), or use source: path with it mounted")
     finally:
         engine.close()
-    return Check("media", OK, f"{path}: {stats.avail_bytes / 1e9:,.1f} GB of "
-                 f"{stats.size_bytes / 1e9:,.1f} GB available, {stats.files_free:,} inodes free")
+    return Check("media", OK, f"{path}: {format_bytes(int(stats.avail_bytes))} of "
+                 f"{format_bytes(int(stats.size_bytes))} available, "
+                 f"{stats.files_free:,} inodes free")
 
 
 CHECKS: tuple[Callable[[Settings], Check], ...] = (check_database, check_docker, check_wa_api,

@@ -5,6 +5,7 @@ is printed, and any ✗ exits 1."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,9 @@ def test_media_path_missing_is_a_cross_and_present_is_a_tick(tmp_path: Path) -> 
     result = check({}, config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert line(result, "media").startswith(f"✓ media     {missing}: ")
+    # Binary units, as upgrade-check prints the same volume: "76.8 GiB of 252.0 GiB available"
+    shown = re.search(r": ([\d.]+) GiB of ([\d.]+) GiB available", line(result, "media"))
+    assert shown, line(result, "media")
+    stats = os.statvfs(missing)
+    assert float(shown.group(2)) == round(stats.f_blocks * stats.f_frsize / 2**30, 1)
+    assert abs(float(shown.group(1)) - stats.f_bavail * stats.f_frsize / 2**30) < 0.5
