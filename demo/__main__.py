@@ -7,6 +7,8 @@
   holding more than the 30 files the WA guide keeps;
 - ``.demo/media/``: a media volume with a few hundred files;
 - the WA API stand-in from ``tests/wa_standin`` on a loopback port, backed by that table;
+- ``.demo/prometheus.yml``: a Prometheus configuration for the demo (none runs in it), with
+  the rules of ``alerts/``;
 - ``.demo/db.env`` (the database and WA API variables, as a WA install's ``db.env`` holds
   them) and ``.demo/demo.yml`` (the settings): what the exporter runs with, and what the CLI
   commands the demo prints take to work on the same world;
@@ -182,6 +184,29 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def write_prometheus_config(world: Path, port: str) -> Path:
+    """A Prometheus configuration for the demo's exporter, with the rules of alerts/."""
+    path = world / "prometheus.yml"
+    path.write_text((ROOT / "demo" / "prometheus.yml").read_text().format(
+        rules=ROOT / "alerts" / "wa-exporter.rules.yml", port=port))
+    return path
+
+
+def prometheus_lines(config: Path, world: Path) -> str:
+    """How to run Prometheus on the demo, where one is installed (Debian: prometheus)."""
+    if shutil.which("prometheus") is None:
+        return ("      No Prometheus runs in the demo; with one (apt-get install prometheus) the "
+                "demo\n      prints how to point it at this exporter with the rules of "
+                "alerts/.\n")
+    data = shown(world / "prometheus")
+    return f"""\
+      No Prometheus runs in the demo; to evaluate the alerts and recording rules of alerts/
+      on it (what the dashboard's panels read), run in another terminal:
+        prometheus --config.file {shown(config)} --storage.tsdb.path {data} \\
+          --web.listen-address 127.0.0.1:9091
+"""
+
+
 def cli_lines(db_env: Path, config: Path) -> str:
     """How to run the CLI against this demo: the same db.env and settings as its exporter."""
     command = shown(Path(sys.executable).parent / "wa-exporter")
@@ -205,6 +230,7 @@ def run(address: str, world: Path, children: Children) -> int:
     config = world / "demo.yml"
     config.write_text((ROOT / "demo" / "demo.yml").read_text().format(
         logs=logs, media=media, state=world / "state", token=ROOT / "demo" / "webhook-token"))
+    prometheus = write_prometheus_config(world, port)
     print(f"""
 demo: the simulated WA API listens on {wa_url}
 demo: the exporter starts on {address}; open
@@ -214,7 +240,7 @@ demo: the exporter starts on {address}; open
         curl -s -H 'Authorization: Bearer {TOKEN}' -H 'Content-Type: application/json' \\
           -d @demo/alert.json http://localhost:{port}/webhook/alertmanager
       then watch http://localhost:{port}/actions and whatsapp_gc_* in /metrics.
-{cli_lines(db_env, config)}\
+{cli_lines(db_env, config)}{prometheus_lines(prometheus, world)}\
       Ctrl-C (or SIGTERM, SIGHUP) stops everything; the next run starts afresh.
 """, flush=True)
     # Only the demo's db.env speaks for the world: no WA_* variable of this shell wins over it.

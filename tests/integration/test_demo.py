@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -22,7 +23,7 @@ import requests
 
 from tests.processes import stop_process
 from tests.promstack import free_port
-from tests.support import ROOT, parse_metrics, value, wait_for
+from tests.support import ROOT, parse_metrics, unavailable, value, wait_for
 
 STORE = "db/wademo_messagestore.db"
 ROWS = 60_000
@@ -161,3 +162,24 @@ def test_demo_prints_cli_commands_that_work_on_its_world(tmp_path: Path) -> None
         report = json.loads(upgrade.stdout)
         assert [(db["name"], db["rows"]) for db in report["databases"]] == [
             ("wademo_messagestore", ROWS)]
+
+
+@pytest.mark.timeout(120)
+def test_demo_writes_a_prometheus_config_with_the_rules(tmp_path: Path) -> None:
+    """No Prometheus runs in the demo; the one it prints how to start scrapes its exporter and
+    evaluates the rules of alerts/, which the dashboard's recording-rule panels read."""
+    from tests.integration.test_dashboards import promtool
+
+    if shutil.which("prometheus") is None:  # the demo prints the command only where it runs
+        unavailable("prometheus", "not installed (Debian package prometheus)")
+    world = tmp_path / "world"
+    with running_demo(world) as demo:
+        config = world / "prometheus.yml"
+        wait_for(lambda: any("--web.listen-address 127.0.0.1:9091" in line
+                             for line in demo.lines), 60, what="the demo's Prometheus line")
+        assert any(f"prometheus --config.file {config}" in line for line in demo.lines)
+        checked = subprocess.run([promtool(), "check", "config", str(config)],
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "SUCCESS: 1 rule files found" in checked.stdout
+        assert f'targets: ["localhost:{demo.port}"]' in config.read_text()
