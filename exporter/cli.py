@@ -40,9 +40,9 @@ and then from the environment, which wins; the WA API likewise from WA_WEB_URL,
 WA_WEB_USERNAME, WA_WEB_PASSWORD or WA_WEB_PASSWORD_FILE, WA_WEB_CA_FILE,
 WA_WEB_VERIFY. Docker from DOCKER_HOST (unix, tcp+TLS, ssh). Everything else is in
 the optional YAML --config.file; `wa-exporter check-config` prints the effective
-settings, and the README lists every key.
+settings, and docs/configuration.md lists every key.
 
-endpoints: /metrics, /-/healthy, /-/ready, /, and with actions on:
+endpoints: /metrics, /-/healthy, /-/ready, /, /runbooks, and with actions on:
 POST /webhook/alertmanager, POST /webhook/wa-callback, GET /actions.
 """
 
