@@ -63,7 +63,9 @@ examples:
   wa-exporter check-config --connect --db.env-file db.env --config.file wa-exporter.yml
 
 exit codes: 0 ok, 1 runtime error, failed action or a failed check-config --connect
-check, 2 bad configuration or flags, 3 action skipped (cooldown, already running).
+check, 2 bad configuration or flags, 3 action skipped (cooldown, already running);
+upgrade-check has its own: 0 ready, 1 not ready, 2 usage or configuration error, 3 cannot
+check (see its --help).
 """
 
 
