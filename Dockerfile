@@ -1,8 +1,11 @@
 # wa-exporter: Prometheus exporter and alert-driven remediation for the WhatsApp Business API
 # on-premises client, as an image. Builds with the classic builder and with BuildKit.
 #
+#   make image          # no image registry: a Debian base made with debootstrap, wheels from
+#                       # the package index (scripts/build-image.sh sets the arguments below)
 #   docker build -t wa-exporter \
 #       --build-arg VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' exporter/__init__.py)" .
+#                       # or this, on python:3.11-slim-bookworm from Docker Hub
 #   docker run -d --name wa-exporter -p 9864:9864 \
 #       --group-add "$(stat -c %g /var/run/docker.sock)" \
 #       -v /var/run/docker.sock:/var/run/docker.sock \

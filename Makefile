@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+IMAGE ?= wa-exporter
+BASE_IMAGE ?= wa-exporter-base:bookworm
+EXTRAS ?=
+DOCKER_BUILD_FLAGS ?=
 
-.PHONY: demo test test-fast lint bench soak venv services clean
+.PHONY: demo test test-fast lint bench soak venv services image clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +31,19 @@ $(VENV)/.installed-demo: pyproject.toml
 ## fresh each run; Ctrl-C, SIGTERM or SIGHUP stops it and everything it started
 demo: $(VENV)/.installed-demo
 	$(PY) -m demo
+
+## image: the exporter's image, tagged $(IMAGE):<version> and $(IMAGE):latest, built with no image
+## registry: a Debian base made here with debootstrap (as root, the first time only; kept while
+## scripts/build-base-image.sh is unchanged) and wheels from the package index. EXTRAS=rsa,ssh
+## for the optional extras; details in scripts/build-image.sh
+image: $(VENV)/bin/python
+	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' EXTRAS='$(EXTRAS)' PYTHON='$(PY)' \
+	DOCKER_BUILD_FLAGS='$(DOCKER_BUILD_FLAGS)' scripts/build-image.sh
+
+# A bare venv is enough for the image: its pip downloads the wheels.
+$(VENV)/bin/python:
+	@scripts/ensure-python.sh "$(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
 
 ## services: start the local services the tests use (Docker engine), where possible
 services:
@@ -60,4 +77,4 @@ soak: venv services
 	$(PY) -m bench.soak
 
 clean:
-	rm -rf $(VENV) .demo build dist *.egg-info
+	rm -rf $(VENV) .demo build dist wheels *.egg-info

@@ -182,7 +182,7 @@ def print_webhook(report: dict[str, object]) -> None:
                              f"{_median(figures[f'metrics_{scrapers}'], 'p99_ms'):.1f} ms")
         if "process" in figures:
             process = figures["process"]
-            parts.append(f"{process['threads']:.0f} threads, {process['rss_mb']:.1f} MB RSS; "
+            parts.append(f"{process['threads']:.0f} threads, {process['rss_mb']:.1f} MiB RSS; "
                          f"started {figures['started']:.0f}, WA GC calls "
                          f"{figures['wa_gc_calls']} (goal 1)")
         print(f"  {name}: " + "; ".join(parts), flush=True)

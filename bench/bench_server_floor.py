@@ -257,7 +257,7 @@ def main() -> None:
                   f"{min(p99):.0f}-{max(p99):.0f} ms (median {statistics.median(p99):.0f} = "
                   f"{statistics.median(p99) / max(floor[senders], 1):.2f}x the threads floor), "
                   f"median {rate:.0f}/s; then {process['threads']:.0f} threads, "
-                  f"{process['rss_mb']:.1f} MB RSS", flush=True)
+                  f"{process['rss_mb']:.1f} MiB RSS", flush=True)
     print(json.dumps(report, indent=2))
 
 

@@ -261,7 +261,7 @@ def sample_process(pid: int, t: float) -> ProcSample:
 
 
 def memory_breakdown(pid: int) -> dict[str, float]:
-    """MB from ``smaps_rollup``: RSS, its anonymous and file-backed parts, PSS (shared pages
+    """MiB from ``smaps_rollup``: RSS, its anonymous and file-backed parts, PSS (shared pages
     split among their users) and USS (pages only this process holds)."""
     rollup = dict(line.split(":", 1) for line in
                   Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])
@@ -683,8 +683,8 @@ def import_footprint() -> list[str]:
     FOOTPRINT_STEPS adds, every step in a fresh interpreter that imports all steps so far."""
     bare = rss_of("pass") or 0
     app = rss_of("import exporter.app")
-    lines = [f"bare interpreter {mb(bare):.1f} MB; import exporter.app "
-             + (f"{mb(app):.1f} MB" if app else "fails")]
+    lines = [f"bare interpreter {mb(bare):.1f} MiB; import exporter.app "
+             + (f"{mb(app):.1f} MiB" if app else "fails")]
     previous = bare
     imported: list[str] = []
     for label, modules in FOOTPRINT_STEPS:
@@ -693,14 +693,14 @@ def import_footprint() -> list[str]:
             lines.append(f"  + {label:<24}   not installed")
             continue
         imported.append(modules)
-        lines.append(f"  + {label:<24} {mb(now - previous):5.1f} MB")
+        lines.append(f"  + {label:<24} {mb(now - previous):5.1f} MiB")
         previous = now
     loaded = subprocess.run([sys.executable, "-c", "import sys, exporter.app; "
                              "print(len(sys.modules), 'paramiko' in sys.modules)"],
                             capture_output=True, text=True, check=False,
                             cwd=Path(__file__).resolve().parent.parent).stdout.split()
     if loaded:
-        lines.append(f"  = {mb(previous):.1f} MB; import exporter.app loads {loaded[0]} "
+        lines.append(f"  = {mb(previous):.1f} MiB; import exporter.app loads {loaded[0]} "
                      f"modules, paramiko among them: {loaded[1]}")
     return lines
 
@@ -789,7 +789,7 @@ def action_figures(state: Path) -> dict[str, Any]:
 
 
 def rss_figures(samples: list[ProcSample]) -> dict[str, Any]:
-    """MB after warm-up and at the end, growth between them, and the peak (VmHWM)."""
+    """MiB after warm-up and at the end, growth between them, and the peak (VmHWM)."""
     if not samples:
         return {"start": None, "start_at_s": None, "end": None, "growth_percent": None,
                 "max": None, "anon_start": None, "anon_end": None}
@@ -811,7 +811,7 @@ def anchor_missed(ours: dict[str, Any], reference: dict[str, Any],
         return ("query-exporter, the memory anchor, was not running to the end: no peak RSS "
                 "to compare with")
     if ours["max"] > reference["max"]:
-        return (f"peak RSS {ours['max']:.1f} MB above query-exporter's {reference['max']:.1f} MB "
+        return (f"peak RSS {ours['max']:.1f} MiB above query-exporter's {reference['max']:.1f} MiB "
                 "in the same run (goal: at most)")
     return None
 
@@ -922,15 +922,15 @@ def print_report(figures: dict[str, Any]) -> None:
           f"{figures['machine']['cores']} cores, "
           f"Linux {figures['machine']['kernel']}, Python {figures['machine']['python']}")
     q = figures["reference"]
-    print(f"RSS: {r['start']} MB at {r['start_at_s']:.0f} s, {r['end']} MB at the end: "
+    print(f"RSS: {r['start']} MiB at {r['start_at_s']:.0f} s, {r['end']} MiB at the end: "
           f"{r['growth_percent']:+.1f} % (goal < {GOAL_RSS_GROWTH_PERCENT:.0f} %); max "
-          f"{r['max']} MB (VmHWM; goal <= query-exporter's); anonymous "
-          f"{r['anon_start']} -> {r['anon_end']} MB")
+          f"{r['max']} MiB (VmHWM; goal <= query-exporter's); anonymous "
+          f"{r['anon_start']} -> {r['anon_end']} MiB")
     qr, qs = q["rss_mb"], q["scrapes"]
     print(f"query-exporter {q['tool']} (COUNT(*) every {q['interval_s']} s, same table, same "
-          f"scrapes): RSS {qr['start']} MB at {qr['start_at_s']} s, {qr['end']} MB at the end "
-          f"({qr['growth_percent']} %); max {qr['max']} MB (VmHWM); anonymous "
-          f"{qr['anon_start']} -> {qr['anon_end']} MB; memory at the end (MB) "
+          f"scrapes): RSS {qr['start']} MiB at {qr['start_at_s']} s, {qr['end']} MiB at the end "
+          f"({qr['growth_percent']} %); max {qr['max']} MiB (VmHWM); anonymous "
+          f"{qr['anon_start']} -> {qr['anon_end']} MiB; memory at the end (MiB) "
           f"{q['memory_mb'].get('end')}; scrapes {qs['ok']} ok, {qs['failed']} failed, "
           f"p50 {qs['p50_ms']} ms, p99 {qs['p99_ms']} ms")
     for name in ("fds", "threads", "children"):
@@ -939,13 +939,13 @@ def print_report(figures: dict[str, Any]) -> None:
               f"third {x['by_third']} (goal: the last third's lowest not above the first "
               "third's highest)")
     for when in ("start", "end"):
-        print(f"  memory at the {when} (MB): {figures['memory_mb'].get(when)}")
+        print(f"  memory at the {when} (MiB): {figures['memory_mb'].get(when)}")
     for what, moments in figures["breakdowns"].items():
         for when, breakdown in moments.items():
             print(f"  {what} at {when}: {breakdown}")
     c = figures["children_seen"]
     print(f"scan workers: {c['distinct_pids']} distinct child processes seen, at most "
-          f"{c['most_at_once']} at once, the largest {c['largest_rss_mb']} MB RSS; zombies at "
+          f"{c['most_at_once']} at once, the largest {c['largest_rss_mb']} MiB RSS; zombies at "
           f"samples {c['zombies_at_samples']}; CPU of reaped children {c['reaped_cpu_s']} s")
     print(f"scrapes: {s['ok']} ok, {s['failed']} failed; p50 {s['p50_ms']} ms, p99 "
           f"{s['p99_ms']} ms, max {s['max_ms']} ms; scrapes showing a collector_success 0: "
@@ -1087,11 +1087,11 @@ def soak(world: World, stop: threading.Event) -> int:
             memory["start"] = memory_breakdown(exporter_pid)
         memory["end"] = memory_breakdown(exporter_pid)
         last = samples[-1]
-        reference_rss = (f"{mb(reference_samples[-1].rss_kb):5.1f} MB"
+        reference_rss = (f"{mb(reference_samples[-1].rss_kb):5.1f} MiB"
                          if reference_samples and reference_samples[-1].t == last.t else "gone")
         full_gcs = scraper.latest().get(("python_gc_collections_total",
                                          (("generation", "2"),)), 0)
-        print(f"  {t:5.0f} s  RSS {mb(last.rss_kb):5.1f} MB  fds {last.fds:3d} (docker "
+        print(f"  {t:5.0f} s  RSS {mb(last.rss_kb):5.1f} MiB  fds {last.fds:3d} (docker "
               f"{last.fd_kinds.get('unix (client)', 0):2d})  threads {last.threads:3d} "
               f"({sum(n for k, n in last.thread_states.items() if k != 'futex'):2d} not in "
               f"futex)  children {last.children}  full GCs {full_gcs:.0f}  scrapes "

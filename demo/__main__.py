@@ -7,6 +7,11 @@
   holding more than the 30 files the WA guide keeps;
 - ``.demo/media/``: a media volume with a few hundred files;
 - the WA API stand-in from ``tests/wa_standin`` on a loopback port, backed by that table;
+- ``.demo/prometheus.yml``: a Prometheus configuration for the demo (none runs in it), with
+  the rules of ``alerts/``;
+- ``.demo/db.env`` (the database and WA API variables, as a WA install's ``db.env`` holds
+  them) and ``.demo/demo.yml`` (the settings): what the exporter runs with, and what the CLI
+  commands the demo prints take to work on the same world;
 - the exporter on ``--web.listen-address`` (default ``:9864``) until Ctrl-C, SIGTERM or
   SIGHUP, any of which stops both children before the demo exits.
 
@@ -161,14 +166,70 @@ def main() -> int:
         children.stop()
 
 
+def write_db_env(world: Path, db_dir: Path, wa_url: str) -> Path:
+    """The demo's ``db.env``: what a WA install's holds (the SQLite engine stands in for
+    MySQL), plus the WA API's address and login, which the exporter reads from it too."""
+    path = world / "db.env"
+    path.write_text(f"# Written by make demo for this run; the exporter and the CLI read it.\n"
+                    f"WA_DB_ENGINE=SQLITE\nWA_DB_HOSTNAME={db_dir}\nWA_DB_NAME_PREFIX={PREFIX}\n"
+                    f"WA_WEB_URL={wa_url}\nWA_WEB_USERNAME=admin\nWA_WEB_PASSWORD=secret\n")
+    return path
+
+
+def shown(path: Path) -> str:
+    """``path`` as a person types it from the current directory (relative when under it)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def write_prometheus_config(world: Path, port: str) -> Path:
+    """A Prometheus configuration for the demo's exporter, with the rules of alerts/."""
+    path = world / "prometheus.yml"
+    path.write_text((ROOT / "demo" / "prometheus.yml").read_text().format(
+        rules=ROOT / "alerts" / "wa-exporter.rules.yml", port=port))
+    return path
+
+
+def prometheus_lines(config: Path, world: Path) -> str:
+    """How to run Prometheus on the demo, where one is installed (Debian: prometheus)."""
+    if shutil.which("prometheus") is None:
+        return ("      No Prometheus runs in the demo; with one (apt-get install prometheus) the "
+                "demo\n      prints how to point it at this exporter with the rules of "
+                "alerts/.\n")
+    data = shown(world / "prometheus")
+    return f"""\
+      No Prometheus runs in the demo; to evaluate the alerts and recording rules of alerts/
+      on it (what the dashboard's panels read), run in another terminal:
+        prometheus --config.file {shown(config)} --storage.tsdb.path {data} \\
+          --web.listen-address 127.0.0.1:9091
+"""
+
+
+def cli_lines(db_env: Path, config: Path, port: str) -> str:
+    """How to run the CLI against this demo: the same db.env and settings as its exporter,
+    and a run through the exporter itself (its runner, metrics and GC callbacks)."""
+    command = shown(Path(sys.executable).parent / "wa-exporter")
+    flags = f"--db.env-file {shown(db_env)} --config.file {shown(config)}"
+    return f"""\
+      Run the CLI against it, from another terminal in this directory:
+        {command} check-config --connect {flags}
+        {command} upgrade-check {flags}
+        {command} run gc --exporter.url http://localhost:{port} --config.file {shown(config)}
+"""
+
+
 def run(address: str, world: Path, children: Children) -> int:
     db_dir = build_world(world)
     logs, media = build_logs(world), build_media(world)
     port = address.rsplit(":", 1)[1]
     wa_url = start_wa_api(children, db_dir, f"http://127.0.0.1:{port}/webhook/wa-callback")
-    env = {**os.environ, "WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(db_dir),
-           "WA_DB_NAME_PREFIX": PREFIX, "WA_WEB_URL": wa_url, "WA_WEB_USERNAME": "admin",
-           "WA_WEB_PASSWORD": "secret"}
+    db_env = write_db_env(world, db_dir, wa_url)
+    config = world / "demo.yml"
+    config.write_text((ROOT / "demo" / "demo.yml").read_text().format(
+        logs=logs, media=media, state=world / "state", token=ROOT / "demo" / "webhook-token"))
+    prometheus = write_prometheus_config(world, port)
     print(f"""
 demo: the simulated WA API listens on {wa_url}
 demo: the exporter starts on {address}; open
@@ -178,14 +239,14 @@ demo: the exporter starts on {address}; open
         curl -s -H 'Authorization: Bearer {TOKEN}' -H 'Content-Type: application/json' \\
           -d @demo/alert.json http://localhost:{port}/webhook/alertmanager
       then watch http://localhost:{port}/actions and whatsapp_gc_* in /metrics.
+{cli_lines(db_env, config, port)}{prometheus_lines(prometheus, world)}\
       Ctrl-C (or SIGTERM, SIGHUP) stops everything; the next run starts afresh.
 """, flush=True)
-    config = world / "demo.yml"
-    config.write_text((ROOT / "demo" / "demo.yml").read_text().format(
-        logs=logs, media=media, state=world / "state", token=ROOT / "demo" / "webhook-token"))
+    # Only the demo's db.env speaks for the world: no WA_* variable of this shell wins over it.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("WA_")}
     exporter = children.start(
         [sys.executable, "-m", "exporter", "--web.listen-address", address,
-         "--config.file", str(config)], env=env)
+         "--db.env-file", str(db_env), "--config.file", str(config)], env=env)
     return exporter.wait()
 
 

@@ -8,12 +8,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from exporter import __version__, logs, malloc
 from exporter.config import (
     ConfigError,
     Settings,
+    action_name,
     format_duration,
     load_file_settings,
     load_settings,
@@ -41,9 +42,9 @@ and then from the environment, which wins; the WA API likewise from WA_WEB_URL,
 WA_WEB_USERNAME, WA_WEB_PASSWORD or WA_WEB_PASSWORD_FILE, WA_WEB_CA_FILE,
 WA_WEB_VERIFY. Docker from DOCKER_HOST (unix, tcp+TLS, ssh). Everything else is in
 the optional YAML --config.file; `wa-exporter check-config` prints the effective
-settings, and the README lists every key.
+settings, and docs/configuration.md lists every key.
 
-endpoints: /metrics, /-/healthy, /-/ready, /, and with actions on:
+endpoints: /metrics, /-/healthy, /-/ready, /, /runbooks, and with actions on:
 POST /webhook/alertmanager, POST /webhook/wa-callback, GET /actions.
 """
 
@@ -53,8 +54,8 @@ commands:
   check-config   validate the configuration, print it with secrets hidden, exit;
                  with --connect, connect to the database, Docker, the WA API and the
                  media path instead and print a checklist with the fix for each failure
-  run ACTION     run gc, media-gc or cleanup once, now, through the same rules
-                 (allow-list, cooldown, lock, audit log) as alerts and schedules;
+  run ACTION     run gc, media_gc (or media-gc) or cleanup once, now, through the same
+                 rules (allow-list, cooldown, lock, audit log) as alerts and schedules;
                  with --exporter.url through the running exporter (its callbacks,
                  metrics and cooldowns); gc prints a progress line per round on stderr
   upgrade-check  is the install ready for a WA client upgrade? (see its --help)
@@ -65,7 +66,9 @@ examples:
   wa-exporter check-config --connect --db.env-file db.env --config.file wa-exporter.yml
 
 exit codes: 0 ok, 1 runtime error, failed action or a failed check-config --connect
-check, 2 bad configuration or flags, 3 action skipped (cooldown, already running).
+check, 2 bad configuration or flags, 3 action skipped (cooldown, already running);
+upgrade-check has its own: 0 ready, 1 not ready, 2 usage or configuration error, 3 cannot
+check (see its --help).
 """
 
 
@@ -140,6 +143,13 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} {exc}; use e.g. 5s, 500ms, 2m") from None
 
 
+def _action(text: str) -> str:
+    try:
+        return action_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} {exc}") from None
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or len(text) > 9 or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
@@ -153,8 +163,26 @@ def limits(args: argparse.Namespace) -> Limits:
                   max_connections=args.max_connections)
 
 
+class UsageError(SystemExit):
+    """A usage error, already printed as argparse prints it; exits 2 like argparse's own."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors carry their message: upgrade-check --format json
+    prints them as its JSON document too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(message)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wa-exporter", description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version",
@@ -173,7 +201,8 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 success or dry run; 1 the run did not succeed (failed, error,\n"
         "timeout, unconfirmed) or the exporter could not be reached; 2 rejected or bad\n"
         "configuration; 3 skipped (cooldown, already running).")
-    run.add_argument("action", choices=["gc", "media-gc", "media_gc", "cleanup"])
+    run.add_argument("action", type=_action, metavar="ACTION",
+                     help="gc, media_gc (or media-gc) or cleanup")
     run.add_argument("--exporter.url", dest="exporter_url", metavar="URL",
                      default=os.environ.get("WA_EXPORTER_URL") or None,
                      help="the running exporter, e.g. http://localhost:9864 (default: "
@@ -195,7 +224,11 @@ def _upgrade_check_flags(commands: argparse._SubParsersAction) -> None:  # type:
         "one is running or failing, every WA container (running, role, image, version), the "
         "media volume's free space and the last run of each action from the audit log. "
         "Prints a table and one verdict line.",
-        epilog="exit codes: 0 ready, 1 not ready (or a step failed), 2 bad configuration.")
+        epilog="exit codes: 0 ready; 1 not ready (message GC first, or wait for or look at the "
+        "GC running or failing); 2 usage or configuration error, nothing checked; 3 cannot "
+        "check: the database, the WA API (--prepare) or Alertmanager (--silence) could not be "
+        "reached or refused, or the check failed. With --format json, stdout holds one JSON "
+        "document in every case, errors included (ready, exit_code, verdict, errors).")
     check.add_argument("--format", choices=["text", "json"], default="text",
                        help="text (a table and a verdict line, the default) or json")
     ready = check.add_argument_group(
@@ -244,7 +277,7 @@ def _run_remote(args: argparse.Namespace) -> int:
 
     try:
         webhook = load_file_settings(args.config_file).webhook
-        remote = run_remote(args.exporter_url, webhook, args.action.replace("-", "_"),
+        remote = run_remote(args.exporter_url, webhook, args.action,
                             args.container, args.dry_run, os.environ.get("USER", ""),
                             _print_progress)
     except ConfigError as exc:
@@ -259,7 +292,7 @@ def _run_remote(args: argparse.Namespace) -> int:
 
 
 def _run_action(settings: Settings, args: argparse.Namespace) -> int:
-    action = args.action.replace("-", "_")
+    action = args.action
     user = os.environ.get("USER", "")
     from prometheus_client import CollectorRegistry
 
@@ -314,7 +347,15 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    try:
+        args = make_parser().parse_args(words)
+    except UsageError as exc:  # argparse has printed it; upgrade-check's JSON wants it too
+        from exporter.upgrade.command import EXIT_USAGE, failure_document, json_requested
+
+        if json_requested(words):
+            failure_document(EXIT_USAGE, f"usage error: {exc.message}")
+        return EXIT_USAGE
     malloc.limit_arenas()  # before any thread: see exporter/malloc.py
     logs.setup(args.log_level, args.log_format)
     command = args.command or "serve"
@@ -323,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _load(args)
     except ConfigError as exc:
+        if command == "upgrade-check":
+            from exporter.upgrade.command import EXIT_USAGE, failure
+
+            return failure(args.format == "json", EXIT_USAGE, f"config error: {exc}")
         print(f"wa-exporter: config error: {exc}", file=sys.stderr)
         return 2
     if command == "check-config" and args.connect:

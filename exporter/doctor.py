@@ -8,11 +8,13 @@ the settings do not need (no collector or action uses it) is shown as skipped.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from exporter.config import ConfigError, Settings, VolumeSettings
 from exporter.errors import SourceError
+from exporter.upgrade.report import format_bytes
 
 OK, FAILED, SKIPPED, WARNED = "✓", "✗", "-", "!"
 
@@ -59,10 +61,25 @@ def check_database(settings: Settings) -> Check:
     return Check("database", OK, f"{where}: WA databases: {', '.join(found)}")
 
 
+# What the server's words mean (lower-cased), first match wins; anything else is taken for
+# the address.
+DATABASE_FIXES = (
+    (re.compile(r"access denied|password authentication failed"),
+     "check WA_DB_USERNAME and WA_DB_PASSWORD (or WA_DB_PASSWORD_FILE) against db.env"),
+    (re.compile(r'role "[^"]*" does not exist'),
+     "WA_DB_USERNAME names no role on this PostgreSQL server: check it against db.env, or "
+     "create the role (CREATE ROLE ... LOGIN PASSWORD ...) with read access to the WA "
+     "databases"),
+    (re.compile(r'database "[^"]*" does not exist'),
+     "set collectors.messages.maintenance_database to a database WA_DB_USERNAME may connect "
+     "to on this server (default postgres): the list of databases is read there"),
+)
+
+
 def _database_fix(error: str) -> str:
-    lowered = error.lower()
-    if "access denied" in lowered or "password authentication failed" in lowered:
-        return "check WA_DB_USERNAME and WA_DB_PASSWORD (or WA_DB_PASSWORD_FILE) against db.env"
+    for pattern, fix in DATABASE_FIXES:
+        if pattern.search(error.lower()):
+            return fix
     return ("check WA_DB_HOSTNAME and WA_DB_PORT (the server as this host reaches it) and that "
             "the server accepts connections from here")
 
@@ -183,8 +200,9 @@ def check_media(settings: Settings) -> Check:
                      "media volume (docker volume ls), or use source: path with it mounted")
     finally:
         engine.close()
-    return Check("media", OK, f"{path}: {stats.avail_bytes / 1e9:,.1f} GB of "
-                 f"{stats.size_bytes / 1e9:,.1f} GB available, {stats.files_free:,} inodes free")
+    return Check("media", OK, f"{path}: {format_bytes(int(stats.avail_bytes))} of "
+                 f"{format_bytes(int(stats.size_bytes))} available, "
+                 f"{stats.files_free:,} inodes free")
 
 
 CHECKS: tuple[Callable[[Settings], Check], ...] = (check_database, check_docker, check_wa_api,

@@ -3,7 +3,7 @@
 glibc gives a thread that allocates while the others hold the arenas an arena of its own, up
 to eight per core, and memory freed in one is seldom handed back to the system. The exporter
 starts threads all the time (one per HTTP connection, per action run, per container listed),
-so its RSS crept up by ~5 MB over ten minutes of the soak and would settle only when every
+so its RSS crept up by ~5 MiB over ten minutes of the soak and would settle only when every
 arena had grown; with two arenas it stays flat (docs/soak.md). Python's own small objects are
 not affected: they live in pymalloc's arenas.
 """

@@ -161,7 +161,7 @@ class BasicAuth:
         with self._lock:
             if key in self._ok:
                 return True
-        import bcrypt  # loaded with the first password to check: 0.4 MB less without users
+        import bcrypt  # loaded with the first password to check: 0.4 MiB less without users
 
         if not bcrypt.checkpw(password.encode(), self.users[user].encode()):
             return False

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Build a Debian bookworm image with Python 3.11 from Debian packages alone (debootstrap, then
-# `docker import`), for building the Dockerfile where no image registry can be reached:
+# `docker import`), for building the Dockerfile where no image registry can be reached
+# (`make image` runs it, see scripts/build-image.sh):
 #
-#   scripts/build-base-image.sh [TAG]          # TAG defaults to wa-exporter-base:test
-#   docker build --build-arg BASE_IMAGE=wa-exporter-base:test ...
+#   scripts/build-base-image.sh [TAG]          # TAG defaults to wa-exporter-base:bookworm
+#   docker build --build-arg BASE_IMAGE=wa-exporter-base:bookworm ...
 #
 # The image is labelled with a hash of this script and reused while the script is unchanged.
 # Needs root, debootstrap and a Docker engine. Packages come from the Debian mirror apt uses
 # here (/etc/apt/sources.list*), or from DEBIAN_MIRROR. Exit code 3: a prerequisite is missing.
 set -euo pipefail
 
-tag=${1:-wa-exporter-base:test}
+tag=${1:-wa-exporter-base:bookworm}
 suite=bookworm
 recipe_label=wa-exporter.base-recipe
 recipe=$(sha256sum "$0" | cut -d' ' -f1)

@@ -23,7 +23,7 @@ from exporter.actions.runner import (
     Request,
     Runner,
 )
-from exporter.config import ACTION_NAMES, ActionsSettings
+from exporter.config import ACTION_NAMES, ActionsSettings, normalise_action
 
 MAX_ALERTS = 1000
 
@@ -74,10 +74,6 @@ def parse(body: bytes) -> Notification:
                            422) from None
 
 
-def _normalise(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
-
-
 def requests_for(notification: Notification, settings: ActionsSettings
                  ) -> list[tuple[Request, str, str]]:
     """One (request, outcome, reason) per alert: outcome ``""`` for a request to submit,
@@ -86,7 +82,7 @@ def requests_for(notification: Notification, settings: ActionsSettings
     for alert in notification.alerts:
         alertname = clip(alert.labels.get("alertname", ""))
         label = clip(alert.labels.get("action", ""))
-        action = _normalise(label) if label else settings.alert_rules.get(alertname, "")
+        action = normalise_action(label) if label else settings.alert_rules.get(alertname, "")
         target = alert.labels.get("container") if action == "cleanup" else None
         instance = alert.labels.get("instance")
         origin = {"alertname": alertname, "fingerprint": alert.fingerprint}

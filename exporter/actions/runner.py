@@ -70,9 +70,15 @@ class Decision:
     def as_dict(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies, a third of a webhook decision's time.
         data = {"action": self.action, "outcome": self.outcome, "reason": self.reason,
-                "run_id": self.run_id,
-                "targets": [t for t in self.targets if t]}  # "" stands for the whole action
+                "run_id": self.run_id, **named_targets(self.targets)}
         return {k: v for k, v in data.items() if v not in (None, "", [])}
+
+
+def named_targets(targets: list[str]) -> dict[str, list[str]]:
+    """The ``targets`` field of an audit record: the containers a run acts on, none for an
+    action on the whole install (whose one target, "", only keys its lock and cooldown)."""
+    named = [t for t in targets if t]
+    return {"targets": named} if named else {}
 
 
 class HeldLock(Protocol):
@@ -152,7 +158,7 @@ class Runner:
         for run_id, run in interrupted.items():
             targets = list(run.get("targets", []))
             self.audit.append({"event": "finished", "run_id": run_id, "action": run["action"],
-                               "targets": targets, "result": INTERRUPTED,
+                               **named_targets(targets), "result": INTERRUPTED,
                                "reason": "the exporter stopped while this run was in flight"},
                               sync=True)
             result = ActionResult(INTERRUPTED, {"containers": {
@@ -450,7 +456,8 @@ class ActionRun:
         """The outcome: one audit record, the action metrics, one log line."""
         self.runner.audit.append({"event": "finished", "run_id": self.run_id,
                                   "action": self.action, "trigger": self.request.trigger,
-                                  "targets": self.decision.targets, "result": result.result,
+                                  **named_targets(self.decision.targets),
+                                  "result": result.result,
                                   "duration_seconds": round(ended - self.started, 3),
                                   **result.details}, sync=True)
         self.runner.observer.finished(self.request, self.decision.targets, result,

@@ -179,9 +179,41 @@ def _wa_api(variables: Mapping[str, str], options: WaApiOptions) -> WaApiSetting
         raise ConfigError(describe_validation_error(exc, WaApiSettings)) from None
 
 
+# Keys whose name alone misleads, explained where check-config prints them: two bounds on the
+# rows of a messages table share the name large_table_rows and do different things.
+KEY_NOTES = {
+    ("actions", "gc", "large_table_rows"):
+        "message GC repeats rounds on a table above this (the guide: above 10 M one call "
+        "may not be enough); not upgrade.large_table_rows",
+    ("upgrade", "large_table_rows"):
+        "a table above this is large before an upgrade (the guide's 2 M): upgrade-check, "
+        "whatsapp_upgrade_ready; not actions.gc.large_table_rows",
+}
+
+
 def render(settings: Settings) -> str:
-    """The effective configuration as YAML, every secret shown as ``<secret>``."""
+    """The effective configuration as YAML, every secret shown as ``<secret>``, and a comment
+    beside each key of :data:`KEY_NOTES`."""
     data = settings.model_dump(mode="json", by_alias=False)
     if settings.database is not None:
         data["database"] = settings.database.model_dump(mode="json", by_alias=True)
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return _annotate(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+
+def _annotate(text: str) -> str:
+    """Append ``# note`` to the lines of the keys in :data:`KEY_NOTES`, found by their path
+    of enclosing keys (block-style YAML: a key's parents are the less indented keys above)."""
+    path: list[tuple[int, str]] = []
+    lines = []
+    for line in text.splitlines():
+        body = line.lstrip(" ")
+        indent = len(line) - len(body)
+        while path and path[-1][0] >= indent:
+            path.pop()
+        if ":" in body and not body.startswith("- "):
+            path.append((indent, body.split(":", 1)[0]))
+            note = KEY_NOTES.get(tuple(key for _, key in path))
+            if note:
+                line = f"{line}  # {note}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"

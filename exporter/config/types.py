@@ -157,14 +157,22 @@ AbsolutePath = Annotated[str, BeforeValidator(_absolute)]
 ACTION_NAMES = ("gc", "media_gc", "cleanup")
 
 
-def _action_name(value: object) -> str:
-    name = str(value).strip().lower().replace("-", "_")
+def normalise_action(value: object) -> str:
+    """An action's name as the code spells it: ``media-gc``, ``Media_GC`` and ``media_gc``
+    are one action, in the configuration, in alert labels and on the command line alike."""
+    return str(value).strip().lower().replace("-", "_")
+
+
+def action_name(value: object) -> str:
+    """A known action's name, normalised; ValueError naming the known ones otherwise."""
+    name = normalise_action(value)
     if name not in ACTION_NAMES:
-        raise ValueError(f"is not an action; fix: use one of {', '.join(ACTION_NAMES)}")
+        raise ValueError(f"is not an action; fix: use one of {', '.join(ACTION_NAMES)} "
+                         "(media-gc is media_gc)")
     return name
 
 
-ActionName = Annotated[str, BeforeValidator(_action_name)]
+ActionName = Annotated[str, BeforeValidator(action_name)]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Only the first three letters count: "Monday" and "mon" are one day; WindowSettings checks

@@ -243,7 +243,7 @@ def preferred_tls_context() -> ssl.SSLContext:
     From PyMySQL 1.2 on, a connection without TLS settings tries TLS if the server offers it
     and builds a context for that: ``ssl.create_default_context()``, then no hostname check,
     no verification (``CERT_NONE``), no ``VERIFY_X509_STRICT``, no SSLv2/3. The default
-    context loads the system CA store (about 0.8 MB of C memory) that, verifying nothing,
+    context loads the system CA store (about 0.8 MiB of C memory) that, verifying nothing,
     it never reads; this is the same context without it."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -262,7 +262,7 @@ def pymysql_connection() -> Callable[..., Connection]:
     no TLS settings of its own.
 
     PyMySQL 1.2 builds a context for each such connection and keeps it as long as the
-    connection (:func:`preferred_tls_context`, about 1 MB with the CA store in it). The
+    connection (:func:`preferred_tls_context`, about 1 MiB with the CA store in it). The
     exporter holds up to three MySQL connections at once (the collector's, GC's count, the
     cluster lock's session) and opens the lock's again for each run; one context, made
     once, serves them all (docs/soak.md). A connection with WA_DB_SSL_* settings still gets

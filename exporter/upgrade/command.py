@@ -1,13 +1,28 @@
 """``wa-exporter upgrade-check``: the report, and with flags the Alertmanager silence around
-the upgrade and the GC rounds that make the install ready."""
+the upgrade and the GC rounds that make the install ready.
+
+One exit code per meaning, so that a pre-upgrade script can tell "stop, GC first" from "the
+check is broken": 0 ready; 1 not ready (the guide's advice applies: message GC first, wait for
+the running one, look at the failing one); 2 usage or configuration error (nothing was
+checked); 3 cannot check: something the command had to reach could not be reached or refused
+(the database, the WA API for ``--prepare``, Alertmanager for ``--silence``), or the check
+failed, even where another fact already says not ready. With ``--format json`` stdout holds one
+JSON document whatever happens, with at least ``ready``, ``exit_code``, ``verdict`` and
+``errors``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
+import logging
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from exporter.config import ConfigError, Settings
+from exporter.config import ConfigError, Settings, scrub
 from exporter.upgrade.prepare import Outcome, Preparation
 from exporter.upgrade.report import Report
 from exporter.upgrade.silence import Alertmanager, SilenceError, default_instance
@@ -15,82 +30,143 @@ from exporter.upgrade.silence import Alertmanager, SilenceError, default_instanc
 if TYPE_CHECKING:
     from exporter.app import Sources
 
-EXIT_READY, EXIT_NOT_READY, EXIT_CONFIG = 0, 1, 2
+log = logging.getLogger("exporter")
+
+EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_CANNOT_CHECK = 0, 1, 2, 3
+
+
+@dataclass
+class Steps:
+    """What the command did beside the report: the steps that failed and the exit code they
+    force (usage, cannot check), and the silence's facts for the output."""
+
+    errors: list[str] = field(default_factory=list)
+    code: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def failed(self, error: str, code: int) -> None:
+        print(f"wa-exporter: {error}", file=sys.stderr)
+        self.errors.append(error)
+        self.code = code if self.code is None else min(self.code, code)  # usage before 3
+
+
+def json_requested(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` asks for ``upgrade-check --format json``: read from the words, since a
+    usage error must print its JSON document before any parsing succeeded."""
+    words = list(argv)
+    return "upgrade-check" in words and (
+        "--format=json" in words
+        or any(a == "--format" and b == "json" for a, b in itertools.pairwise(words)))
+
+
+def failure(as_json: bool, code: int, error: str) -> int:
+    """A failure before any report (configuration, the check itself): the error on stderr
+    and, with ``--format json``, its document on stdout. Returns ``code``."""
+    print(f"wa-exporter: {error}", file=sys.stderr)
+    if as_json:
+        failure_document(code, error)
+    return code
+
+
+def failure_document(code: int, error: str) -> None:
+    """The JSON document of a failure that left no report."""
+    _write_json({"ready": False, "complete": False, "exit_code": code,
+                 "verdict": ("cannot check: " if code == EXIT_CANNOT_CHECK else "") + error,
+                 "errors": [error]})
 
 
 def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
-    """Unsilence, then the report (after --prepare's rounds), then silence, as asked."""
+    """Unsilence, then the report (after --prepare's rounds), then silence, as asked; an
+    unforeseen failure is exit 3 with its document, never a traceback read as "not ready"."""
+    as_json = args.format == "json"
     try:
         alertmanager = _alertmanager(args)
-        duration: float | None = args.silence
     except ConfigError as exc:
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    extra: dict[str, Any] = {}
+        return failure(as_json, EXIT_USAGE, f"config error: {exc}")
     try:
-        step_failed = False
-        if alertmanager is not None and args.unsilence:
-            step_failed = not _unsilence(alertmanager, args.unsilence, extra)
-        report, code = _report(settings, args, extra)
-        if report is None:
-            return code or EXIT_CONFIG
-        if alertmanager is not None and duration is not None:
-            instance = args.silence_instance or default_instance(args.listen_address)
-            if not _silence(alertmanager, duration, instance, args.silence_alerts, extra):
-                step_failed = True
+        return _check(settings, args, alertmanager)
+    except Exception as exc:  # the one place an unforeseen failure is caught
+        log.debug("upgrade-check failed", exc_info=True)
+        secrets = (settings.database.password if settings.database else None,
+                   settings.wa_api.password if settings.wa_api else None)
+        return failure(as_json, EXIT_CANNOT_CHECK,
+                       f"the check failed: {type(exc).__name__}: {scrub(str(exc), *secrets)}")
     finally:
         if alertmanager is not None:
             alertmanager.close()
-    _print(report, args, extra)
-    if code is not None:
-        return code
-    return EXIT_READY if report.ready and not step_failed else EXIT_NOT_READY
 
 
-def _report(settings: Settings, args: argparse.Namespace, extra: dict[str, Any]
-            ) -> tuple[Report | None, int | None]:
-    """The report, after --prepare if asked; with an exit code that overrides the verdict
-    (the runner refused gc: a configuration matter)."""
+def _check(settings: Settings, args: argparse.Namespace, alertmanager: Alertmanager | None
+           ) -> int:
+    steps = Steps()
+    if alertmanager is not None and args.unsilence:
+        _unsilence(alertmanager, args.unsilence, steps)
+    report = _report(settings, args, steps)
+    if report is None:
+        return failure(args.format == "json", EXIT_USAGE, steps.errors[-1])
+    if alertmanager is not None and args.silence is not None:
+        instance = args.silence_instance or default_instance(args.listen_address)
+        _silence(alertmanager, args.silence, instance, args.silence_alerts, steps)
+    code = exit_code(report, steps.code)
+    _print(report, args, steps, code)
+    return code
+
+
+def exit_code(report: Report, forced: int | None) -> int:
+    """Usage first, then cannot check (a step failed, or a fact could not be read), then the
+    verdict."""
+    if forced == EXIT_USAGE:
+        return EXIT_USAGE
+    if forced == EXIT_CANNOT_CHECK or report.unknowns():
+        return EXIT_CANNOT_CHECK
+    return EXIT_READY if report.ready else EXIT_NOT_READY
+
+
+def _report(settings: Settings, args: argparse.Namespace, steps: Steps) -> Report | None:
+    """The report, after --prepare if asked; None if --prepare could not even be set up."""
     from exporter.app import Sources
     from exporter.upgrade.gather import gather
 
     sources = Sources(settings)
     try:
         if not args.prepare:
-            return gather(settings, sources.containers, sources.media, sources.wa_api), None
-        outcome = _prepare(settings, sources, args)
+            return gather(settings, sources.containers, sources.media, sources.wa_api)
+        outcome = _prepare(settings, sources, args, steps)
     finally:
         sources.close()
     if outcome is None:
-        return None, EXIT_CONFIG
-    extra["prepare"] = outcome.stopped
-    return outcome.report, EXIT_CONFIG if outcome.rejected else None
+        return None
+    steps.extra["prepare"] = outcome.stopped
+    if outcome.rejected:
+        steps.failed("--prepare needs gc in actions.allowed and the WA API (WA_WEB_URL, "
+                     "WA_WEB_USERNAME, WA_WEB_PASSWORD)", EXIT_USAGE)
+    elif outcome.unreachable:
+        steps.failed(f"--prepare: {outcome.stopped}", EXIT_CANNOT_CHECK)
+    return outcome.report
 
 
-def _unsilence(alertmanager: Alertmanager, silence_id: str, extra: dict[str, Any]) -> bool:
+def _unsilence(alertmanager: Alertmanager, silence_id: str, steps: Steps) -> None:
     try:
         alertmanager.unsilence(silence_id)
     except SilenceError as exc:
-        print(f"wa-exporter: unsilence failed: {exc}", file=sys.stderr)
-        return False
-    extra["unsilenced"] = silence_id
-    return True
+        steps.failed(f"unsilence failed: {exc}", EXIT_CANNOT_CHECK)
+        return
+    steps.extra["unsilenced"] = silence_id
 
 
 def _silence(alertmanager: Alertmanager, duration: float, instance: str, alerts: str,
-             extra: dict[str, Any]) -> bool:
+             steps: Steps) -> None:
     try:
         silence = alertmanager.silence(duration, instance, alerts)
     except SilenceError as exc:
-        print(f"wa-exporter: silence failed: {exc}", file=sys.stderr)
-        return False
-    extra["silence"] = {"id": silence.id, "starts_at": silence.starts_at,
-                        "ends_at": silence.ends_at, "matchers": silence.matchers}
-    extra["silence_text"] = silence.describe()
-    return True
+        steps.failed(f"silence failed: {exc}", EXIT_CANNOT_CHECK)
+        return
+    steps.extra["silence"] = {"id": silence.id, "starts_at": silence.starts_at,
+                              "ends_at": silence.ends_at, "matchers": silence.matchers}
+    steps.extra["silence_text"] = silence.describe()
 
 
-def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace
+def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace, steps: Steps
              ) -> Outcome | None:
     """GC runs through the runner; None if the actions cannot be set up (configuration)."""
     from prometheus_client import CollectorRegistry
@@ -101,7 +177,7 @@ def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace
     try:
         actions = Actions(settings, sources, CollectorRegistry())
     except ConfigError as exc:
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
+        steps.errors.append(f"config error: {exc}")
         return None
     progress = sys.stderr if args.format == "json" else sys.stdout
 
@@ -118,9 +194,6 @@ def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace
     finally:
         actions.close()
     say(f"prepare: {outcome.stopped}")
-    if outcome.rejected:
-        print("wa-exporter: --prepare needs gc in actions.allowed and the WA API "
-              "(WA_WEB_URL, WA_WEB_USERNAME, WA_WEB_PASSWORD)", file=sys.stderr)
     return outcome
 
 
@@ -136,16 +209,19 @@ def _alertmanager(args: argparse.Namespace) -> Alertmanager | None:
                         ca_file=args.alertmanager_ca_file)
 
 
-def _print(report: Report, args: argparse.Namespace, extra: dict[str, Any]) -> None:
+def _print(report: Report, args: argparse.Namespace, steps: Steps, code: int) -> None:
     if args.format == "json":
-        import json
-
         data = report.as_dict()
-        data.update({k: v for k, v in extra.items() if k != "silence_text"})
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        data.update({k: v for k, v in steps.extra.items() if k != "silence_text"})
+        data.update(exit_code=code, errors=steps.errors)
+        _write_json(data)
         return
-    if "unsilenced" in extra:
-        sys.stdout.write(f"silence {extra['unsilenced']} expired\n")
-    if "silence_text" in extra:
-        sys.stdout.write(extra["silence_text"] + "\n")
+    if "unsilenced" in steps.extra:
+        sys.stdout.write(f"silence {steps.extra['unsilenced']} expired\n")
+    if "silence_text" in steps.extra:
+        sys.stdout.write(steps.extra["silence_text"] + "\n")
     sys.stdout.write(report.to_text())
+
+
+def _write_json(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -18,8 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.actions.base import SUCCESS, UNCONFIRMED
-from exporter.actions.runner import REJECTED, SKIPPED_COOLDOWN, STARTED, Request, Runner
+from exporter.actions.base import ERROR, SUCCESS, UNCONFIRMED
+from exporter.actions.runner import (
+    REJECTED,
+    SKIPPED_COOLDOWN,
+    SKIPPED_LOCK,
+    STARTED,
+    Request,
+    Runner,
+)
 from exporter.upgrade.report import Report
 
 
@@ -28,6 +35,8 @@ class Outcome:
     report: Report
     stopped: str  # why the rounds ended, in words
     rejected: bool = False  # the runner refused gc itself (not allowed, no WA API): config
+    # GC could not be asked: the WA API or the database (the cluster lock) out of reach.
+    unreachable: bool = False
 
 
 def large_tables(report: Report) -> list[str]:
@@ -75,7 +84,8 @@ class Preparation:
                 hint = ("; pass --ignore-cooldown to run again now"
                         if decision.outcome == SKIPPED_COOLDOWN else "")
                 return Outcome(report, f"message GC not started: {decision.outcome}: "
-                               f"{decision.reason}{hint}", rejected=decision.outcome == REJECTED)
+                               f"{decision.reason}{hint}", rejected=decision.outcome == REJECTED,
+                               unreachable=decision.outcome == SKIPPED_LOCK)
             finished = self._follow(decision.run_id)
             report = self.check()
             after = sum(db.rows or 0 for db in report.databases)
@@ -86,7 +96,8 @@ class Preparation:
                                "cleaned)")
             if finished.get("result") != SUCCESS:
                 why = finished.get("error") or finished.get("errors") or ""
-                return Outcome(report, f"message GC ended {finished.get('result')}: {why}")
+                return Outcome(report, f"message GC ended {finished.get('result')}: {why}",
+                               unreachable=finished.get("result") == ERROR)
             if not (finished.get("messages_deleted") and after < before) \
                     and large_tables(report):
                 return Outcome(report, "rounds stopped helping: the last run did not lower the "

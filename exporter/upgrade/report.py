@@ -130,18 +130,24 @@ class Report:
 
     # --- the verdict ------------------------------------------------------------------------
 
-    def blockers(self) -> list[str]:
-        """Why the install is not ready; empty when it is."""
+    def unknowns(self) -> list[str]:
+        """What the verdict needs and could not be read: the check itself is incomplete
+        (``upgrade-check`` exits 3, "cannot check", rather than 1)."""
         reasons = []
         if self.databases_error:
             reasons.append(f"the WA databases could not be read: {self.databases_error}")
         elif not self.databases:
             reasons.append("no WA database found (no database with the prefix and a messages "
                            "table): nothing to judge")
+        reasons += [f"{db.name}: rows could not be counted: {db.error}"
+                    for db in self.databases if db.rows is None]
+        return reasons
+
+    def blockers(self) -> list[str]:
+        """Why the install is not ready, what could not be read first; empty when it is."""
+        reasons = self.unknowns()
         for db in self.databases:
-            if db.rows is None:
-                reasons.append(f"{db.name}: rows could not be counted: {db.error}")
-            elif not db.ready(self.bound):
+            if db.rows is not None and not db.ready(self.bound):
                 reasons.append(f"{db.name}: messages holds {db.rows:,} rows, a large table "
                                f"(the guide: above {self.bound:,}); run message GC first, "
                                "e.g. upgrade-check --prepare")
@@ -187,6 +193,8 @@ class Report:
         if self.ready:
             return "ready: every messages table is under " \
                 f"{self.bound:,} rows and no message GC is running or failing"
+        if self.unknowns():
+            return "cannot check: " + "; ".join(self.blockers())
         return "not ready: " + "; ".join(self.blockers())
 
     # --- output -----------------------------------------------------------------------------
@@ -198,8 +206,8 @@ class Report:
         data["gc"] = dict(asdict(self.gc), failing=self.gc.failing)
         if self.media is not None:
             data["media"] = dict(asdict(self.media), avail_ratio=self.media.avail_ratio)
-        data.update(ready=self.ready, verdict=self.verdict(), blockers=self.blockers(),
-                    warnings=self.warnings())
+        data.update(ready=self.ready, complete=not self.unknowns(), verdict=self.verdict(),
+                    blockers=self.blockers(), warnings=self.warnings())
         return data
 
     def to_json(self) -> str:

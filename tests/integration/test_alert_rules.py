@@ -210,6 +210,7 @@ def test_alertmanager_example_is_valid_and_routes_fixable_alerts_to_the_exporter
             (["alertname=WhatsAppCleanupOverdue", "action=cleanup", "container=wa_wacore_1"],
              "wa-exporter,people"),
             (["alertname=WhatsAppMediaVolumeLowSpace", "action=media_gc"], "wa-exporter,people"),
+            (["alertname=MyMediaRule", "action=Media-GC"], "wa-exporter,people"),
             (["alertname=WhatsAppDatabaseDown"], "people"),
             (["alertname=Other", "action=reboot"], "people")):
         result = run(amtool, "config", "routes", "test", f"--config.file={ALERTMANAGER}",

@@ -5,6 +5,7 @@ is printed, and any ✗ exits 1."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,20 @@ def test_unknown_postgres_user_is_a_cross_with_its_fix(postgres: DatabaseServer,
     assert result.returncode == 1
     database = line(result, "database")
     assert database.startswith("✗ database") and 'role "wax_nobody" does not exist' in database
+    # The user is wrong, not the address: the fix says so (it used to send you to the port).
+    assert "fix: WA_DB_USERNAME names no role on this PostgreSQL server" in database
+    assert "WA_DB_HOSTNAME" not in database
+
+
+def test_missing_postgres_maintenance_database_points_at_its_setting(
+        postgres: DatabaseServer, tmp_path: Path) -> None:
+    config = "collectors:\n  messages:\n    maintenance_database: wax_no_such_db\n" \
+        + ONLY_MESSAGES
+    result = check(postgres.env(new_prefix()), config, tmp_path)
+    assert result.returncode == 1
+    database = line(result, "database")
+    assert 'database "wax_no_such_db" does not exist' in database
+    assert "fix: set collectors.messages.maintenance_database" in database
 
 
 def test_wrong_database_port_is_a_cross_naming_host_and_port(db_server: DatabaseServer,
@@ -185,3 +200,9 @@ def test_media_path_missing_is_a_cross_and_present_is_a_tick(tmp_path: Path) -> 
     result = check({}, config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert line(result, "media").startswith(f"✓ media     {missing}: ")
+    # Binary units, as upgrade-check prints the same volume: "76.8 GiB of 252.0 GiB available"
+    shown = re.search(r": ([\d.]+) GiB of ([\d.]+) GiB available", line(result, "media"))
+    assert shown, line(result, "media")
+    stats = os.statvfs(missing)
+    assert float(shown.group(2)) == round(stats.f_blocks * stats.f_frsize / 2**30, 1)
+    assert abs(float(shown.group(1)) - stats.f_bavail * stats.f_frsize / 2**30) < 0.5

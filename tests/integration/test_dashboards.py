@@ -232,6 +232,48 @@ def test_every_query_parses(dashboard: dict[str, Any], tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 
 
+def test_days_until_panels_tell_not_growing_from_rules_not_loaded(
+        dashboard: dict[str, Any], tmp_path: Path) -> None:
+    """With the rules: the recorded days for a growing table, -1 (shown "not growing") for
+    one that does not grow. Without them: nothing, which the panel shows as its noValue
+    naming the rules file (so an empty panel says why, as a Prometheus without the rules
+    gives)."""
+    days = [p for p in panels(dashboard) if p["title"].startswith("Days until")]
+    assert len(days) == 2
+    for panel in days:
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults["mappings"][0]["options"]["-1"]["text"] == "not growing"
+        assert "alerts/wa-exporter.rules.yml" in defaults["noValue"]
+    series = [{"series": 'whatsapp_messages_table_rows{job="wa-exporter",instance="wa:9864",'
+                         f'database="{name}"}}', "values": values}
+              for name, values in (("growing", "1000+100x300"), ("shrinking", "900000-100x300"),
+                                   ("still", "5000x300"))]
+    cases = []
+    for panel in days:
+        expr = substitute(panel["targets"][0]["expr"], DEFAULT_VARIABLES)
+        recorded = expr.split("{")[0]
+        cases += [
+            {"expr": f"({expr}) - {recorded}", "eval_time": "24h",  # the rule's own figure
+             "exp_samples": [{"labels": '{job="wa-exporter",instance="wa:9864",'
+                                        'database="growing"}', "value": 0}]},
+            {"expr": f"({expr}) == -1", "eval_time": "24h",
+             "exp_samples": [{"labels": '{job="wa-exporter",instance="wa:9864",'
+                                        f'database="{name}"}}', "value": -1}
+                             for name in ("shrinking", "still")]}]
+    no_rules = [{"expr": substitute(panel["targets"][0]["expr"], DEFAULT_VARIABLES),
+                 "eval_time": "24h", "exp_samples": []} for panel in days]
+    for name, rule_files, tests in (("with", [str(ALERTS / "wa-exporter.rules.yml")], cases),
+                                    ("without", [], no_rules)):
+        path = tmp_path / f"{name}.test.yml"
+        path.write_text(yaml.safe_dump({
+            "rule_files": rule_files, "evaluation_interval": "5m",
+            "tests": [{"interval": "5m", "input_series": series,
+                       "promql_expr_test": tests}]}))
+        result = subprocess.run([promtool(), "test", "rules", str(path)], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, f"{name} the rules:\n{result.stdout}{result.stderr}"
+
+
 # --- Grafana provisioning -----------------------------------------------------------------------
 
 

@@ -3,7 +3,11 @@ stand-in as child processes, on a free loopback port and a world of its own in t
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -19,7 +23,7 @@ import requests
 
 from tests.processes import stop_process
 from tests.promstack import free_port
-from tests.support import ROOT, parse_metrics, value, wait_for
+from tests.support import ROOT, parse_metrics, unavailable, value, wait_for
 
 STORE = "db/wademo_messagestore.db"
 ROWS = 60_000
@@ -130,3 +134,60 @@ def test_second_demo_starts_from_a_fresh_world(tmp_path: Path) -> None:
         assert wait_for(second.rows, 60, interval=0.2, what="the second demo's rows") == ROWS
         assert not (world / "state" / "leftover").exists()
         assert any("fresh world" in line for line in second.lines), second.lines
+
+
+@pytest.mark.timeout(180)
+def test_demo_prints_cli_commands_that_work_on_its_world(tmp_path: Path) -> None:
+    """The commands the demo prints, run as printed from the repository: they reach the
+    demo's database and simulated WA API through its db.env, with its settings."""
+    with running_demo(tmp_path / "world") as demo:
+        wait_for(lambda: demo.rows() == ROWS, 60, interval=0.2, what="the demo's metrics")
+        commands = [shlex.split(line) for line in demo.lines if "--db.env-file" in line]
+        assert [words[1:3] for words in commands] == [["check-config", "--connect"],
+                                                      ["upgrade-check", "--db.env-file"]]
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith("WA_")}
+
+        def run(words: list[str]) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(words, cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=60, check=False)
+
+        connect = run(commands[0])
+        assert connect.returncode == 0, connect.stdout + connect.stderr
+        assert "✓ database  SQLITE" in connect.stdout and "wademo_messagestore (60,000 rows)" \
+            in connect.stdout
+        assert "✓ wa_api" in connect.stdout and "logged in as admin" in connect.stdout
+        upgrade = run([*commands[1], "--format", "json"])
+        assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+        report = json.loads(upgrade.stdout)
+        assert [(db["name"], db["rows"]) for db in report["databases"]] == [
+            ("wademo_messagestore", ROWS)]
+        [remote] = [shlex.split(line) for line in demo.lines if "--exporter.url" in line]
+        assert remote[1:3] == ["run", "gc"]
+        gc = run(remote)
+        assert gc.returncode == 0, gc.stdout + gc.stderr
+        result = json.loads(gc.stdout)["result"]
+        assert result["result"] == "success" and result["messages_deleted"] > 0
+        # Through the running exporter: its GC heard the simulated WA API's callback.
+        assert "every node called back" in gc.stderr, gc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_demo_writes_a_prometheus_config_with_the_rules(tmp_path: Path) -> None:
+    """No Prometheus runs in the demo; the one it prints how to start scrapes its exporter and
+    evaluates the rules of alerts/, which the dashboard's recording-rule panels read."""
+    from tests.integration.test_dashboards import promtool
+
+    if shutil.which("prometheus") is None:  # the demo prints the command only where it runs
+        unavailable("prometheus", "not installed (Debian package prometheus)")
+    world = tmp_path / "world"
+    with running_demo(world) as demo:
+        config = world / "prometheus.yml"
+        wait_for(lambda: any("--web.listen-address 127.0.0.1:9091" in line
+                             for line in demo.lines), 60, what="the demo's Prometheus line")
+        assert any(f"prometheus --config.file {config}" in line for line in demo.lines)
+        checked = subprocess.run([promtool(), "check", "config", str(config)],
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "SUCCESS: 1 rule files found" in checked.stdout
+        assert f'targets: ["localhost:{demo.port}"]' in config.read_text()

@@ -1,7 +1,8 @@
-"""The Dockerfile builds an image that runs the exporter as a non-root user, healthy, with the
+"""``make image`` builds an image that runs the exporter as a non-root user, healthy, with the
 Docker socket reached through a supplementary group, and the media and state volumes in place.
 
-Built on the real engine from a Debian-packaged base (tests/image_support.py); no registry.
+Built as the README shows, on the real engine from a Debian base made with debootstrap and
+wheels from the package index (tests/image_support.py); no image registry.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ import docker
 import pytest
 import requests
 from docker.models.containers import Container
-from docker.models.images import Image
 
 from exporter import __version__
 from tests.docker_support import TEST_LABEL, wait_for_log_line
 from tests.image_support import (
     BuiltImage,
     ImageUnavailable,
-    build_exporter_image,
     context_paths,
-    ensure_base_image,
+    make_image,
     remove_exporter_image,
 )
 from tests.support import parse_metrics, unavailable, value, wait_for
@@ -43,24 +42,16 @@ def client(docker_client: docker.DockerClient) -> docker.DockerClient:
 
 
 @pytest.fixture(scope="module")
-def base(client: docker.DockerClient) -> Image:
-    started = time.monotonic()
+def built(client: docker.DockerClient) -> Iterator[BuiltImage]:
     try:
-        image = ensure_base_image(client)
+        built = make_image(client, f"wa-exporter-test-{os.getpid()}")
     except ImageUnavailable as exc:
-        unavailable("debootstrap for the Debian base image", exc)
-    print(f"base image {image.tags[0]}: {image.attrs['Size'] / 1e6:.0f} MB, "
-          f"ready in {time.monotonic() - started:.1f}s")
-    return image
-
-
-@pytest.fixture(scope="module")
-def built(client: docker.DockerClient, base: Image) -> Iterator[BuiltImage]:
-    built = build_exporter_image(client, base, tag=f"wa-exporter:test-{os.getpid()}")
+        unavailable("root, docker and debootstrap for `make image`", exc)
     size = built.image.attrs["Size"]
-    print(f"exporter image: {size} bytes ({size / 1e6:.0f} MB), built in {built.seconds:.1f}s")
+    print(f"exporter image: {size / 2**20:.0f} MiB on a {built.base.attrs['Size'] / 2**20:.0f} "
+          f"MiB base, make image in {built.seconds:.1f}s")
     yield built
-    remove_exporter_image(client, built, base)
+    remove_exporter_image(client, built)
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +109,19 @@ def proc_status(container: Container) -> dict[str, str]:
 
 def test_build_context_is_the_package_alone() -> None:
     top_level = {path.split("/")[0] for path in context_paths()}
-    assert top_level == {".dockerignore", "Dockerfile", "README.md", "docs", "exporter",
-                         "pyproject.toml"}
+    # wheels/: what `make image` downloaded for an offline build, when it has run here
+    assert top_level - {"wheels"} == {".dockerignore", "Dockerfile", "README.md", "docs",
+                                      "exporter", "pyproject.toml"}
     # exporter/runbooks.md links to it: the page served at /runbooks.
     assert [path for path in context_paths() if path.startswith("docs/")] == ["docs/runbooks.md"]
     assert not [path for path in context_paths() if "__pycache__" in path]
+
+
+@pytest.mark.docker
+def test_make_image_tags_the_version_and_latest_and_runs_it(built: BuiltImage) -> None:
+    assert sorted(built.image.tags) == sorted(built.tags)
+    assert built.tags[0].endswith(f":{__version__}") and built.tags[1].endswith(":latest")
+    assert built.version_output.startswith(f"wa-exporter {__version__} (python 3.11")
 
 
 @pytest.mark.docker

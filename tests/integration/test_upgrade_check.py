@@ -20,6 +20,7 @@ from exporter.sources.database import open_source
 from exporter.sources.locks import cluster_lock
 from tests.docker_support import remove_test_containers, start_wa_container
 from tests.support import ROOT, DatabaseServer, new_prefix, run_exporter, value
+from tests.tcp_proxy import TcpProxy
 from tests.wa_standin.schema import messages
 from tests.wa_standin.server import StandIn
 
@@ -195,6 +196,55 @@ def test_bad_configuration_exits_2(tmp_path: Path) -> None:
     assert "upgrade.large_table_rows" in done.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ["--config.file", "{bad}"],  # the YAML: refused before the command runs
+    ["--max-runs", "0"],  # a flag's value: refused by the parser
+    ["--silence", "2h"],  # a flag without the one it needs (--alertmanager.url)
+])
+def test_json_on_a_usage_or_config_error_is_one_document_with_exit_2(
+        args: list[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("upgrade: {large_table_rows: many}\n")
+    done = wa_exporter(["upgrade-check", "--format", "json",
+                        *(a.format(bad=bad) for a in args)],
+                       {"WA_DB_ENGINE": "MYSQL", "WA_DB_HOSTNAME": "127.0.0.1"})
+    assert done.returncode == 2, done.stderr
+    document = json.loads(done.stdout)  # the whole of stdout: one document, nothing else
+    assert document["exit_code"] == 2 and document["ready"] is False
+    assert document["errors"] and document["verdict"] == document["errors"][0]
+    assert document["errors"][0].split(":")[0] in ("config error", "usage error")
+    assert document["errors"][0].split(": ", 1)[1] in done.stderr  # said on stderr too
+
+
+def test_exit_codes_tell_a_large_table_from_an_unreachable_database(
+        mysql: DatabaseServer, tmp_path: Path) -> None:
+    """The same install: 1 while a table is over the bound (GC first), 3 once the database
+    cannot be reached (the check is broken), 0 when the table is under it again."""
+    prefix = new_prefix()
+    table = mysql.create_database(prefix + "main", messages=BOUND + 5)
+    proxy = TcpProxy((mysql.host, mysql.port))
+    env = mysql.env(prefix, host="127.0.0.1", port=proxy.port)
+    cfg = config(tmp_path)
+    try:
+        code, report = check(env, cfg)
+        assert code == 1 and report["exit_code"] == 1 and report["complete"] is True
+        assert report["verdict"].startswith("not ready: ")
+
+        proxy.cut()
+        code, report = check(env, cfg)
+        assert code == 3 and report["exit_code"] == 3 and report["complete"] is False
+        assert report["verdict"].startswith("cannot check: the WA databases could not be read")
+        assert proxy.refused > 0
+
+        proxy.forward()
+        with table.begin() as conn:
+            conn.execute(sa.delete(messages))
+        code, report = check(env, cfg)
+        assert code == 0 and report["exit_code"] == 0 and report["errors"] == []
+    finally:
+        proxy.close()
+
+
 def test_readiness_metric_per_database(mysql: DatabaseServer, tmp_path: Path) -> None:
     prefix = new_prefix()
     big = mysql.create_database(prefix + "big", messages=BOUND + 5)
@@ -228,11 +278,11 @@ def test_unreachable_database_and_docker_are_reported_not_raised(tmp_path: Path)
            "WA_DB_NAME_PREFIX": "wax_", "DOCKER_HOST": f"tcp://127.0.0.1:{closed}"}
     done = wa_exporter(["upgrade-check", "--format", "json", "--config.file",
                         str(config(tmp_path))], env)
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 3, done.stderr  # cannot check, not "not ready"
     report = json.loads(done.stdout)
     assert report["databases_error"] and report["gc"]["running"] is None
     assert "is unreachable" in report["containers_error"]
-    assert report["verdict"].startswith("not ready: the WA databases could not be read")
+    assert report["verdict"].startswith("cannot check: the WA databases could not be read")
     assert "hunter2-db-secret" not in done.stdout + done.stderr
 
 

@@ -104,6 +104,23 @@ def test_prepare_without_gc_allowed_is_a_configuration_error(mysql: DatabaseServ
     assert "--prepare needs gc in actions.allowed" in done.stderr
 
 
+def test_prepare_with_the_wa_api_unreachable_cannot_check(mysql: DatabaseServer,
+                                                           tmp_path: Path) -> None:
+    """GC could not even be asked (the run ends in error): exit 3, not "not ready"."""
+    from tests.promstack import free_port
+
+    prefix, engine = setup(mysql, read_fraction=1.0)
+    env = {**mysql.env(prefix), "WA_WEB_URL": f"http://127.0.0.1:{free_port()}",
+           "WA_WEB_USERNAME": "admin", "WA_WEB_PASSWORD": "secret"}
+    done = wa_exporter(["upgrade-check", "--prepare", "--format", "json", "--config.file",
+                        str(config(tmp_path, GC_ACTIONS))], env)
+    assert done.returncode == 3, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["exit_code"] == 3 and report["prepare"].startswith("message GC ended error")
+    assert report["errors"] == [f"--prepare: {report['prepare']}"]
+    assert report["complete"] is True and table_rows(engine) == 60  # counted, not cleaned
+
+
 def test_each_round_is_printed_as_it_is_recorded(postgres: DatabaseServer,
                                                  tmp_path: Path) -> None:
     """One GC run of several rounds (actions.gc.large_table_rows lowered too): round 1 is

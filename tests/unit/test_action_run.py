@@ -3,6 +3,8 @@ release the lock and the target, record the outcome."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +77,7 @@ def test_a_cleared_run_claims_its_target_and_its_steps_settle_release_and_record
     run.record_finished(result, clock.now)
     finished = [r for r in audit(tmp_path) if r["event"] == "finished"]
     assert finished == [{"event": "finished", "run_id": "r1", "action": "gc",
-                         "trigger": "alert", "targets": [""], "result": "success",
+                         "trigger": "alert", "result": "success",  # no targets: [""]
                          "duration_seconds": 10.0, "messages_deleted": 3,
                          "ts": finished[0]["ts"]}]
 
@@ -121,3 +123,30 @@ def test_a_dry_run_claims_nothing_and_records_its_outcome(tmp_path: Path) -> Non
     assert state(tmp_path)["last_start"] == {} and state(tmp_path)["last_run"] == {}
     finished = [r for r in audit(tmp_path) if r["event"] == "finished"]
     assert [(r["run_id"], r["result"]) for r in finished] == [("r1", "dry_run")]
+
+
+def test_records_name_the_containers_of_a_run_never_the_empty_target(tmp_path: Path) -> None:
+    """gc and media_gc act on the whole install: their one target is "" (it keys the lock
+    and cooldown); an audit record shows no targets for them, a cleanup its containers."""
+    runner, _ = make_runner(tmp_path, Gate())
+
+    def in_flight(data: dict[str, Any]) -> None:
+        for run_id, action, targets in (("g1", "gc", [""]), ("c1", "cleanup", ["wa-core-1"])):
+            data["running"][run_id] = {"action": action, "targets": targets,
+                                       "trigger": "alert", "started": 1.0,
+                                       "pid": _exited_pid(), "host": socket.gethostname(),
+                                       "instance": "an earlier process"}
+
+    runner.state.update(in_flight)
+    assert sorted(runner.recover_interrupted()) == ["c1", "g1"]
+    records = {r["run_id"]: r for r in audit(tmp_path) if r["event"] == "finished"}
+    assert "targets" not in records["g1"] and records["g1"]["result"] == "interrupted"
+    assert records["c1"]["targets"] == ["wa-core-1"]
+    assert Decision("gc", "started", targets=[""]).as_dict() == {"action": "gc",
+                                                                  "outcome": "started"}
+
+
+def _exited_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid

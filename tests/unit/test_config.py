@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from exporter.config import ConfigError, load_settings, parse_duration, read_env_file, render
 
@@ -119,6 +120,22 @@ def test_bad_durations(text: object) -> None:
 def test_render_hides_secrets() -> None:
     text = render(load_settings(environ={**BASE, "WA_DB_PASSWORD": SECRET}))
     assert SECRET not in text and "WA_DB_PASSWORD: <secret>" in text
+
+
+def test_render_explains_the_two_large_table_rows_beside_each(tmp_path: Path) -> None:
+    config = tmp_path / "wa-exporter.yml"
+    config.write_text("actions: {gc: {large_table_rows: 12000000}}\n"
+                      "upgrade: {large_table_rows: 2500000}\n")
+    text = render(load_settings(config_file=config, environ=BASE))
+    noted = {line.split("#")[0].strip(): line.split("# ", 1)[1]
+             for line in text.splitlines() if "large_table_rows" in line}
+    assert noted["large_table_rows: 12000000"].startswith("message GC repeats rounds on a "
+                                                          "table above this")
+    assert noted["large_table_rows: 2500000"].startswith("a table above this is large before "
+                                                         "an upgrade (the guide's 2 M)")
+    shown = yaml.safe_load(text)  # still YAML, and the values are as set
+    assert shown["actions"]["gc"]["large_table_rows"] == 12_000_000
+    assert shown["upgrade"]["large_table_rows"] == 2_500_000
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,7 @@ def test_peak_above_query_exporters_misses_the_goal_naming_both() -> None:
     reference = rss_figures(_samples(66.5, 66.5))
     missed = anchor_missed(ours, reference, reference_to_end=True)
     assert missed is not None
-    assert "67.2 MB" in missed and "66.5 MB" in missed
+    assert "67.2 MiB" in missed and "66.5 MiB" in missed
 
 
 def test_no_anchor_to_the_end_is_a_missed_goal_not_a_pass() -> None:

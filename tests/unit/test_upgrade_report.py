@@ -15,6 +15,14 @@ from exporter.collectors.readiness import ReadinessCollector
 from exporter.config import MessagesSettings, UpgradeSettings
 from exporter.sources.database import ServerReading, TableReading
 from exporter.sources.docker import image_version
+from exporter.upgrade.command import (
+    EXIT_CANNOT_CHECK,
+    EXIT_NOT_READY,
+    EXIT_READY,
+    EXIT_USAGE,
+    exit_code,
+    json_requested,
+)
 from exporter.upgrade.gather import last_actions
 from exporter.upgrade.report import (
     ClientFacts,
@@ -68,6 +76,39 @@ def test_no_database_or_an_unreachable_server_is_not_ready() -> None:
     assert not report(databases=[]).ready
     r = report(databases_error="connection refused")
     assert r.blockers() == ["the WA databases could not be read: connection refused"]
+
+
+@pytest.mark.parametrize(("fields", "code", "verdict"), [
+    ({"databases": [DatabaseFacts("a", 5)]}, EXIT_READY, "ready: "),
+    ({"databases": [DatabaseFacts("a", 2_000_000)]}, EXIT_NOT_READY, "not ready: "),
+    ({"databases_error": "connection refused"}, EXIT_CANNOT_CHECK, "cannot check: "),
+    ({"databases": []}, EXIT_CANNOT_CHECK, "cannot check: no WA database found"),
+    # Not knowing one table wins over knowing another is large: the check is incomplete.
+    ({"databases": [DatabaseFacts("a", None, error="timed out"), DatabaseFacts("b", 3_000_000)]},
+     EXIT_CANNOT_CHECK, "cannot check: a: rows could not be counted: timed out; b: messages"),
+])
+def test_exit_code_and_verdict_tell_not_ready_from_cannot_check(
+        fields: dict[str, object], code: int, verdict: str) -> None:
+    r = report(**fields)
+    assert exit_code(r, None) == code and r.verdict().startswith(verdict)
+    assert r.as_dict()["complete"] is (code != EXIT_CANNOT_CHECK)
+
+
+def test_a_failed_step_or_a_usage_error_overrides_the_verdict() -> None:
+    ready = report(databases=[DatabaseFacts("a", 5)])
+    assert exit_code(ready, EXIT_CANNOT_CHECK) == EXIT_CANNOT_CHECK  # e.g. the silence failed
+    assert exit_code(report(databases_error="refused"), EXIT_USAGE) == EXIT_USAGE
+
+
+@pytest.mark.parametrize(("argv", "wanted"), [
+    (["upgrade-check", "--format", "json"], True),
+    (["upgrade-check", "--format=json", "--max-runs", "0"], True),
+    (["upgrade-check", "--format", "text"], False),
+    (["check-config", "--format", "json"], False),
+    (["--format", "upgrade-check"], False),
+])
+def test_json_is_recognised_before_parsing(argv: list[str], wanted: bool) -> None:
+    assert json_requested(argv) is wanted
 
 
 def test_warnings_do_not_block() -> None:
