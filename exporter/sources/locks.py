@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from exporter.sources.database import (
-    Connection,
     DatabaseError,
     MessagesSource,
     MySQLSource,
     PostgresSource,
     client_deadline,
-    query,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Held:
 
 
 COOLDOWN = "cooldown:"
+PING = sa.text("SELECT 1")
 
 
 def keepalive_interval(idle_timeout: float | None) -> float:
@@ -70,15 +71,15 @@ class SessionLocks:
                  name_of: Callable[[str], object], deadline: float,
                  probe_sql: str = "") -> None:
         self._source = source
-        self._probe = probe_sql
+        self._probe = sa.text(probe_sql)
         self._deadline = deadline
         self._keepalive = keepalive_interval(None)
-        self._acquire = acquire_sql
-        self._release = release_sql
+        self._acquire = sa.text(acquire_sql)
+        self._release = sa.text(release_sql)
         self._name_of = name_of
         self._mutex = threading.Lock()
         self._changed = threading.Condition(self._mutex)
-        self._conn: Connection | None = None
+        self._conn: sa.Connection | None = None
         self._held: set[str] = set()
         self._cooling: dict[str, float] = {}  # cooldown lock -> monotonic time it expires
         self._keeper: threading.Thread | None = None
@@ -110,7 +111,7 @@ class SessionLocks:
             conn = None
             try:
                 conn = self._source.session(self._deadline)
-                return bool(query(conn, self._probe, {"name": self._name_of(key)})[0][0])
+                return bool(conn.execute(self._probe, {"name": self._name_of(key)}).scalar())
             except self._source.errors as exc:
                 raise self._source.describe_error(exc) from None
             finally:
@@ -124,7 +125,7 @@ class SessionLocks:
             if self._conn is None:
                 self._conn = self._source.session(self._deadline)
                 self._keepalive = keepalive_interval(self._source.idle_timeout(self._conn))
-            got = query(self._conn, self._acquire, {"name": self._name_of(name)})[0][0]
+            got = self._conn.execute(self._acquire, {"name": self._name_of(name)}).scalar()
         except self._source.errors as exc:
             self._drop()
             raise self._source.describe_error(exc) from None
@@ -133,7 +134,7 @@ class SessionLocks:
     def _give_back(self, name: str) -> None:
         if self._conn is not None:
             try:
-                query(self._conn, self._release, {"name": self._name_of(name)})
+                self._conn.execute(self._release, {"name": self._name_of(name)})
             except self._source.errors:
                 self._drop()  # the session is gone, and its locks with it
 
@@ -180,7 +181,7 @@ class SessionLocks:
                     if self._conn is not None and now >= next_ping:
                         next_ping = now + self._keepalive
                         try:
-                            query(self._conn, "SELECT 1")
+                            self._conn.execute(PING)
                         except self._source.errors as exc:
                             self._retake(str(self._source.describe_error(exc)))
                 if self._cooling or self._held:
@@ -271,8 +272,8 @@ class FileLocks:
 # objid = its low 32 bits, objsubid = 1.
 PG_ADVISORY_HELD = (
     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-    " AND objsubid = 1 AND classid::bigint = (%(name)s >> 32) & 4294967295"
-    " AND objid::bigint = %(name)s & 4294967295)")
+    " AND objsubid = 1 AND classid::bigint = (:name >> 32) & 4294967295"
+    " AND objid::bigint = :name & 4294967295)")
 
 
 def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float
@@ -283,13 +284,12 @@ def cluster_lock(source: MessagesSource, state_dir: Path, timeout: float
     label = f"wa-exporter:{source.prefix}:"
     if isinstance(source, MySQLSource):
         # MySQL lock names are at most 64 characters.
-        return SessionLocks(source, "SELECT GET_LOCK(%(name)s, 0)",
-                            "SELECT RELEASE_LOCK(%(name)s)",
+        return SessionLocks(source, "SELECT GET_LOCK(:name, 0)", "SELECT RELEASE_LOCK(:name)",
                             lambda key: hashlib.sha256((label + key).encode()).hexdigest()[:60],
-                            timeout, probe_sql="SELECT IS_USED_LOCK(%(name)s) IS NOT NULL")
+                            timeout, probe_sql="SELECT IS_USED_LOCK(:name) IS NOT NULL")
     if isinstance(source, PostgresSource):
-        return SessionLocks(source, "SELECT pg_try_advisory_lock(%(name)s)",
-                            "SELECT pg_advisory_unlock(%(name)s)",
+        return SessionLocks(source, "SELECT pg_try_advisory_lock(:name)",
+                            "SELECT pg_advisory_unlock(:name)",
                             lambda key: int.from_bytes(hashlib.sha256(
                                 (label + key).encode()).digest()[:8], "big", signed=True),
                             timeout, probe_sql=PG_ADVISORY_HELD)

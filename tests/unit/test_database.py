@@ -20,12 +20,11 @@ from exporter.sources.database import (
     RowSource,
     ServerReading,
     TableReading,
-    checked_out,
-    pooled_engine,
-    postgres_estimate,
-    pymysql_connection,
     warn_ignored_settings,
 )
+from exporter.sources.database.base import checked_out, pooled_engine
+from exporter.sources.database.mysql import pymysql_connection
+from exporter.sources.database.postgres import postgres_estimate
 from exporter.sources.locks import keepalive_interval
 
 
@@ -103,7 +102,7 @@ def dbapi_connection_of(conn: sa.Connection) -> object:
 
 
 def test_the_pooled_connection_is_kept_between_refreshes_and_dropped_after_an_error() -> None:
-    engine = pooled_engine("sqlite", {}, checkout_timeout=1)
+    engine = pooled_engine(sa.URL.create("sqlite"), {}, checkout_timeout=1)
     try:
         with checked_out(engine) as conn:
             first = dbapi_connection_of(conn)
@@ -117,6 +116,25 @@ def test_the_pooled_connection_is_kept_between_refreshes_and_dropped_after_an_er
         engine.dispose()
 
 
+def test_a_new_pooled_connection_is_prepared_once_before_its_first_use() -> None:
+    """Session limits (statement timeouts) are set on each new connection, not per use."""
+    engine = pooled_engine(sa.URL.create("sqlite"), {}, checkout_timeout=1)
+    prepared: list[object] = []
+    try:
+        for _ in range(3):
+            with checked_out(engine, lambda c: prepared.append(dbapi_connection_of(c))):
+                pass
+        assert len(prepared) == 1
+        with pytest.raises(sa.exc.OperationalError), \
+                checked_out(engine, lambda c: prepared.append(dbapi_connection_of(c))) as conn:
+            conn.execute(sa.text("SELECT * FROM no_such_table"))
+        with checked_out(engine, lambda c: prepared.append(dbapi_connection_of(c))):
+            pass
+        assert len(prepared) == 2 and prepared[0] is not prepared[1]  # the new one, again
+    finally:
+        engine.dispose()
+
+
 def test_the_pooled_engine_makes_its_connections_with_the_connect_it_is_given() -> None:
     made: list[dict[str, Any]] = []
 
@@ -124,7 +142,8 @@ def test_the_pooled_engine_makes_its_connections_with_the_connect_it_is_given() 
         made.append(kwargs)
         return sqlite3.connect(*args, **kwargs)
 
-    engine = pooled_engine("sqlite", {"timeout": 3}, checkout_timeout=1, dbapi_connect=connect)
+    engine = pooled_engine(sa.URL.create("sqlite"), {"timeout": 3}, checkout_timeout=1,
+                           dbapi_connect=connect)
     try:
         with checked_out(engine) as conn:
             assert conn.execute(sa.text("SELECT 1")).scalar() == 1
