@@ -440,6 +440,7 @@ def test_failed_callback_is_a_failed_run_with_the_wa_errors(
     assert result.details["messages_deleted"] == 0 and world.rows() == 200
     assert world.outcomes == [("message", "matched")] * len(nodes)
     # Every documented failure callback was accepted (2xx), not refused for lack of a title.
+    assert world.wa.wait_until(lambda stats: stats["callbacks_sent"] == len(nodes), timeout=5)
     assert [c["status"] for c in world.wa.callbacks()] == [204] * len(nodes)
 
 

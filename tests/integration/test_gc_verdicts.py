@@ -86,6 +86,8 @@ def test_a_documented_failure_callback_is_accepted_and_the_run_is_not_a_success(
     with exporter_beside(mysql, tmp_path) as (exp, wa, _):
         wa.gc_fail(details="Could not delete messages")
         finished = run_via_api(exp, "gc")
+        # The stand-in logs a callback once its POST is answered.
+        assert wa.wait_until(lambda stats: stats["callbacks_sent"] == 1, timeout=5)
         callbacks = wa.callbacks()
         samples = exp.wait_metric("whatsapp_gc_runs_total", 1.0, kind="message",
                                   result="failed", trigger="manual")
