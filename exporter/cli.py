@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from exporter import __version__, logs, malloc
 from exporter.config import (
@@ -24,6 +24,9 @@ from exporter.config import (
 from exporter.server import ListenAddressError
 from exporter.transport import Limits
 from exporter.vocabulary import Outcome, Result, Trigger
+
+if TYPE_CHECKING:
+    from exporter.upgrade.command import Wiring
 
 log = logging.getLogger("exporter")
 
@@ -339,6 +342,18 @@ def _print_progress(event: str, fields: dict[str, Any]) -> None:
         print(f"wa-exporter: {line}", file=sys.stderr, flush=True)
 
 
+def _upgrade_wiring() -> Wiring:
+    """The exporter's wiring, handed to ``upgrade-check`` (which sits below it)."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.app import Actions, Sources
+    from exporter.upgrade.command import Wiring
+
+    # The world handed back is the one open_world made: a Sources.
+    return Wiring(Sources, lambda settings, world: Actions(settings, cast(Sources, world),
+                                                          CollectorRegistry()))
+
+
 SWITCH_INTERVAL = 0.001
 
 
@@ -386,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "upgrade-check":
         from exporter.upgrade.command import upgrade_check
 
-        return upgrade_check(settings, args)
+        return upgrade_check(settings, args, _upgrade_wiring())
 
     # The HTTP event loop gives up the GIL on every socket read and write and then waits for
     # it while a worker, a refresher or a GC round runs Python; 1 ms (Python's default: 5)

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from exporter.collectors.messages import MessagesCollector
 from exporter.config import UpgradeSettings
-from exporter.upgrade.report import DatabaseFacts, GcFacts, database_ready
+from exporter.readiness import DatabaseFacts, GcFacts, database_ready
 
 
 class RunState(Protocol):

@@ -18,21 +18,52 @@ import itertools
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from exporter.actions.audit import AuditLog
+from exporter.actions.runner import Runner
 from exporter.config import ConfigError, Settings, scrub
+from exporter.sources.docker import ContainerDirectory
+from exporter.sources.volume import MediaVolume
+from exporter.sources.wa_api import WaApiClient
+from exporter.upgrade.gather import gather
 from exporter.upgrade.prepare import Outcome, Preparation
 from exporter.upgrade.report import Report
 from exporter.upgrade.silence import Alertmanager, SilenceError, default_instance
 
-if TYPE_CHECKING:
-    from exporter.app import Sources
-
 log = logging.getLogger("exporter")
 
 EXIT_READY, EXIT_NOT_READY, EXIT_USAGE, EXIT_CANNOT_CHECK = 0, 1, 2, 3
+
+
+class World(Protocol):
+    """The connections the facts are read through (the wiring's ``Sources``)."""
+
+    containers: ContainerDirectory
+    media: MediaVolume
+    wa_api: WaApiClient | None
+
+    def close(self) -> None: ...
+
+
+class Remediation(Protocol):
+    """The runner --prepare goes through, with its audit log (the wiring's ``Actions``)."""
+
+    runner: Runner
+    audit: AuditLog
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """How to build the world and the runner: handed in by the CLI from the exporter's
+    wiring, which sits above this package."""
+
+    open_world: Callable[[Settings], World]
+    open_remediation: Callable[[Settings, World], Remediation]
 
 
 @dataclass
@@ -75,7 +106,7 @@ def failure_document(code: int, error: str) -> None:
                  "errors": [error]})
 
 
-def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
+def upgrade_check(settings: Settings, args: argparse.Namespace, wiring: Wiring) -> int:
     """Unsilence, then the report (after --prepare's rounds), then silence, as asked; an
     unforeseen failure is exit 3 with its document, never a traceback read as "not ready"."""
     as_json = args.format == "json"
@@ -84,7 +115,7 @@ def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return failure(as_json, EXIT_USAGE, f"config error: {exc}")
     try:
-        return _check(settings, args, alertmanager)
+        return _check(settings, args, alertmanager, wiring)
     except Exception as exc:  # the one place an unforeseen failure is caught
         log.debug("upgrade-check failed", exc_info=True)
         secrets = (settings.database.password if settings.database else None,
@@ -96,12 +127,12 @@ def upgrade_check(settings: Settings, args: argparse.Namespace) -> int:
             alertmanager.close()
 
 
-def _check(settings: Settings, args: argparse.Namespace, alertmanager: Alertmanager | None
-           ) -> int:
+def _check(settings: Settings, args: argparse.Namespace, alertmanager: Alertmanager | None,
+           wiring: Wiring) -> int:
     steps = Steps()
     if alertmanager is not None and args.unsilence:
         _unsilence(alertmanager, args.unsilence, steps)
-    report = _report(settings, args, steps)
+    report = _report(settings, args, steps, wiring)
     if report is None:
         return failure(args.format == "json", EXIT_USAGE, steps.errors[-1])
     if alertmanager is not None and args.silence is not None:
@@ -122,16 +153,14 @@ def exit_code(report: Report, forced: int | None) -> int:
     return EXIT_READY if report.ready else EXIT_NOT_READY
 
 
-def _report(settings: Settings, args: argparse.Namespace, steps: Steps) -> Report | None:
+def _report(settings: Settings, args: argparse.Namespace, steps: Steps, wiring: Wiring
+            ) -> Report | None:
     """The report, after --prepare if asked; None if --prepare could not even be set up."""
-    from exporter.app import Sources
-    from exporter.upgrade.gather import gather
-
-    sources = Sources(settings)
+    sources = wiring.open_world(settings)
     try:
         if not args.prepare:
             return gather(settings, sources.containers, sources.media, sources.wa_api)
-        outcome = _prepare(settings, sources, args, steps)
+        outcome = _prepare(settings, sources, args, steps, wiring)
     finally:
         sources.close()
     if outcome is None:
@@ -166,16 +195,11 @@ def _silence(alertmanager: Alertmanager, duration: float, instance: str, alerts:
     steps.extra["silence_text"] = silence.describe()
 
 
-def _prepare(settings: Settings, sources: Sources, args: argparse.Namespace, steps: Steps
-             ) -> Outcome | None:
+def _prepare(settings: Settings, sources: World, args: argparse.Namespace, steps: Steps,
+             wiring: Wiring) -> Outcome | None:
     """GC runs through the runner; None if the actions cannot be set up (configuration)."""
-    from prometheus_client import CollectorRegistry
-
-    from exporter.app import Actions
-    from exporter.upgrade.gather import gather
-
     try:
-        actions = Actions(settings, sources, CollectorRegistry())
+        actions = wiring.open_remediation(settings, sources)
     except ConfigError as exc:
         steps.errors.append(f"config error: {exc}")
         return None

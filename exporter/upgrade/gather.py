@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from exporter.actions.audit import StateFile, read_tail
 from exporter.config import ACTION_NAMES, Settings
 from exporter.errors import SourceError
+from exporter.readiness import DatabaseFacts, GcFacts
 from exporter.sources.database import MessagesSource, open_counting_source
 from exporter.sources.docker import ContainerDirectory
 from exporter.sources.files import volume_stats
@@ -20,8 +21,6 @@ from exporter.sources.wa_stats import WaClientView
 from exporter.upgrade.report import (
     ClientFacts,
     ContainerFacts,
-    DatabaseFacts,
-    GcFacts,
     MediaFacts,
     Report,
 )

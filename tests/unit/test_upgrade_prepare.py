@@ -9,8 +9,9 @@ import pytest
 
 from exporter.actions.base import Action, ActionResult, RunContext
 from exporter.cli import make_parser
+from exporter.readiness import DatabaseFacts
 from exporter.upgrade.prepare import Preparation
-from exporter.upgrade.report import DatabaseFacts, Report
+from exporter.upgrade.report import Report
 from tests.unit.test_runner import make_runner
 
 

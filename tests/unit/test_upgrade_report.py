@@ -13,6 +13,7 @@ from exporter.actions.audit import AuditLog, StateFile, read_tail
 from exporter.collectors.messages import MessagesCollector
 from exporter.collectors.readiness import ReadinessCollector
 from exporter.config import MessagesSettings, UpgradeSettings
+from exporter.readiness import DatabaseFacts, GcFacts
 from exporter.sources.database import ServerReading, TableReading
 from exporter.sources.docker import image_version
 from exporter.upgrade.command import (
@@ -27,8 +28,6 @@ from exporter.upgrade.gather import last_actions
 from exporter.upgrade.report import (
     ClientFacts,
     ContainerFacts,
-    DatabaseFacts,
-    GcFacts,
     MediaFacts,
     Report,
     format_age,
