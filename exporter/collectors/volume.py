@@ -15,7 +15,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.collectors.base import Collector, described
 from exporter.config import VolumeScanSettings, VolumeSettings
 from exporter.sources.files import VolumeStats, volume_stats
-from exporter.sources.media import MediaScan, ScanResult
+from exporter.sources.media import MediaScan
+from exporter.sources.media_state import ScanResult
 from exporter.sources.volume import MediaVolume
 
 

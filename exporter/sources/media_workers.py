@@ -18,21 +18,18 @@ import subprocess
 import sys
 import time
 from collections import deque
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from exporter.sources import media_walk
 from exporter.sources.files import FilesError
-from exporter.sources.media import DirState, Pending, ScanPass
+from exporter.sources.media_state import DirState, Pending, Scan, ScanPass
 from exporter.sources.media_walk import FRAME, Record, ScanDeadline, check_deadline
-
-if TYPE_CHECKING:
-    from exporter.sources.media import MediaScan
 
 _UNITS_PER_WORKER = 8
 _IN_FLIGHT = 8
 
 
-def run_full_pass(scan: MediaScan, current: ScanPass, deadline: float | None) -> None:
+def run_full_pass(scan: Scan, current: ScanPass, deadline: float | None) -> None:
     pending = current.pending
     wanted = scan.workers * _UNITS_PER_WORKER
     # Resumed after a timeout: list every waiting subtree's top here, one level deeper.
@@ -48,14 +45,14 @@ def run_full_pass(scan: MediaScan, current: ScanPass, deadline: float | None) ->
     list_in_workers(scan, current, deadline)
 
 
-def list_in_workers(scan: MediaScan, current: ScanPass, deadline: float | None) -> None:
+def list_in_workers(scan: Scan, current: ScanPass, deadline: float | None) -> None:
     """List every queued directory, with its whole subtree, in the workers; on a deadline the
     ones not answered stay queued."""
     if current.pending:
         _WorkerPool(min(scan.workers, len(current.pending)), deadline, scan).run(current)
 
 
-def _graft(scan: MediaScan, current: ScanPass, unit: Pending, errors: int,
+def _graft(scan: Scan, current: ScanPass, unit: Pending, errors: int,
            records: list[Record]) -> None:
     """Put a worker's answer for one subtree into the remembered tree and the pass's sums."""
     _, unit_parent, unit_name = unit
@@ -74,7 +71,7 @@ def _graft(scan: MediaScan, current: ScanPass, unit: Pending, errors: int,
 
 
 class _WorkerPool:
-    def __init__(self, size: int, deadline: float | None, scan: MediaScan) -> None:
+    def __init__(self, size: int, deadline: float | None, scan: Scan) -> None:
         self.size = size
         self.deadline = deadline
         self.scan = scan

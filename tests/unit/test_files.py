@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from exporter.sources.files import FilesError, LogEntry, list_log_dir, volume_stats
-from exporter.sources.media import MediaScan, ScanResult
+from exporter.sources.media import MediaScan
+from exporter.sources.media_state import ScanResult
 from tests.du import du_bytes, regular_files
 
 

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from exporter.sources import media
 from exporter.sources.files import FilesError
-from exporter.sources.media import MediaScan, ScanResult
+from exporter.sources.media import MediaScan
+from exporter.sources.media_state import ScanResult
 from exporter.sources.media_walk import MAX_OPEN
 from tests.du import du_bytes, regular_files
 
