@@ -12,7 +12,6 @@ shown as warnings: worth knowing before an upgrade, but not what the guide asks.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -176,9 +175,6 @@ class Report:
         data.update(ready=self.ready, complete=not self.unknowns(), verdict=self.verdict(),
                     blockers=self.blockers(), warnings=self.warnings())
         return data
-
-    def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=2, default=str)
 
     def to_text(self) -> str:
         lines: list[list[str]] = [["WHAT", "NAME", "STATE", "DETAIL"]]

@@ -140,7 +140,7 @@ def test_pending_callbacks_and_messages_warn_before_an_upgrade() -> None:
     assert row.split()[:3] == ["wa-client", "-", "PENDING"]
     assert row.endswith("pending callbacks 7, pending messages 1,234, callback queue 0; "
                         "client message GC off")
-    assert json.loads(r.to_json())["client"]["pending_callbacks"] == 7
+    assert json.loads(json.dumps(r.as_dict(), default=str))["client"]["pending_callbacks"] == 7
 
 
 def test_nothing_pending_and_gc_running_somewhere_says_nothing() -> None:
@@ -173,7 +173,7 @@ def test_text_is_a_table_then_one_verdict_line_and_json_the_same_facts() -> None
     assert any("1.0 GiB free of 4.0 GiB (25%)" in line for line in lines)
     assert any(line.split()[:3] == ["last-action", "cleanup", "success"] for line in lines)
     assert lines[-1] == r.verdict() and lines[-1].startswith("not ready: ")
-    data = json.loads(r.to_json())
+    data = json.loads(json.dumps(r.as_dict(), default=str))
     assert data["ready"] is False and data["verdict"] == r.verdict()
     assert data["databases"] == [{"name": "waent_messages", "rows": 2_500_000, "exact": True,
                                   "error": "", "ready": False}]
