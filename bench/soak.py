@@ -593,7 +593,7 @@ def exporter_config(tmp: Path, project: str, media: Path, token_file: Path) -> P
     path = tmp / "config.yml"
     path.write_text(f"""
 collectors:
-  messages: {{interval: 2s, query_timeout: 20s}}
+  messages: {{interval: 2s, timeout: 20s, query_timeout: 20s}}
   containers: {{interval: 2s, compose_project: {project}}}
   logs: {{interval: 2s}}
   volume: {{interval: 2s, path: {media}}}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import select
 import signal
-import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -253,7 +253,6 @@ class App:
         self._register_readiness()
         self.server = Server(listen_address, self.registry, self.snapshots.ready, telemetry_path,
                              webhooks, web, self.status, limits)
-        self._stop = threading.Event()
 
     def _register_readiness(self) -> None:
         messages = next((c for c in self.collectors if isinstance(c, MessagesCollector)), None)
@@ -294,13 +293,34 @@ class App:
         self.sources.close()
 
     def serve_until_signalled(self) -> None:
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            log.info("stopping", extra={"signal": signal.Signals(signum).name})
-            self._stop.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        """Serve until SIGTERM or SIGINT, then stop. A signal only writes its number to a
+        pipe (``signal.set_wakeup_fd``) that the main thread waits on: a handler that takes a
+        lock, as ``Event.set`` does, runs in the main thread and can interrupt it holding that
+        very lock, and a second signal at that moment (Ctrl-C and ``docker stop`` together)
+        left the exporter waiting for ever."""
+        wake_up, woken = os.pipe()
+        os.set_blocking(woken, False)
+        signal.set_wakeup_fd(woken)
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, _written_to_the_pipe)
         self.start()
-        self._stop.wait()
+        while (signum := _next_signal(wake_up)) not in STOP_SIGNALS:
+            pass
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
         self.stop()
         log.info("stopped")
+
+
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+
+
+def _written_to_the_pipe(signum: int, frame: FrameType | None) -> None:
+    """Nothing: Python's own handler has already written the signal's number to the pipe."""
+
+
+def _next_signal(wake_up: int) -> int:
+    select.select([wake_up], [], [])
+    try:
+        return os.read(wake_up, 1)[0]
+    except (BlockingIOError, IndexError):
+        return 0

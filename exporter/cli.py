@@ -126,7 +126,8 @@ def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         type=_positive, default=default(Limits.max_connections),
                         help="connections served at once, lowered to stay under the open-file "
                         "limit; at the cap a new connection evicts the oldest one that is idle "
-                        f"or still sending its headers (default {Limits.max_connections})")
+                        "or still sending its headers, else the one whose body comes slowest "
+                        f"(default {Limits.max_connections})")
     parser.add_argument("--webhook.no-auth", dest="webhook_no_auth", action="store_true",
                         default=default(False),
                         help="accept webhook calls without authentication (not recommended)")

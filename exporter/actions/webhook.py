@@ -46,7 +46,9 @@ class Webhooks:
         header = headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
         token = self.settings.bearer_token
-        if scheme.lower() == "bearer" and token is not None:
+        # An empty token or password given never matches, whatever the settings hold (they
+        # refuse an empty secret).
+        if scheme.lower() == "bearer" and token is not None and credentials.strip():
             return hmac.compare_digest(credentials.strip().encode(), token.reveal().encode())
         user, password = self.settings.basic_auth_username, self.settings.basic_auth_password
         if scheme.lower() == "basic" and user is not None and password is not None:
@@ -55,7 +57,7 @@ class Webhooks:
             except (binascii.Error, ValueError):
                 return False
             expected = f"{user}:{password.reveal()}".encode()
-            return hmac.compare_digest(given, expected)
+            return bool(given.partition(b":")[2].strip()) and hmac.compare_digest(given, expected)
         return False
 
     def alertmanager(self, body: bytes) -> tuple[int, dict[str, Any]]:

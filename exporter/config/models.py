@@ -7,8 +7,9 @@ complete once built and never written afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -35,6 +36,7 @@ from exporter.config.types import (
     TimeZone,
     WebUrl,
     Weekday,
+    format_duration,
     readable_file,
 )
 
@@ -163,32 +165,81 @@ class WaApiSettings(WaApiOptions):
 
 # --- the exporter's own settings (YAML) -----------------------------------------------------
 
+V = TypeVar("V")
+
+
+def _unset_follows(value: V, info: ValidationInfo, field: str,
+                   default: Callable[[float], float]) -> V | float:
+    """``value`` as given, or, unset (None), ``default`` of the ``field`` validated before
+    it; that field is absent from ``info`` when it was wrong, and is reported then."""
+    earlier: float | None = info.data.get(field)
+    return value if value is not None or earlier is None else default(earlier)
+
 
 class CollectorSettings(StrictModel):
+    # stale_after when unset: this, or three intervals if longer.
+    STALE_AFTER: ClassVar[float] = 300.0
+
     enabled: bool = True
     interval: Duration = 60.0
     timeout: Duration | None = Field(default=None, validate_default=True)
-    stale_after: Duration = 300.0
+    stale_after: Duration = Field(default=None, validate_default=True)
 
     @field_validator("timeout")
     @classmethod
     def _default_timeout(cls, timeout: float | None, info: ValidationInfo) -> float | None:
         """Unset: min(30s, interval). Refreshes never overlap, so a timeout longer than the
         interval only delays the next."""
-        interval: float | None = info.data.get("interval")  # absent when wrong: reported
-        if timeout is not None or interval is None:
-            return timeout
-        return min(30.0, interval)
+        return _unset_follows(timeout, info, "interval", lambda interval: min(30.0, interval))
+
+    @field_validator("stale_after", mode="before")
+    @classmethod
+    def _default_stale_after(cls, stale_after: object, info: ValidationInfo) -> object:
+        return _unset_follows(stale_after, info, "interval",
+                              lambda interval: max(cls.STALE_AFTER, 3 * interval))
+
+    @model_validator(mode="after")
+    def _figures_outlive_the_interval(self) -> CollectorSettings:
+        if self.stale_after <= self.interval:
+            raise ValueError(
+                f"stale_after ({format_duration(self.stale_after)}) is not longer than "
+                f"interval ({format_duration(self.interval)}): the figures would be dropped "
+                "before the next refresh replaces them; fix: raise stale_after above interval "
+                "(e.g. five intervals) or lower interval")
+        return self
 
 
 class MessagesSettings(CollectorSettings):
     exact_count_below: Annotated[
         int, fix_hint("use a row count; below it rows are counted exactly, above it estimated")
     ] = Field(default=1_000_000, ge=0)
-    query_timeout: Duration = 20.0
+    query_timeout: Duration = Field(default=None, validate_default=True)
     maintenance_database: Annotated[
         str, fix_hint("name a PostgreSQL database the DB user may connect to, e.g. postgres")
     ] = "postgres"
+
+    @field_validator("query_timeout", mode="before")
+    @classmethod
+    def _default_query_timeout(cls, query_timeout: object, info: ValidationInfo) -> object:
+        """Unset: 20s, or the refresh's timeout if that is shorter."""
+        return _unset_follows(query_timeout, info, "timeout", lambda timeout: min(20.0, timeout))
+
+    @model_validator(mode="after")
+    def _a_query_fits_in_a_refresh(self) -> MessagesSettings:
+        """A query that may outlast the refresh's timeout leaves the refresh failed and the
+        query running into the next one: one locked table would stall every refresh."""
+        assert self.timeout is not None
+        if self.query_timeout <= self.timeout:
+            return self
+        query = f"query_timeout ({format_duration(self.query_timeout)})"
+        if "timeout" in self.model_fields_set or self.timeout != self.interval:
+            bound = f"timeout ({format_duration(self.timeout)})"
+        else:  # unset timeout: the interval's, up to 30s
+            bound = (f"interval ({format_duration(self.interval)}), which bounds each refresh "
+                     "while timeout is unset")
+        raise ValueError(f"{query} is longer than {bound}: a locked table would outlast every "
+                         "refresh; fix: lower query_timeout, or set timeout to at least "
+                         "query_timeout (refreshes never overlap: a longer one delays the next)")
 
 
 Role = Literal["webapp", "coreapp", "master"]
@@ -261,9 +312,10 @@ class VolumeSettings(CollectorSettings):
 
 
 class VolumeScanSettings(CollectorSettings):
+    STALE_AFTER = 900.0
+
     interval: Duration = 300.0
     timeout: Duration | None = 120.0
-    stale_after: Duration = 900.0
     workers: Annotated[
         int | None, fix_hint("use a number of processes from 1 to 64, or leave unset for the CPUs")
     ] = Field(default=None, ge=1, le=64)
@@ -294,13 +346,6 @@ class RarelyReadSettings(CollectorSettings):
     interval: Duration = 3600.0
     timeout: Duration | None = 60.0
     stale_after: Duration = 3 * 3600.0
-
-    @model_validator(mode="after")
-    def _served_until_the_next_read(self) -> RarelyReadSettings:
-        if self.stale_after <= self.interval:
-            raise ValueError("stale_after must be longer than interval, or the figures vanish "
-                             "between two reads; fix: raise stale_after (e.g. 3 x interval)")
-        return self
 
 
 class WaStatsDbSettings(RarelyReadSettings):
@@ -352,6 +397,16 @@ class WindowSettings(StrictModel):
                 raise ValueError(f"{day!r} is not a weekday; fix: use {', '.join(WEEKDAYS)}")
         return days
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> WindowSettings:
+        if self.start == self.end:
+            # 22:00-04:00 crosses midnight; 00:00-00:00 would be no hour at all, not all day.
+            raise ValueError(f"start and end are both {self.start}: a window with no time in "
+                             "it, in which alerts and schedules would never start anything; "
+                             "fix: set two different times, or remove actions.window to "
+                             "allow every hour")
+        return self
+
 
 class ScheduleEntry(StrictModel):
     action: ActionName
@@ -395,6 +450,9 @@ class WebhookSettings(StrictModel):
             except UnicodeDecodeError:  # its message would quote a byte of the secret
                 raise ValueError(f"{file_key}: {str(path)!r} is not UTF-8 text; fix: write "
                                  "the secret as UTF-8") from None
+            if not secret:  # an empty token would match an empty Authorization header
+                raise ValueError(f"{file_key}: {str(path)!r} is empty; fix: write the "
+                                 "secret into it")
             secrets |= {key: secret, file_key: None}
         if secrets:
             settings = handler(dict(settings) | secrets)

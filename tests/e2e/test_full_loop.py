@@ -106,7 +106,7 @@ def test_alert_to_fix_to_resolved(mysql: DatabaseServer, docker_client: docker.D
     token_file.write_text(TOKEN)
     config = f"""
 collectors:
-  messages: {{interval: 1s, query_timeout: 5s}}
+  messages: {{interval: 1s, timeout: 5s, query_timeout: 5s}}
   containers: {{interval: 1s, compose_project: {project}}}
   logs: {{interval: 1s}}
   volume: {{interval: 1s, path: {media}}}

@@ -294,3 +294,44 @@ def test_rows_after_the_last_successful_gc_survive_a_restart(tmp_path: Path) -> 
                                           {"database": database}) == rows
         assert registry.get_sample_value("whatsapp_gc_rows_after_last_success",
                                          {"database": database}) == rows
+
+
+BROKEN_STATES = {
+    "wrong-sections": '{"cooldowns": "yesterday", "last_run": 7}',
+    "wrong-entries": json.dumps({
+        "last_start": {"gc": "yesterday", "cleanup:a": 5.0}, "last_success": {"gc": [1]},
+        "roles": {"a": 3, "b": "coreapp"}, "gc_rows_after": {"db": "many"},
+        "running": {"r1": 7, "r2": {"action": "gc", "pid": "x"}, "r3": {"started": 1.0}}}),
+    "not-json": '{"last_start": {"gc": 1',
+    "a-list": "[1, 2, 3]",
+}
+
+
+@pytest.mark.parametrize("text", BROKEN_STATES.values(), ids=BROKEN_STATES.keys())
+def test_a_broken_state_file_is_read_without_what_is_wrong_and_kept_aside(
+        tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Every section a map of entries of the right type; what was dropped is logged, and
+    the file as found is kept as state.json.broken; a runner starts, recovers, decides and
+    runs on it, and its next change writes a sound file."""
+    (tmp_path / "state.json").write_text(text)
+    action = Gate()
+    runner, _ = make_runner(tmp_path, action)
+    data = runner.state.read()
+    for section in ("last_start", "last_run", "last_success", "roles", "gc_rows_after",
+                    "running"):
+        assert isinstance(data[section], dict)
+    assert (tmp_path / "state.json.broken").read_text() == text
+    assert "state file entries dropped" in caplog.text
+    assert runner.recover_interrupted() == []
+    ActionMetrics(CollectorRegistry(), ["gc", "cleanup"]).restore(data)
+    assert runner.submit(Request("gc", "alert")).outcome == "started"
+    action.gate.set()
+    assert runner.wait_idle(5)
+    assert set(json.loads((tmp_path / "state.json").read_text())["last_start"]) == {
+        "gc", *(["cleanup:a"] if "cleanup:a" in text else [])}
+
+
+def test_a_sound_state_file_is_not_kept_aside(tmp_path: Path) -> None:
+    StateFile(tmp_path / "state.json").update(lambda d: d["last_start"].update(gc=1.0))
+    assert StateFile(tmp_path / "state.json").read()["last_start"] == {"gc": 1.0}
+    assert not (tmp_path / "state.json.broken").exists()
