@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.actions.base import SUCCESS, UNCONFIRMED
-from exporter.actions.runner import REJECTED, SKIPPED_COOLDOWN, STARTED, Request, Runner
+from exporter.actions.base import SUCCESS, UNCONFIRMED, Request
+from exporter.actions.runner import REJECTED, SKIPPED_COOLDOWN, STARTED, Runner
 from exporter.upgrade.report import Report
 
 

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from exporter.actions.audit import AuditLog, StateFile
-from exporter.actions.base import Action, ActionResult, RunContext
-from exporter.actions.runner import Request, Runner
+from exporter.actions.base import Action, ActionResult, Request, RunContext
+from exporter.actions.runner import Runner
 from exporter.collectors.actions import ActionMetrics
 from exporter.config import ActionsSettings, DatabaseSettings, MessagesSettings
 from exporter.sources.database import open_source
@@ -195,7 +195,7 @@ def two_replicas(db_server: DatabaseServer, tmp_path: Path, cooldown: float = 36
         state_dir = tmp_path / f"replica{index}"
         source = open_source(db, messages)
         sources.append(source)
-        settings = ActionsSettings(allowed=["gc"], state_dir=state_dir,
+        settings = ActionsSettings(allowed=["gc"], state_dir=state_dir, window="always",
                                    cooldown={"gc": cooldown})
         action = Slow()
         runner = Runner({"gc": action}, settings, AuditLog(state_dir / "audit.jsonl"),
