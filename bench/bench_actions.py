@@ -61,6 +61,7 @@ collectors:
   volume_scan: {{enabled: false}}
 actions:
   allowed: [gc]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {state}
   schedules: []
   gc: {{callback_timeout: 5s, settle_interval: 1s, round_timeout: 30s}}

@@ -63,6 +63,7 @@ collectors:
   containers: {{compose_project: {project}}}
 actions:
   allowed: [cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / 'state'}
   cleanup: {{parallel: 3, timeout: 60s}}
 """)
@@ -135,6 +136,7 @@ collectors:
   containers: {{compose_project: {project}, interval: 1s}}
 actions:
   allowed: [cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / 'state'}
   schedules: []
 """

@@ -203,6 +203,7 @@ collectors:
   containers: {{interval: 1s, compose_project: {project}}}
 actions:
   allowed: [cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {state}
   schedules: []
   instances: ["{instance}"]
