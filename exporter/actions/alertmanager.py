@@ -159,6 +159,7 @@ def handle(body: bytes, runner: Runner) -> tuple[int, dict[str, object]]:
     answer = [_named(r, runner.record_ignored(r, outcome, reason))
               for r, outcome, reason in decided if outcome]
     submitted: dict[tuple[str, str | None, bool], str] = {}
+    also_deferred: list[Request] = []
     for request, outcome, _ in decided:
         run = (request.action, request.target, request.ignore_window)
         if outcome:
@@ -169,5 +170,6 @@ def handle(body: bytes, runner: Runner) -> tuple[int, dict[str, object]]:
             answer.append(_named(request, decision))
         elif submitted[run] == DEFERRED:
             # Every alert is kept, so that one resolving leaves the others' request.
-            runner.deferred.defer(request, runner.clock())
+            also_deferred.append(request)
+    runner.deferred.defer(also_deferred, runner.clock())
     return 200, {"status": "ok", "decisions": answer}

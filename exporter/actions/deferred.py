@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from exporter.actions.audit import AuditLog, StateFile
@@ -52,18 +52,21 @@ class Deferrals:
         return (f"outside the off-peak window ({hours.mode} {hours.start}-{hours.end} "
                 f"{self.window.timezone}): deferred, runs when it opens{until}")
 
-    def defer(self, request: Request, now: float) -> None:
-        """Keep ``request`` (an alert's) until the window opens; a repeat renews it."""
+    def defer(self, requests: Sequence[Request], now: float) -> None:
+        """Keep ``requests`` (alerts') until the window opens; a repeat renews its entry.
+        One write for all of them: a notification may hold a thousand alerts."""
         def keep(data: dict[str, Any]) -> None:
             entries = data.setdefault(KEY, {})
-            entry = entries.setdefault(_entry_key(request), {
-                "action": request.action, "target": request.target,
-                "alertname": request.origin.get("alertname", ""), "first": now,
-                "notifications": 0})
-            entry["last"] = now
-            entry["notifications"] += 1
+            for request in requests:
+                entry = entries.setdefault(_entry_key(request), {
+                    "action": request.action, "target": request.target,
+                    "alertname": request.origin.get("alertname", ""), "first": now,
+                    "notifications": 0})
+                entry["last"] = now
+                entry["notifications"] += 1
 
-        self.state.update(keep)
+        if requests:
+            self.state.update(keep)
 
     def cancel(self, request: Request) -> bool:
         """A resolved alert: drop its deferred request, if there is one."""
@@ -96,17 +99,18 @@ class Deferrals:
         return sum(1 for e in self.state.read().get(KEY, {}).values() if e["action"] == action)
 
     def release(self, now: float) -> list[Request]:
-        """Inside the window: every deferred request, as one request per action (cleanup on
-        the one container they all name, else on every container); too old ones dropped."""
-        if not self.state.read().get(KEY) or not self.window.is_open(now):
+        """Drop what no notification renewed for ``max_age``; then, inside the window, every
+        deferred request as one request per action (cleanup on the one container they all
+        name, else on every container)."""
+        if not self.state.read().get(KEY):
             return []
-        taken = self._take(lambda entry: True)
+        for entry in self._take(lambda entry: now - entry["last"] > self.max_age):
+            self._dropped(entry, f"no notification renewed it for {self.max_age:.0f}s")
+        if not self.window.is_open(now):
+            return []
         by_action: dict[str, list[dict[str, Any]]] = {}
-        for entry in taken:
-            if now - entry["last"] > self.max_age:
-                self._dropped(entry, f"no notification renewed it for {self.max_age:.0f}s")
-            else:
-                by_action.setdefault(entry["action"], []).append(entry)
+        for entry in self._take(lambda entry: True):
+            by_action.setdefault(entry["action"], []).append(entry)
         released = []
         for action, entries in by_action.items():
             targets = {e["target"] for e in entries}

@@ -2,11 +2,11 @@
 
 It decides, records and starts. The rules, in order: only allow-listed actions; targets
 from discovery only; the off-peak window (alerts and schedules; an alert outside it is
-deferred, :mod:`exporter.actions.deferred`); one run per
-action (per container for cleanup) in this process and, through the database lock,
-across replicas; a cooldown that survives restarts (the state file) and that other replicas
-see (a second database lock held for the rest of it); dry-run. Every decision and every
-outcome is one audit record and one ``whatsapp_action_requests_total`` increment.
+deferred until it opens, :mod:`exporter.actions.deferred`); one run per action (per
+container for cleanup) in this process and, through the database lock, across replicas; a
+cooldown that survives restarts (the state file) and that other replicas see (a second
+database lock held for the rest of it); dry-run. Every decision and every outcome is one
+audit record and one ``whatsapp_action_requests_total`` increment.
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ class Runner:
                 run = ActionRun(self, request, decision, decision.targets if locks else [],
                                 locks, on_progress)
         if decision.outcome == DEFERRED:
-            self.deferred.defer(request, self.clock())
+            self.deferred.defer([request], self.clock())
         elif decision.outcome == STARTED:
             self.deferred.served(request, decision.run_id)
         self._record(request, decision)

@@ -154,10 +154,16 @@ def test_a_request_no_notification_renewed_for_a_day_is_dropped(tmp_path: Path) 
     world = World(tmp_path, clock, window={"start": "01:00", "end": "05:00",
                                            "days": ["tue"]})
     world.alert("firing", "WhatsAppMessagesTableLarge", "a1")
-    clock.now = OPENS  # Tuesday 01:00: 27 hours later
-    assert world.release() == [] and not world.action.runs
+    clock.now += 86400  # Monday 22:00, the window still closed
+    assert world.release() == [] and world.sample("whatsapp_action_deferred_requests",
+                                                  action="gc") == 1
+    clock.now += 60
+    assert world.release() == []
+    assert world.sample("whatsapp_action_deferred_requests", action="gc") == 0
     assert world.audit("deferred_dropped")[0]["reason"] == (
         "no notification renewed it for 86400s")
+    clock.now = OPENS  # Tuesday 01:00: nothing is left to run
+    assert world.release() == [] and not world.action.runs
 
 
 def test_an_emergency_label_runs_at_once_and_serves_what_was_deferred(tmp_path: Path) -> None:
@@ -196,3 +202,21 @@ def test_window_always_starts_alerts_at_any_hour(tmp_path: Path) -> None:
     assert world.alert("firing", "WhatsAppMessagesTableLarge", "a1")["outcome"] == "started"
     assert world.sample("whatsapp_action_window_info", mode="always", start="00:00",
                         end="24:00", timezone="UTC") == 1
+
+
+def test_each_alert_of_one_notification_is_kept_so_one_resolving_leaves_the_others(
+        tmp_path: Path) -> None:
+    clock = Clock(NOON)
+    world = World(tmp_path, clock)
+    alerts = [{"status": "firing", "fingerprint": f"f{n}",
+               "labels": {"alertname": "WhatsAppMessagesTableLarge", "action": "gc",
+                          "database": f"wa_{n}"}} for n in range(3)]
+    code, answer = world.hooks.alertmanager(json.dumps(
+        {"version": "4", "status": "firing", "alerts": alerts}).encode())
+    assert code == 200 and [d["outcome"] for d in answer["decisions"]] == ["deferred"]
+    assert world.sample("whatsapp_action_deferred_requests", action="gc") == 3
+    world.alert("resolved", "WhatsAppMessagesTableLarge", "f0")
+    assert world.sample("whatsapp_action_deferred_requests", action="gc") == 2
+    clock.now = OPENS
+    assert [r.origin["deferred_requests"] for r in world.release()] == ["2"]
+    assert len(world.action.runs) == 1
