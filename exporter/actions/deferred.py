@@ -71,9 +71,7 @@ class Deferrals:
     def cancel(self, request: Request) -> bool:
         """A resolved alert: drop its deferred request, if there is one."""
         key = _entry_key(request)
-        dropped: list[dict[str, Any]] = []
-        self.state.update(lambda data: dropped.extend(
-            [data.setdefault(KEY, {}).pop(key)] if key in data.get(KEY, {}) else []))
+        dropped = self._take(lambda entry_key, entry: entry_key == key)
         for entry in dropped:
             self._dropped(entry, "its alert resolved")
         return bool(dropped)
@@ -81,7 +79,7 @@ class Deferrals:
     def served(self, request: Request, run_id: str | None) -> None:
         """A run of the action started: it serves what was deferred for it (for cleanup on
         one container, what was deferred for that container)."""
-        def covered(entry: dict[str, Any]) -> bool:
+        def covered(key: str, entry: dict[str, Any]) -> bool:
             return entry["action"] == request.action and (
                 request.target is None or entry["target"] == request.target)
 
@@ -104,12 +102,12 @@ class Deferrals:
         name, else on every container)."""
         if not self.state.read().get(KEY):
             return []
-        for entry in self._take(lambda entry: now - entry["last"] > self.max_age):
+        for entry in self._take(lambda key, entry: now - entry["last"] > self.max_age):
             self._dropped(entry, f"no notification renewed it for {self.max_age:.0f}s")
         if not self.window.is_open(now):
             return []
         by_action: dict[str, list[dict[str, Any]]] = {}
-        for entry in self._take(lambda entry: True):
+        for entry in self._take(lambda key, entry: True):
             by_action.setdefault(entry["action"], []).append(entry)
         released = []
         for action, entries in by_action.items():
@@ -121,15 +119,17 @@ class Deferrals:
                 "deferred_since": self.window.format(first)}))
         return released
 
-    def _take(self, wanted: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    def _take(self, wanted: Callable[[str, dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """Remove the entries ``wanted(key, entry)`` picks; the file is written only if the
+        one on disk holds any (a resolved notification mostly finds nothing to cancel)."""
         taken: list[dict[str, Any]] = []
 
         def take(data: dict[str, Any]) -> None:
             entries = data.setdefault(KEY, {})
-            for key in [k for k, e in entries.items() if wanted(e)]:
+            for key in [k for k, e in entries.items() if wanted(k, e)]:
                 taken.append(entries.pop(key))
 
-        if any(wanted(e) for e in self.state.read().get(KEY, {}).values()):
+        if any(wanted(k, e) for k, e in self.state.read().get(KEY, {}).items()):
             self.state.update(take)
         return taken
 
