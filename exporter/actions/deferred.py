@@ -91,10 +91,12 @@ class Deferrals:
     def pending(self) -> list[dict[str, Any]]:
         """What waits for the window, oldest first (``GET /actions``)."""
         entries = self.state.read().get(KEY, {})
-        return sorted((dict(e) for e in entries.values()), key=lambda e: e["first"])
+        return sorted((dict(e) for e in entries.values()), key=lambda e: e.get("first", 0))
 
     def count(self, action: str) -> int:
-        return sum(1 for e in self.state.read().get(KEY, {}).values() if e["action"] == action)
+        """Read at every scrape: an entry edited by hand must not fail ``/metrics``."""
+        return sum(1 for e in self.state.read().get(KEY, {}).values()
+                   if e.get("action") == action)
 
     def release(self, now: float) -> list[Request]:
         """Drop what no notification renewed for ``max_age``; then, inside the window, every
