@@ -600,6 +600,7 @@ collectors:
   volume_scan: {{interval: 5s, workers: 2}}
 actions:
   allowed: [gc, media_gc, cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp / 'state'}
   cooldown: {{gc: 15s, media_gc: 30s, cleanup: 20s}}
   schedules:

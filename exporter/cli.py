@@ -74,7 +74,7 @@ check (see its --help).
 
 RUN_HELP = """\
 Run one action now, as a person: the allow-list, cooldown, cluster lock and audit
-log apply; the maintenance window does not. Prints the decision and result as JSON
+log apply; the off-peak window does not. Prints the decision and result as JSON
 on stdout; gc also prints a line per round on stderr (rows before and after, and
 how the round completed).
 
@@ -297,7 +297,7 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
     user = os.environ.get("USER", "")
     from prometheus_client import CollectorRegistry
 
-    from exporter.actions.runner import Request
+    from exporter.actions.base import Request
     from exporter.app import Actions, Sources
 
     sources = Sources(settings)
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(check.mark == doctor.FAILED for check in checks) else 0
     if command == "check-config":
         sys.stdout.write(render(settings))
-        for reason in settings.unavailable_actions().values():
+        for reason in settings.warnings():
             print(f"wa-exporter: warning: {reason}", file=sys.stderr)
         return 0
     if command == "run":

@@ -49,6 +49,9 @@ class Hooks(Protocol):
     def of_run(self, run_id: str) -> list[dict[str, Any]]:
         """The records of one recent run (``GET /actions?run_id=``)."""
 
+    def waiting(self) -> dict[str, Any]:
+        """The off-peak window and the deferred alerts (``GET /actions``)."""
+
 
 class ListenAddressError(ValueError):
     pass
@@ -238,7 +241,8 @@ class Server:
         return Response(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
 
     def actions(self, request: Request) -> Response:
-        """The latest action records (``?limit=N``), or one run's (``?run_id=ID``)."""
+        """The latest action records (``?limit=N``) with the off-peak window and what is
+        deferred to it, or one run's records (``?run_id=ID``)."""
         assert self.webhooks is not None
         limit = 100
         for part in request.query.split("&"):
@@ -256,7 +260,8 @@ class Server:
                     "status": "error",
                     "error": f"limit: not a whole number from 1 to {MAX_ACTIONS_LIMIT}"})
             limit = max(1, min(MAX_ACTIONS_LIMIT, int(value)))
-        return _json(HTTPStatus.OK, {"records": self.webhooks.recent(limit)})
+        return _json(HTTPStatus.OK, {"records": self.webhooks.recent(limit),
+                                     **self.webhooks.waiting()})
 
 
 def _json(status: int, data: object, headers: dict[str, str] | None = None,

@@ -1,6 +1,6 @@
 """The exporter's inbound hooks, independent of HTTP plumbing: authentication, the
-Alertmanager notification, forwarded WA GC callbacks, a person's run request, and the recent
-action records."""
+Alertmanager notification, forwarded WA GC callbacks, a person's run request, the recent
+action records, and what waits for the off-peak window."""
 
 from __future__ import annotations
 
@@ -88,3 +88,9 @@ class Webhooks:
 
     def of_run(self, run_id: str) -> list[dict[str, Any]]:
         return self.runner.audit.of_run(run_id)
+
+    def waiting(self) -> dict[str, Any]:
+        """The off-peak window in force and the alerts deferred to it."""
+        runner = self.runner
+        return {"window": runner.window.describe(runner.clock()),
+                "deferred": runner.deferred.pending()}

@@ -18,8 +18,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -382,16 +384,38 @@ class CollectorsSettings(StrictModel):
 # --- actions ----------------------------------------------------------------------------------
 
 
-class WindowSettings(StrictModel):
-    """Alerts and schedules start actions only inside this window (the CLI ignores it)."""
+WindowMode = Literal["fixed", "learned", "always"]
+WINDOW_FIX = ('use always (no window), learned, or {start: "01:00", end: "05:00"} (fixed, '
+              "in actions.timezone)")
 
-    start: ClockTime
-    end: ClockTime
+
+def _window_shorthand(value: object) -> object:
+    """``window: always`` and ``window: learned`` stand for ``{mode: ...}``. A null window
+    once meant "always"; now it would silently mean the default, so it is refused."""
+    if value is None:
+        raise ValueError(f"null is not a window; fix: {WINDOW_FIX}")
+    if isinstance(value, str):
+        return {"mode": value.strip().lower()}
+    return value
+
+
+class WindowSettings(StrictModel):
+    """When alerts and schedules may start actions (the CLI ignores it), in
+    ``actions.timezone``: ``fixed`` from start to end (by default 01:00-05:00, off-peak as the
+    guide asks), ``learned`` (the quietest 4 hours of the last week's inflow; start to end
+    until a week is known) or ``always``. An alert outside it is deferred until it opens."""
+
+    mode: Annotated[WindowMode, fix_hint(WINDOW_FIX)] = "fixed"
+    start: ClockTime = "01:00"
+    end: ClockTime = "05:00"
     days: list[Weekday] = list(WEEKDAYS)
 
     @field_validator("days")
     @classmethod
     def _known_days(cls, days: list[str]) -> list[str]:
+        if not days:
+            raise ValueError(f"no days: the window would never open; fix: list some of "
+                             f"{', '.join(WEEKDAYS)}, or leave days out for every day")
         for day in days:
             if day not in WEEKDAYS:
                 raise ValueError(f"{day!r} is not a weekday; fix: use {', '.join(WEEKDAYS)}")
@@ -399,13 +423,16 @@ class WindowSettings(StrictModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> WindowSettings:
+        # 00:00-00:00 could mean a whole day or none: neither is said by an empty window.
         if self.start == self.end:
-            # 22:00-04:00 crosses midnight; 00:00-00:00 would be no hour at all, not all day.
-            raise ValueError(f"start and end are both {self.start}: a window with no time in "
-                             "it, in which alerts and schedules would never start anything; "
-                             "fix: set two different times, or remove actions.window to "
-                             "allow every hour")
+            raise ValueError(f"start and end are both {self.start}: a window of no time; fix: "
+                             "use window: always for no window, or an end other than the start")
         return self
+
+    @model_serializer(mode="wrap")
+    def _shorthand(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``always`` prints as it is written: its start, end and days mean nothing."""
+        return "always" if self.mode == "always" else handler(self)
 
 
 class ScheduleEntry(StrictModel):
@@ -526,8 +553,10 @@ class ActionsSettings(StrictModel):
     lock_timeout: Duration = Field(default=3.0, gt=0, le=60)
     cooldown: dict[ActionName, Duration] = {"gc": 3600.0, "media_gc": 6 * 3600.0,
                                             "cleanup": 3600.0}
-    window: WindowSettings | None = None
+    window: Annotated[WindowSettings, BeforeValidator(_window_shorthand)] = WindowSettings()
     timezone: TimeZone = "UTC"
+    # An alert deferred to the window is dropped if no notification renewed it for this long.
+    defer_max_age: Duration = 24 * 3600.0
     alert_rules: dict[str, ActionName] = {}  # alertname -> action, when no action label
     # The `instance` label(s) Prometheus gives this exporter. With one exporter per host
     # behind one Alertmanager, a firing alert whose `instance` is another is another host's:
@@ -542,20 +571,6 @@ class ActionsSettings(StrictModel):
 
     def cooldown_for(self, action: str) -> float:
         return self.cooldown.get(action, 3600.0)
-
-    def window_open(self, timestamp: float) -> bool:
-        if self.window is None:
-            return True
-        from datetime import datetime
-        from zoneinfo import ZoneInfo
-
-        local = datetime.fromtimestamp(timestamp, ZoneInfo(self.timezone))
-        now = local.strftime("%H:%M")
-        start, end = self.window.start, self.window.end
-        # A window such as 22:00-04:00 crosses midnight: its day is the one it started on.
-        inside = start <= now < end if start <= end else (now >= start or now < end)
-        day = local if start <= end or now >= start else local.fromordinal(local.toordinal() - 1)
-        return inside and WEEKDAYS[day.weekday()] in self.window.days
 
 
 class UpgradeSettings(StrictModel):
@@ -597,6 +612,15 @@ class Settings(StrictModel):
         return ("gc" in self.actions.allowed and not self.actions.dry_run
                 and "gc" not in self.unavailable_actions()
                 and any(e.action == "gc" and not e.dry_run for e in self.actions.schedules))
+
+    def warnings(self) -> list[str]:
+        """What ``check-config`` warns about: settings that load but may not do what is meant."""
+        found = list(self.unavailable_actions().values())
+        if self.database is not None and not self.database.name_prefix:
+            found.append("WA_DB_NAME_PREFIX is empty, so every database with a messages table "
+                         "counts as a WA database; check-config --connect names them; fix: "
+                         "set WA_DB_NAME_PREFIX as in the WA client's db.env")
+        return found
 
     def unavailable_actions(self) -> dict[str, str]:
         """Allowed actions these settings cannot run, each with what is missing and the fix."""

@@ -113,6 +113,7 @@ collectors:
   volume_scan: {{interval: 2s}}
 actions:
   allowed: [gc, media_gc, cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {state}
   cooldown: {{gc: 10s, media_gc: 10s, cleanup: 10s}}
   schedules: []

@@ -35,6 +35,7 @@ collectors:
   messages: {{interval: 1s, timeout: 5s, query_timeout: 5s, exact_count_below: 50}}
 {ONLY_MESSAGES}actions:
   allowed: [gc]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {state}
   cooldown: {{gc: 10s}}
   schedules: []

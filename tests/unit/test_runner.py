@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.actions.audit import AuditLog, StateFile
-from exporter.actions.base import Action, ActionResult, RunContext
-from exporter.actions.runner import Request, Runner
+from exporter.actions.base import Action, ActionResult, Request, RunContext
+from exporter.actions.runner import Runner
 from exporter.actions.schedule import next_fire
 from exporter.collectors.actions import ActionMetrics
 from exporter.config import ActionsSettings, ScheduleEntry
@@ -48,9 +48,11 @@ class Clock:
 
 def make_runner(state_dir: Path, action: Action, clock: Clock | None = None,
                 **settings: object) -> tuple[Runner, CollectorRegistry]:
+    """A runner of ``action`` as gc; the window is always open unless ``window`` is given
+    (the clock stands at 14:13 UTC, outside the default off-peak window)."""
     registry = CollectorRegistry()
     chosen = ActionsSettings.model_validate({"allowed": ["gc"], "state_dir": str(state_dir),
-                                             **settings})
+                                             "window": "always", **settings})
     metrics = ActionMetrics(registry, ["gc"])
     runner = Runner({"gc": action}, chosen, AuditLog(state_dir / "audit.jsonl"),
                     StateFile(state_dir / "state.json"), FileLocks(state_dir / "locks"),
@@ -157,7 +159,7 @@ def test_maintenance_window_applies_to_alerts_not_people(tmp_path: Path) -> None
     action.gate.set()
     runner, _ = make_runner(tmp_path, action, Clock(),
                             window={"start": "01:00", "end": "05:00"})
-    assert runner.submit(Request("gc", "alert")).outcome == "skipped_window"
+    assert runner.submit(Request("gc", "alert")).outcome == "deferred"  # tests/unit/test_deferred
     assert runner.submit(Request("gc", "schedule")).outcome == "skipped_window"
     assert runner.submit(Request("gc", "manual")).outcome == "started"
     assert runner.wait_idle(5)
@@ -249,7 +251,8 @@ def test_requests_for_a_run_in_flight_here_do_not_read_the_state_file(tmp_path: 
     action = Gate()
     state = CountingState(tmp_path / "state.json")
     runner = Runner({"gc": action}, ActionsSettings.model_validate(
-        {"allowed": ["gc"], "state_dir": str(tmp_path)}), AuditLog(tmp_path / "audit.jsonl"),
+        {"allowed": ["gc"], "state_dir": str(tmp_path), "window": "always"}),
+        AuditLog(tmp_path / "audit.jsonl"),
         state, FileLocks(tmp_path / "locks"), ActionMetrics(CollectorRegistry(), ["gc"]),
         clock=Clock())
     assert runner.submit(Request("gc", "alert")).outcome == "started"

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.core import Metric
 
-from exporter.actions.base import ActionResult
-from exporter.actions.runner import Request
+from exporter.actions.base import ActionResult, Request
 from exporter.app import AfterMessageGc
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector
 from exporter.collectors.relay import relay, relay_name
