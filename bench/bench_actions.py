@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from bench.bench_server_floor import ab, process_status, start_floor
 from exporter.actions.audit import AuditLog, StateFile
+from exporter.actions.base import Request
 from exporter.actions.cleanup import CleanupAction
-from exporter.actions.runner import Request, Runner
+from exporter.actions.runner import Runner
 from exporter.collectors.actions import ActionMetrics
 from exporter.config import ActionsSettings, CleanupSettings, ContainersSettings
 from exporter.sources.docker import ContainerDirectory, DockerEngine
@@ -60,6 +61,7 @@ collectors:
   volume_scan: {{enabled: false}}
 actions:
   allowed: [gc]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {state}
   schedules: []
   gc: {{callback_timeout: 5s, settle_interval: 1s, round_timeout: 30s}}

@@ -76,7 +76,8 @@ def _settings(url: sa.URL, engine_name: str) -> DatabaseSettings:
 
 
 def _refresh_cost(db: DatabaseSettings, bound: int, repeat: int) -> tuple[float, bool]:
-    source = open_source(db, MessagesSettings(exact_count_below=bound, query_timeout=120))
+    source = open_source(db, MessagesSettings(exact_count_below=bound, timeout=120,
+                                              query_timeout=120))
     try:
         source.read()  # warm: connection, caches
         times = []
@@ -137,7 +138,7 @@ def _estimate_after_delete(engine_name: str) -> dict[str, object]:
     url = _fill(engine_name, DELETE_DATABASE, DELETE_ROWS)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     source = open_source(_settings(url, engine_name),
-                         MessagesSettings(exact_count_below=0, query_timeout=120))
+                         MessagesSettings(exact_count_below=0, timeout=120, query_timeout=120))
     try:
         before = source.read().tables[DELETE_DATABASE]
         started = time.perf_counter()

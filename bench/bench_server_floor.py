@@ -144,6 +144,7 @@ from exporter.transport import HttpServer, Limits, Response
 
 class Handler:
     max_body_bytes = 1 << 20
+    per_client = {}
 
     def check(self, request):
         return None

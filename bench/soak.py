@@ -593,13 +593,14 @@ def exporter_config(tmp: Path, project: str, media: Path, token_file: Path) -> P
     path = tmp / "config.yml"
     path.write_text(f"""
 collectors:
-  messages: {{interval: 2s, query_timeout: 20s}}
+  messages: {{interval: 2s, timeout: 20s, query_timeout: 20s}}
   containers: {{interval: 2s, compose_project: {project}}}
   logs: {{interval: 2s}}
   volume: {{interval: 2s, path: {media}}}
   volume_scan: {{interval: 5s, workers: 2}}
 actions:
   allowed: [gc, media_gc, cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp / 'state'}
   cooldown: {{gc: 15s, media_gc: 30s, cleanup: 20s}}
   schedules:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import select
 import signal
-import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -16,14 +17,15 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.actions.audit import AuditLog, StateFile
-from exporter.actions.base import Action, ActionResult
+from exporter.actions.base import Action, ActionResult, Request
 from exporter.actions.callbacks import CallbackInbox
 from exporter.actions.cleanup import CleanupAction
+from exporter.actions.deferred import WindowWatch
 from exporter.actions.gc import GcAction, MediaGcAction
-from exporter.actions.runner import Request, Runner, RunObserver
+from exporter.actions.runner import Runner, RunObserver
 from exporter.actions.schedule import Scheduler
 from exporter.actions.webhook import Webhooks
-from exporter.collectors.actions import ActionMetrics, AuditMetrics
+from exporter.collectors.actions import ActionMetrics, AuditMetrics, WindowMetrics
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector, stop_all
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
@@ -40,6 +42,8 @@ from exporter.collectors.wa_client import (
 from exporter.config import ConfigError, Settings
 from exporter.doctor import missing_media_path_fix
 from exporter.exposition import PythonGcCollector, Registry
+from exporter.inflow import InflowProfile
+from exporter.offpeak import OffPeak
 from exporter.server import Server
 from exporter.sources.database import (
     MessagesSource,
@@ -91,11 +95,20 @@ class Sources:
 WA_STATS_DB = "wa_stats_db"
 
 
-def build_collectors(settings: Settings, sources: Sources) -> list[Collector]:
+def inflow_profile(settings: Settings) -> InflowProfile:
+    """The hour-of-week inflow profile, kept in the state directory when actions are on
+    (``window: learned`` reads it), else in memory only."""
+    chosen = settings.actions
+    return InflowProfile(chosen.timezone,
+                         chosen.state_dir / "inflow.json" if chosen.allowed else None)
+
+
+def build_collectors(settings: Settings, sources: Sources,
+                     profile: InflowProfile | None = None) -> list[Collector]:
     wanted = settings.collectors
     collectors: list[Collector] = []
     if wanted.messages.enabled and sources.database is not None:
-        collectors.append(MessagesCollector(sources.database, wanted.messages))
+        collectors.append(MessagesCollector(sources.database, wanted.messages, profile=profile))
     if wanted.containers.enabled:
         collectors.append(ContainersCollector(sources.containers, wanted.containers))
     if wanted.logs.enabled:
@@ -139,7 +152,8 @@ class Actions:
     """The runner and everything it needs; also what ``wa-exporter run`` uses."""
 
     def __init__(self, settings: Settings, sources: Sources, registry: CollectorRegistry,
-                 after_message_gc: Callable[[], None] | None = None) -> None:
+                 after_message_gc: Callable[[], None] | None = None,
+                 profile: InflowProfile | None = None) -> None:
         chosen = settings.actions
         state_dir = chosen.state_dir
         try:
@@ -180,12 +194,16 @@ class Actions:
                 else FileLocks(state_dir / "locks"))
         observer: RunObserver = (self.metrics if after_message_gc is None
                                  else AfterMessageGc(self.metrics, after_message_gc))
+        window = OffPeak(chosen.window, chosen.timezone, profile)
         self.runner = Runner(actions, chosen, self.audit, self.state, lock, observer,
-                             unavailable=unavailable)
+                             unavailable=unavailable, window=window)
         self.metrics.watch_running(list(actions), self.runner.running)
+        self.metrics.watch_deferred(list(actions), self.runner.deferred.count)
+        registry.register(WindowMetrics(window))
         self.runner.recover_interrupted()
         self.metrics.restore(self.state.read())
         self.scheduler = Scheduler(chosen.schedules, chosen.timezone, self.runner)
+        self.window_watch = WindowWatch(self.runner.deferred, self.runner.submit)
 
     def deliver_callback(self, body: bytes) -> list[str]:
         """Parse and deliver one POSTed callback body; what became of each callback in it."""
@@ -197,6 +215,7 @@ class Actions:
 
     def close(self) -> None:
         self.scheduler.stop()
+        self.window_watch.stop()
         self.audit.flush()
         self.audit.close()
         if self.counting is not None:
@@ -227,7 +246,8 @@ class App:
                  limits: Limits | None = None) -> None:
         self.settings = settings
         self.sources = Sources(settings)
-        self.collectors = build_collectors(settings, self.sources)
+        self.profile = inflow_profile(settings)
+        self.collectors = build_collectors(settings, self.sources, self.profile)
         self.refreshers = [Refresher(c) for c in self.collectors]
         self.snapshots = SnapshotCollector(self.refreshers, {
             "version": __version__, "python_version": platform.python_version()})
@@ -247,13 +267,13 @@ class App:
                     "--webhook.no-auth to accept anyone who can reach it")
             stats_db = next((r for r in self.refreshers if r.name == WA_STATS_DB), None)
             self.actions = Actions(settings, self.sources, self.registry,
-                                   stats_db.refresh_soon if stats_db is not None else None)
+                                   stats_db.refresh_soon if stats_db is not None else None,
+                                   self.profile)
             webhooks = Webhooks(settings.webhook, self.actions.runner,
                                 self.actions.deliver_callback)
         self._register_readiness()
         self.server = Server(listen_address, self.registry, self.snapshots.ready, telemetry_path,
                              webhooks, web, self.status, limits)
-        self._stop = threading.Event()
 
     def _register_readiness(self) -> None:
         messages = next((c for c in self.collectors if isinstance(c, MessagesCollector)), None)
@@ -280,6 +300,7 @@ class App:
             refresher.start()
         if self.actions is not None:
             self.actions.scheduler.start()
+            self.actions.window_watch.start()
         self.server.start()
         log.info("listening", extra={"address": self.server.address, "pid": os.getpid(),
                                      "collectors": ",".join(r.name for r in self.refreshers),
@@ -289,18 +310,40 @@ class App:
     def stop(self) -> None:
         self.server.stop()
         stop_all(self.refreshers)
+        self.profile.save(time.time())
         if self.actions is not None:
             self.actions.close()
         self.sources.close()
 
     def serve_until_signalled(self) -> None:
-        def handle(signum: int, _frame: FrameType | None) -> None:
-            log.info("stopping", extra={"signal": signal.Signals(signum).name})
-            self._stop.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        """Serve until SIGTERM or SIGINT, then stop. A signal only writes its number to a
+        pipe (``signal.set_wakeup_fd``) that the main thread waits on: a handler that takes a
+        lock, as ``Event.set`` does, runs in the main thread and can interrupt it holding that
+        very lock, and a second signal at that moment (Ctrl-C and ``docker stop`` together)
+        left the exporter waiting for ever."""
+        wake_up, woken = os.pipe()
+        os.set_blocking(woken, False)
+        signal.set_wakeup_fd(woken)
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, _written_to_the_pipe)
         self.start()
-        self._stop.wait()
+        while (signum := _next_signal(wake_up)) not in STOP_SIGNALS:
+            pass
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
         self.stop()
         log.info("stopped")
+
+
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
+
+
+def _written_to_the_pipe(signum: int, frame: FrameType | None) -> None:
+    """Nothing: Python's own handler has already written the signal's number to the pipe."""
+
+
+def _next_signal(wake_up: int) -> int:
+    select.select([wake_up], [], [])
+    try:
+        return os.read(wake_up, 1)[0]
+    except (BlockingIOError, IndexError):
+        return 0

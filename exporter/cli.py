@@ -77,7 +77,7 @@ check (see its --help).
 
 RUN_HELP = """\
 Run one action now, as a person: the allow-list, cooldown, cluster lock and audit
-log apply; the maintenance window does not. Prints the decision and result as JSON
+log apply; the off-peak window does not. Prints the decision and result as JSON
 on stdout; gc also prints a line per round on stderr (rows before and after, and
 how the round completed).
 
@@ -129,7 +129,8 @@ def _flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         type=_positive, default=default(Limits.max_connections),
                         help="connections served at once, lowered to stay under the open-file "
                         "limit; at the cap a new connection evicts the oldest one that is idle "
-                        f"or still sending its headers (default {Limits.max_connections})")
+                        "or still sending its headers, else the one whose body comes slowest "
+                        f"(default {Limits.max_connections})")
     parser.add_argument("--webhook.no-auth", dest="webhook_no_auth", action="store_true",
                         default=default(False),
                         help="accept webhook calls without authentication (not recommended)")
@@ -299,7 +300,7 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
     user = os.environ.get("USER", "")
     from prometheus_client import CollectorRegistry
 
-    from exporter.actions.runner import Request
+    from exporter.actions.base import Request
     from exporter.app import Actions, Sources
 
     sources = Sources(settings)
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(check.mark == doctor.FAILED for check in checks) else 0
     if command == "check-config":
         sys.stdout.write(render(settings))
-        for reason in settings.unavailable_actions().values():
+        for reason in settings.warnings():
             print(f"wa-exporter: warning: {reason}", file=sys.stderr)
         return 0
     if command == "run":

@@ -36,7 +36,7 @@ def missing_media_path_fix(volume: VolumeSettings) -> str:
 
 
 def check_database(settings: Settings) -> Check:
-    from exporter.sources.database import DatabaseError, open_source
+    from exporter.sources.database import DatabaseError, empty_prefix_warning, open_source
 
     db = settings.database
     if db is None:
@@ -58,6 +58,9 @@ def check_database(settings: Settings) -> Check:
         return Check("database", FAILED, f"{where}: WA databases {', '.join(found) or 'none'}; "
                      f"failing: {'; '.join(failed)}",
                      "grant WA_DB_USERNAME read access to every WA database")
+    if not db.name_prefix:
+        return Check("database", WARNED, f"{where}: "
+                     f"{empty_prefix_warning(sorted(reading.tables))}")
     return Check("database", OK, f"{where}: WA databases: {', '.join(found)}")
 
 

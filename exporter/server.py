@@ -19,8 +19,9 @@ from exporter.transport import Headers, HttpServer, Limits, Request, Response
 from exporter.webconfig import BasicAuth, WebConfig, server_context
 
 MAX_ACTIONS_LIMIT = 1000
-# Bodies of requests that are not webhooks (a GET has none worth reading).
-MAX_OTHER_BODY_BYTES = 64 * 1024
+# bcrypt checks one client address may have waiting or running; more are answered 429, so a
+# password guesser queues behind itself, not in front of Prometheus.
+AUTH_CHECKS_PER_CLIENT = 4
 
 
 # A POST route: the request body in, (HTTP status, the JSON answer) out.
@@ -47,6 +48,9 @@ class Hooks(Protocol):
 
     def of_run(self, run_id: str) -> list[dict[str, Any]]:
         """The records of one recent run (``GET /actions?run_id=``)."""
+
+    def waiting(self) -> dict[str, Any]:
+        """The off-peak window and the deferred alerts (``GET /actions``)."""
 
 
 class ListenAddressError(ValueError):
@@ -83,8 +87,9 @@ class Server:
         self.registry = registry
         self.ready = ready
         self.telemetry_path = telemetry_path
-        self.max_body_bytes = (webhooks.max_body_bytes if webhooks is not None
-                               else MAX_OTHER_BODY_BYTES)
+        # Only the webhooks take a body: a GET's is refused from its headers.
+        self.max_body_bytes = webhooks.max_body_bytes if webhooks is not None else 0
+        self.per_client: Mapping[str, int] = {"auth": AUTH_CHECKS_PER_CLIENT}
         self.get_routes: dict[str, Callable[[Request], Response]] = {
             telemetry_path: self.metrics, "/-/healthy": self.healthy,
             "/-/ready": self.readiness, "/": self.landing, runbooks.PATH: self.runbook_page}
@@ -120,6 +125,12 @@ class Server:
     def check(self, request: Request) -> Response | None:
         path, method = request.path, request.method
         if method in ("GET", "HEAD"):
+            if request.headers.get("Content-Length", "0") != "0" or \
+                    "Transfer-Encoding" in request.headers:
+                # Nothing here reads one, and a body sent a byte a second would hold the
+                # connection for the whole --web.read-timeout.
+                return Response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                f"a {method} request takes no body\n".encode(), close=True)
             refusal = self._auth_refusal(request)
             if refusal is not None:
                 return refusal
@@ -139,9 +150,10 @@ class Server:
         return self._auth_refusal(request) or self._body_refusal(request)
 
     def _auth_refusal(self, request: Request) -> Response | None:
-        """Webhook credentials are cheap to compare and checked here; a bcrypt password is
-        refused here only when it cannot be right (no header, unknown user), else in
-        :meth:`handle`."""
+        """Webhook credentials are cheap to compare and checked here; a basic-auth header is
+        refused here only when it names no user at all (none, garbled) or bcrypt already
+        refused it, else checked in :meth:`handle`: an unknown user costs a bcrypt check as
+        a known one does, so the time of the answer does not tell them apart."""
         webhooks = self.webhooks
         if request.path in self.post_routes and webhooks is not None and webhooks.has_auth:
             if webhooks.authorized(request.headers):
@@ -229,7 +241,8 @@ class Server:
         return Response(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
 
     def actions(self, request: Request) -> Response:
-        """The latest action records (``?limit=N``), or one run's (``?run_id=ID``)."""
+        """The latest action records (``?limit=N``) with the off-peak window and what is
+        deferred to it, or one run's records (``?run_id=ID``)."""
         assert self.webhooks is not None
         limit = 100
         for part in request.query.split("&"):
@@ -247,7 +260,8 @@ class Server:
                     "status": "error",
                     "error": f"limit: not a whole number from 1 to {MAX_ACTIONS_LIMIT}"})
             limit = max(1, min(MAX_ACTIONS_LIMIT, int(value)))
-        return _json(HTTPStatus.OK, {"records": self.webhooks.recent(limit)})
+        return _json(HTTPStatus.OK, {"records": self.webhooks.recent(limit),
+                                     **self.webhooks.waiting()})
 
 
 def _json(status: int, data: object, headers: dict[str, str] | None = None,

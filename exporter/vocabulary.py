@@ -32,7 +32,8 @@ class Outcome(StrEnum):
     STARTED = "started"
     SKIPPED_COOLDOWN = "skipped_cooldown"
     SKIPPED_RUNNING = "skipped_running"
-    SKIPPED_WINDOW = "skipped_window"
+    SKIPPED_WINDOW = "skipped_window"  # a schedule outside the window
+    DEFERRED = "deferred"  # an alert outside the window: runs when it opens
     DRY_RUN = "dry_run"
     REJECTED = "rejected"
     SKIPPED_RESOLVED = "skipped_resolved"

@@ -14,15 +14,17 @@ import base64
 import binascii
 import hashlib
 import logging
+import re
+import secrets
 import ssl
 import threading
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 
 from exporter.config.errors import ConfigError, describe_validation_error, fix_hint
+from exporter.config.loading import load_yaml
 from exporter.config.models import StrictModel
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,10 @@ TlsVersion = Literal["TLS10", "TLS11", "TLS12", "TLS13"]
 _VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
              "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 _IGNORED = ("cipher_suites", "curve_preferences", "prefer_server_cipher_suites")
+# A bcrypt hash as htpasswd and Go's bcrypt write it: variant, cost, 22 characters of salt and
+# 31 of hash.
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+MAX_REMEMBERED = 1000  # bcrypt results kept, successes and refusals each
 
 
 class TlsServerConfig(StrictModel):
@@ -60,24 +66,14 @@ class WebConfig(StrictModel):
 
 
 def load_web_config(path: Path) -> WebConfig:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"--web.config.file: cannot read {str(path)!r}: "
-                          f"{exc.strerror or exc}; fix: point it at a readable file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"--web.config.file: {path} is not UTF-8 text (byte {exc.start}); "
-                          "fix: save it as UTF-8") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"--web.config.file: {path} is not valid YAML; fix: correct the "
-                          "syntax") from None
+    data = load_yaml(path, "--web.config.file") or {}
     try:
         config = WebConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
             "--web.config.file: " + describe_validation_error(exc, WebConfig)) from None
     for user, hashed in config.basic_auth_users.items():
-        if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not _BCRYPT.fullmatch(hashed):
             raise ConfigError(f"--web.config.file: basic_auth_users.{user}: not a bcrypt hash; "
                               "fix: use e.g. htpasswd -nBC 10 '' | tr -d ':\\n'")
     tls = config.tls_server_config
@@ -118,19 +114,24 @@ def server_context(config: WebConfig) -> ssl.SSLContext | None:
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` against bcrypt hashes; remembers recent successes,
-    since one bcrypt check costs tens of milliseconds."""
+    """Checks ``Authorization: Basic`` against bcrypt hashes, as exporter-toolkit does: an
+    unknown user is compared with a dummy hash of the same cost, so the time of the answer
+    does not tell whether the user exists; a password over bcrypt's 72 bytes is refused
+    after the same work; each result is remembered (the last MAX_REMEMBERED successes and
+    as many refusals), since one bcrypt check costs tens of milliseconds."""
 
     def __init__(self, users: dict[str, str]) -> None:
         self.users = users
-        self._ok: dict[bytes, None] = {}
+        self._accepted: dict[bytes, None] = {}
+        self._refused: dict[bytes, None] = {}
         self._lock = threading.Lock()
+        self._dummy: bytes | None = None  # made on first need: it costs one bcrypt hash
 
     def __bool__(self) -> bool:
         return bool(self.users)
 
     def _parse(self, header: str) -> tuple[str, str, bytes] | None:
-        """(user, password, cache key), or None if the header cannot name a known user."""
+        """(user, password, cache key), or None if the header names no user at all."""
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -139,34 +140,52 @@ class BasicAuth:
                 "utf-8").partition(":")
         except (binascii.Error, ValueError):
             return None
-        hashed = self.users.get(user)
-        if not sep or hashed is None:
+        if not sep:
             return None
+        hashed = self.users.get(user, "")  # "": the dummy's key, the same for every stranger
         return user, password, hashlib.sha256(f"{user}\0{password}\0{hashed}".encode()).digest()
 
     def cached(self, header: str) -> bool | None:
-        """Without bcrypt: True for a recent success, False when the header cannot be right
-        (none, garbled, unknown user), None when only bcrypt can tell."""
+        """Without bcrypt: True for a remembered success, False for a remembered refusal or
+        a header that names no user, None when only bcrypt can tell."""
         parsed = self._parse(header)
-        if parsed is None:
-            return False
+        return False if parsed is None else self._remembered(parsed[2])
+
+    def _remembered(self, key: bytes) -> bool | None:
         with self._lock:
-            return True if parsed[2] in self._ok else None
+            if key in self._accepted:
+                return True
+            return False if key in self._refused else None
 
     def check(self, header: str) -> bool:
         parsed = self._parse(header)
         if parsed is None:
             return False
         user, password, key = parsed
-        with self._lock:
-            if key in self._ok:
-                return True
+        known = self._remembered(key)
+        if known is not None:
+            return known
         import bcrypt  # loaded with the first password to check: 0.4 MiB less without users
 
-        if not bcrypt.checkpw(password.encode(), self.users[user].encode()):
-            return False
+        hashed = self.users[user].encode() if user in self.users else self._dummy_hash()
+        given = password.encode()
+        # bcrypt reads 72 bytes at most and refuses more: a longer password is wrong, after
+        # the same work as any other.
+        right = bcrypt.checkpw(given[:72], hashed) and len(given) <= 72 and user in self.users
         with self._lock:
-            if len(self._ok) > 1000:
-                self._ok.clear()
-            self._ok[key] = None
-        return True
+            remembered = self._accepted if right else self._refused
+            if len(remembered) >= MAX_REMEMBERED:
+                del remembered[next(iter(remembered))]  # the oldest
+            remembered[key] = None
+        return right
+
+    def _dummy_hash(self) -> bytes:
+        """A hash of a random password at the highest cost among the users' hashes."""
+        if self._dummy is None:
+            import bcrypt
+
+            costs = [int(match.group(1)) for hashed in self.users.values()
+                     if (match := _BCRYPT.fullmatch(hashed))]
+            salt = bcrypt.gensalt(rounds=max(costs, default=10))
+            self._dummy = bcrypt.hashpw(secrets.token_urlsafe(16).encode(), salt)
+        return self._dummy

@@ -2,9 +2,11 @@
 
 The payload is validated strictly; each firing alert maps to an action through its
 ``action`` label or, failing that, the ``alert_rules`` on its ``alertname``. Cleanup may be
-narrowed to the one container an alert's ``container`` label names. Resolved alerts start
-nothing, nor do alerts whose ``instance`` is another exporter's (``actions.instances``).
-Targets are only ever checked against discovery, never taken on trust.
+narrowed to the one container an alert's ``container`` label names. A ``window="ignore"``
+label lets an emergency run outside the off-peak window. Resolved alerts start nothing (they
+cancel the alert's deferred request), nor do alerts whose ``instance`` is another exporter's
+(``actions.instances``). Targets are only ever checked against discovery, never taken on
+trust.
 """
 
 from __future__ import annotations
@@ -15,17 +17,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.actions.audit import clip
+from exporter.actions.base import Request
 from exporter.actions.runner import (
+    DEFERRED,
     REJECTED,
     SKIPPED_OTHER_HOST,
     SKIPPED_RESOLVED,
     Decision,
-    Request,
     Runner,
 )
 from exporter.config import ACTION_NAMES, ActionsSettings, normalise_action
 
 MAX_ALERTS = 1000
+# The one value of an alert's `window` label: run now, whatever the window.
+IGNORE_WINDOW = "ignore"
 
 
 class PayloadError(ValueError):
@@ -85,11 +90,13 @@ def requests_for(notification: Notification, settings: ActionsSettings
         action = normalise_action(label) if label else settings.alert_rules.get(alertname, "")
         target = alert.labels.get("container") if action == "cleanup" else None
         instance = alert.labels.get("instance")
+        window = alert.labels.get("window")
         origin = {"alertname": alertname, "fingerprint": alert.fingerprint}
         if instance is not None:
             origin["instance"] = clip(instance)
         request = Request(action or "none", "alert", clip(target) if target else None,
-                          origin=origin)
+                          origin=origin,
+                          ignore_window=(window or "").strip().lower() == IGNORE_WINDOW)
         if alert.status == "resolved":
             decided.append((request, SKIPPED_RESOLVED, "resolved alerts start nothing"))
         elif settings.instances and instance is not None and instance not in settings.instances:
@@ -104,6 +111,9 @@ def requests_for(notification: Notification, settings: ActionsSettings
         elif action not in ACTION_NAMES:
             decided.append((request, REJECTED, f"unknown action {label!r}; known: "
                             f"{', '.join(ACTION_NAMES)}"))
+        elif window is not None and not request.ignore_window:
+            decided.append((request, REJECTED, f"label window={clip(window)!r}: the only "
+                            f"value is {IGNORE_WINDOW!r} (run outside the off-peak window)"))
         else:
             decided.append((request, "", ""))
     return decided
@@ -119,7 +129,9 @@ def handle(body: bytes, runner: Runner) -> tuple[int, dict[str, object]]:
     notification = parse(body)
     decided = requests_for(notification, runner.settings)
     reasons: dict[tuple[str, str | None], str] = {}
-    for index, (request, outcome, _) in enumerate(decided):
+    for index, (request, outcome, reason) in enumerate(decided):
+        if outcome == SKIPPED_RESOLVED and runner.deferred.cancel(request):
+            decided[index] = (request, outcome, f"{reason}; its deferred request is cancelled")
         if outcome:
             continue
         key = (request.action, request.target)
@@ -142,9 +154,18 @@ def handle(body: bytes, runner: Runner) -> tuple[int, dict[str, object]]:
         return 422, {"status": "rejected", "decisions": answer}
     answer = [_named(r, runner.record_ignored(r, outcome, reason))
               for r, outcome, reason in decided if outcome]
-    submitted: set[tuple[str, str | None]] = set()
+    submitted: dict[tuple[str, str | None, bool], str] = {}
+    also_deferred: list[Request] = []
     for request, outcome, _ in decided:
-        if not outcome and (request.action, request.target) not in submitted:
-            submitted.add((request.action, request.target))  # one run per action and target
-            answer.append(_named(request, runner.submit(request)))
+        run = (request.action, request.target, request.ignore_window)
+        if outcome:
+            continue
+        if run not in submitted:  # one run per action and target (an emergency's apart)
+            decision = runner.submit(request)
+            submitted[run] = decision.outcome
+            answer.append(_named(request, decision))
+        elif submitted[run] == DEFERRED:
+            # Every alert is kept, so that one resolving leaves the others' request.
+            also_deferred.append(request)
+    runner.deferred.defer(also_deferred, runner.clock())
     return 200, {"status": "ok", "decisions": answer}

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,11 +218,64 @@ def read_tail(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     return records
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+# The fields of a run in flight, as ActionRun records them; only ``action`` is required.
+_RUN_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "action": _text, "trigger": _text, "host": _text, "instance": _text, "started": _number,
+    "pid": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "targets": lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
+    "previous_start": lambda v: isinstance(v, dict) and all(
+        t is None or _number(t) for t in v.values())}
+
+
+def _run(run: Any) -> bool:
+    return isinstance(run, dict) and "action" in run and all(
+        check(run[name]) for name, check in _RUN_FIELDS.items() if name in run)
+
+
+# The sections of the state file, each a map from a key (an action, action:container, a
+# database, a run ID) to what its readers rely on; an entry of another type is dropped.
+SECTIONS: dict[str, Callable[[Any], bool]] = {
+    "last_start": _number, "last_run": _number, "last_success": _number,
+    "roles": _text, "gc_rows_after": _number, "running": _run}
+
+
+def _checked(data: Any) -> tuple[dict[str, Any], list[str]]:
+    """``data`` with every section a map of entries of the right type, and what was dropped
+    to make it so. Keys that are not sections are kept as they are: nothing reads them."""
+    if not isinstance(data, dict):
+        return _empty(), [f"everything (a JSON {type(data).__name__}, not an object)"]
+    checked, dropped = dict(data), []
+    for section, valid in SECTIONS.items():
+        entries = data.get(section, {})
+        if not isinstance(entries, dict):
+            checked[section] = {}
+            dropped.append(f"{section} (not a map)")
+            continue
+        checked[section] = {k: v for k, v in entries.items() if valid(v)}
+        dropped += [f"{section}.{k}" for k in entries if k not in checked[section]]
+    return checked, dropped
+
+
+def _empty() -> dict[str, Any]:
+    return {section: {} for section in SECTIONS}
+
+
 class StateFile:
     """Small JSON state (cooldowns, runs in flight, last results), replaced atomically.
 
     Shared with ``wa-exporter run`` in another process: every change re-reads the file under
-    an ``flock``, so neither process overwrites the other's cooldowns.
+    an ``flock``, so neither process overwrites the other's cooldowns. A file that is not
+    JSON, or holds entries of the wrong type (edited by hand, cut short by a full disk), is
+    read without them: each is logged, and the file as found is kept as ``state.json.broken``
+    before the next change replaces it.
     """
 
     def __init__(self, path: Path) -> None:
@@ -248,19 +302,27 @@ class StateFile:
     def _load(self) -> dict[str, Any]:
         self._seen = self._stamp()
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            raw = self.path.read_bytes()
         except FileNotFoundError:
-            data = {}
-        except (OSError, ValueError) as exc:
+            return _empty()
+        except OSError as exc:
             log.error("state file unreadable; starting without cooldowns",
-                      extra={"path": str(self.path), "err": str(exc)})
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-        for key in ("last_start", "running", "last_run", "last_success", "roles",
-                    "gc_rows_after"):
-            data.setdefault(key, {})
-        return dict(data)
+                      extra={"path": str(self.path), "err": exc.strerror or str(exc)})
+            return _empty()
+        try:
+            data, dropped = _checked(json.loads(raw))
+        except (ValueError, RecursionError) as exc:
+            data, dropped = _empty(), [f"everything (not JSON: {clip(str(exc), 80)})"]
+        if dropped:
+            aside = self.path.with_name(self.path.name + ".broken")
+            try:
+                aside.write_bytes(raw)
+            except OSError as exc:
+                aside = Path(f"nowhere: {exc.strerror or exc}")
+            log.error("state file entries dropped: not what the exporter writes", extra={
+                "path": str(self.path), "dropped": clip(", ".join(dropped)),
+                "kept_as": str(aside)})
+        return data
 
     def update(self, change: Any) -> None:
         """Apply ``change(data)`` and write the file; a failed write is logged, not raised."""

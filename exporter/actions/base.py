@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +12,21 @@ from exporter.vocabulary import Result
 # The results by their short names, as the actions use them (defined in exporter.vocabulary).
 SUCCESS, FAILED, ERROR, TIMEOUT = Result.SUCCESS, Result.FAILED, Result.ERROR, Result.TIMEOUT
 DRY_RUN, INTERRUPTED, UNCONFIRMED = Result.DRY_RUN, Result.INTERRUPTED, Result.UNCONFIRMED
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a trigger asks the runner for."""
+
+    action: str
+    trigger: str
+    target: str | None = None
+    dry_run: bool = False
+    origin: Mapping[str, str] = field(default_factory=dict)  # alertname, schedule… for audit
+    # A person's explicit choice (upgrade-check --prepare --ignore-cooldown); recorded.
+    ignore_cooldown: bool = False
+    # An alert labelled window="ignore" (an emergency: a disk about to fill); recorded.
+    ignore_window: bool = False
 
 
 @dataclass

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from concurrent.futures import Future
 from typing import Any
 
 import docker
@@ -24,6 +27,7 @@ from exporter.errors import SourceError
 from exporter.sources.docker import (
     ContainerDirectory,
     DockerEngine,
+    DockerError,
     WaContainer,
     ended_by_stop,
     refused_as_not_running,
@@ -35,6 +39,9 @@ log = logging.getLogger(__name__)
 # `timeout` exists in busybox and coreutils; it ends a stuck script inside the container.
 # Exit codes: coreutils 124, busybox 143 (killed by TERM).
 _TIMED_OUT = (124, 143)
+# How long a decision waits for the Docker engine to list the containers: the webhook
+# answers within 2 s however the engine hangs.
+LOOKUP_SECONDS = 1.5
 
 
 class CleanupAction(Action):
@@ -47,21 +54,50 @@ class CleanupAction(Action):
         # collectors' timeout.
         self.engine = DockerEngine(timeout=settings.timeout + 30,
                                    factory=directory.engine.factory)
+        # The lookup behind a decision (see _containers): one at a time, on a thread of its
+        # own, so an engine that never answers holds that thread and nothing else.
+        self._lookups = DaemonExecutor(1, "cleanup-lookup")
+        self._lookup: Future[tuple[dict[str, WaContainer], str]] | None = None
+        self._lookup_started = 0.0
+        self._lookup_lock = threading.Lock()
+        self._identity = ""  # of the engine, from the last lookup: for lock_key
 
     def _containers(self) -> dict[str, WaContainer]:
-        """The WA containers now (one API call): a stale list would aim at containers that
-        are gone, or at an engine that is down."""
+        """The WA containers now (a stale list would aim at containers that are gone, or at
+        an engine that is down), waited for at most LOOKUP_SECONDS: a decision runs in the
+        webhook's answer, in the worker threads that other actions' notifications share. A
+        lookup still running is waited for again, not repeated."""
+        with self._lookup_lock:
+            if self._lookup is None or self._lookup.done():
+                self._lookup = self._lookups.submit(self._look_up)
+                self._lookup_started = time.monotonic()
+            lookup, started = self._lookup, self._lookup_started
         try:
-            return {c.name: c for c in self.directory.discover()}
+            known, self._identity = lookup.result(
+                max(0.0, started + LOOKUP_SECONDS - time.monotonic()))
+        except TimeoutError:
+            raise UnknownTarget(
+                f"cannot list the WA containers: the Docker engine at "
+                f"{self.directory.engine.where} has not answered for "
+                f"{time.monotonic() - started:.1f}s") from None
         except SourceError as exc:
-            raise UnknownTarget(f"cannot list the WA containers: {exc}") from None
+            raise UnknownTarget(str(exc)) from None
+        return known
+
+    def _look_up(self) -> tuple[dict[str, WaContainer], str]:
+        try:
+            known = {c.name: c for c in self.directory.discover()}
+        except SourceError as exc:
+            raise DockerError(f"cannot list the WA containers: {exc}", kind=exc.kind) from None
+        try:
+            identity = self.directory.engine.identity()  # asked once per Docker client
+        except SourceError as exc:
+            raise DockerError(f"cannot identify the Docker engine: {exc}",
+                              kind=exc.kind) from None
+        return known, identity
 
     def targets(self, requested: str | None) -> list[str]:
         known = self._containers()
-        try:
-            self.directory.engine.identity()  # for lock_key; asked once per Docker client
-        except SourceError as exc:
-            raise UnknownTarget(f"cannot identify the Docker engine: {exc}") from None
         if requested:
             if requested not in known:
                 raise UnknownTarget(f"{requested!r} is not a known WA container")
@@ -75,7 +111,7 @@ class CleanupAction(Action):
         """``cleanup:<engine ID>@<host>/<container>``: names are only unique on one engine,
         and with one exporter per host, same-named containers on two hosts (compose names
         them alike) must not share a lock. Exporters watching the same engine do share it."""
-        return f"{self.name}:{self.directory.engine.identity()}/{target}"
+        return f"{self.name}:{self._identity}/{target}"
 
     def run(self, ctx: RunContext) -> ActionResult:
         known = self.directory.known()

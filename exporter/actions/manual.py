@@ -2,7 +2,7 @@
 --exporter.url URL``): ``POST /actions/run`` with ``{"action", "target", "dry_run", "user"}``.
 
 It goes through the one runner like an alert (allow-list, cooldown, lock, audit, metrics with
-``trigger="manual"``) except for the maintenance window, which a person's run ignores, and
+``trigger="manual"``) except for the off-peak window, which a person's run ignores, and
 the GC it starts hears its callbacks in the exporter's inbox. The answer is the decision with
 its ``run_id``; the run's records are then read with ``GET /actions?run_id=…``.
 """
@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.actions.audit import clip
-from exporter.actions.runner import Request, Runner
+from exporter.actions.base import Request
+from exporter.actions.runner import Runner
 from exporter.config import ACTION_NAMES
 from exporter.vocabulary import Trigger
 

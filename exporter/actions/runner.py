@@ -1,11 +1,12 @@
 """The one runner every trigger goes through: alert, schedule or a person at the CLI.
 
 It decides, records and starts. The rules, in order: only allow-listed actions; targets
-from discovery only; an optional maintenance window (alerts and schedules); one run per
-action (per container for cleanup) in this process and, through the database lock,
-across replicas; a cooldown that survives restarts (the state file) and that other replicas
-see (a second database lock held for the rest of it); dry-run. Every decision and every
-outcome is one audit record and one ``whatsapp_action_requests_total`` increment.
+from discovery only; the off-peak window (alerts and schedules; an alert outside it is
+deferred until it opens, :mod:`exporter.actions.deferred`); one run per action (per
+container for cleanup) in this process and, through the database lock, across replicas; a
+cooldown that survives restarts (the state file) and that other replicas see (a second
+database lock held for the rest of it); dry-run. Every decision and every outcome is one
+audit record and one ``whatsapp_action_requests_total`` increment.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from exporter.actions.base import (
     SUCCESS,
     Action,
     ActionResult,
+    Request,
     RunContext,
     UnknownTarget,
 )
+from exporter.actions.deferred import Deferrals
 from exporter.config import ActionsSettings
-from exporter.vocabulary import Outcome, rows_after_gc
+from exporter.offpeak import OffPeak
+from exporter.vocabulary import Outcome, Trigger, rows_after_gc
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +45,12 @@ STARTED, SKIPPED_COOLDOWN, SKIPPED_RUNNING = (Outcome.STARTED, Outcome.SKIPPED_C
 SKIPPED_WINDOW, REJECTED, SKIPPED_RESOLVED = (Outcome.SKIPPED_WINDOW, Outcome.REJECTED,
                                               Outcome.SKIPPED_RESOLVED)
 SKIPPED_LOCK, SKIPPED_OTHER_HOST = Outcome.SKIPPED_LOCK, Outcome.SKIPPED_OTHER_HOST
+DEFERRED = Outcome.DEFERRED
 OUTCOMES = tuple(Outcome)
 INSTANCE = uuid.uuid4().hex  # this process, as named in the runs it records
 
 # Hears each progress record of a run besides the audit log: (event, fields).
 ProgressListener = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class Request:
-    action: str
-    trigger: str
-    target: str | None = None
-    dry_run: bool = False
-    origin: Mapping[str, str] = field(default_factory=dict)  # alertname, schedule… for audit
-    # A person's explicit choice (upgrade-check --prepare --ignore-cooldown); recorded.
-    ignore_cooldown: bool = False
 
 
 @dataclass
@@ -114,7 +108,8 @@ class Runner:
     def __init__(self, actions: Mapping[str, Action], settings: ActionsSettings,
                  audit: AuditLog, state: StateFile, lock: ClusterLock | None,
                  observer: RunObserver, clock: Callable[[], float] = time.time,
-                 unavailable: Mapping[str, str] | None = None) -> None:
+                 unavailable: Mapping[str, str] | None = None,
+                 window: OffPeak | None = None) -> None:
         self.actions = dict(actions)
         # Allowed but not runnable with these settings (no WA API...): why, for the rejection.
         self.unavailable = dict(unavailable or {})
@@ -124,6 +119,8 @@ class Runner:
         self.lock = lock
         self.observer = observer
         self.clock = clock
+        self.window = window or OffPeak(settings.window, settings.timezone)
+        self.deferred = Deferrals(state, audit, self.window, settings.defer_max_age)
         self._mutex = threading.Lock()
         self._running: set[str] = set()
         self._reserved: set[str] = set()  # deciding: the cluster lock is being taken
@@ -211,7 +208,8 @@ class Runner:
         return decision
 
     def _record(self, request: Request, decision: Decision) -> None:
-        extra = {"ignore_cooldown": True} if request.ignore_cooldown else {}
+        extra = {name: True for name in ("ignore_cooldown", "ignore_window")
+                 if getattr(request, name)}
         self.audit.append({"event": "decision", "trigger": request.trigger,
                            "dry_run": request.dry_run, **extra, **dict(request.origin),
                            **decision.as_dict()}, sync=decision.outcome == STARTED)
@@ -237,6 +235,10 @@ class Runner:
                 decision.run_id = uuid.uuid4().hex[:12]
                 run = ActionRun(self, request, decision, decision.targets if locks else [],
                                 locks, on_progress)
+        if decision.outcome == DEFERRED:
+            self.deferred.defer([request], self.clock())
+        elif decision.outcome == STARTED:
+            self.deferred.served(request, decision.run_id)
         self._record(request, decision)
         return decision, run
 
@@ -262,10 +264,13 @@ class Runner:
         name = request.action
         if reason:
             return Decision(name, REJECTED, reason)
-        if request.trigger != "manual" and not self.settings.window_open(self.clock()):
-            return Decision(name, SKIPPED_WINDOW, "outside the maintenance window")
-
         now = self.clock()
+        if request.trigger != Trigger.MANUAL and not request.ignore_window \
+                and not self.window.is_open(now):
+            if request.trigger == Trigger.ALERT:  # kept until the window opens
+                return Decision(name, DEFERRED, self.deferred.reason(now))
+            return Decision(name, SKIPPED_WINDOW, "outside the off-peak window")
+
         keys = [_key(name, target) for target in targets]
         busy = [key in self._running or key in self._reserved for key in keys]
         # The state file is read (a stat at least) only for a target not running here: in an

@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from exporter.actions.runner import Request, Runner
+from exporter.actions.base import Request
+from exporter.actions.runner import Runner
 from exporter.config import ScheduleEntry
 
 log = logging.getLogger(__name__)

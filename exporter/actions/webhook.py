@@ -1,6 +1,6 @@
 """The exporter's inbound hooks, independent of HTTP plumbing: authentication, the
-Alertmanager notification, forwarded WA GC callbacks, a person's run request, and the recent
-action records."""
+Alertmanager notification, forwarded WA GC callbacks, a person's run request, the recent
+action records, and what waits for the off-peak window."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ class Webhooks:
         header = headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
         token = self.settings.bearer_token
-        if scheme.lower() == "bearer" and token is not None:
+        # An empty token or password given never matches, whatever the settings hold (they
+        # refuse an empty secret).
+        if scheme.lower() == "bearer" and token is not None and credentials.strip():
             return hmac.compare_digest(credentials.strip().encode(), token.reveal().encode())
         user, password = self.settings.basic_auth_username, self.settings.basic_auth_password
         if scheme.lower() == "basic" and user is not None and password is not None:
@@ -55,7 +57,7 @@ class Webhooks:
             except (binascii.Error, ValueError):
                 return False
             expected = f"{user}:{password.reveal()}".encode()
-            return hmac.compare_digest(given, expected)
+            return bool(given.partition(b":")[2].strip()) and hmac.compare_digest(given, expected)
         return False
 
     def alertmanager(self, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -86,3 +88,9 @@ class Webhooks:
 
     def of_run(self, run_id: str) -> list[dict[str, Any]]:
         return self.runner.audit.of_run(run_id)
+
+    def waiting(self) -> dict[str, Any]:
+        """The off-peak window in force and the alerts deferred to it."""
+        runner = self.runner
+        return {"window": runner.window.describe(runner.clock()),
+                "deferred": runner.deferred.pending()}

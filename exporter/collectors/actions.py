@@ -8,6 +8,7 @@ so this module depends on the shared vocabulary only, never on :mod:`exporter.ac
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -61,6 +62,12 @@ class AuditHealth(Protocol):
 
     @property
     def pending(self) -> int: ...
+
+
+class WindowView(Protocol):
+    """The off-peak window in force (the runner's ``OffPeak``)."""
+
+    def describe(self, now: float) -> dict[str, Any]: ...
 
 
 Method = TypeVar("Method", bound=Callable[..., None])
@@ -123,6 +130,9 @@ class ActionMetrics(Collector):
                                           ["container", "role"], registry=None)
         self.running = Gauge("whatsapp_action_running", "1 while a run of this action is in "
                              "flight in this exporter.", ["action"], registry=None)
+        self.deferred = Gauge("whatsapp_action_deferred_requests", "Alerts deferred to the "
+                              "off-peak window, waiting for it to open.", ["action"],
+                              registry=None)
         # Pre-created so dashboards and rate() see every series before the first event.
         for action in actions:
             for outcome in Outcome:
@@ -142,6 +152,7 @@ class ActionMetrics(Collector):
         # Read live at every scrape (a function of the runner's state), so not among the
         # members whose text is kept between changes.
         registry.register(self.running)
+        registry.register(self.deferred)
 
     def describe(self) -> Iterator[Metric]:
         for member in self._members:
@@ -171,6 +182,10 @@ class ActionMetrics(Collector):
 
         for action in actions:
             self.running.labels(action).set_function(busy(action))
+
+    def watch_deferred(self, actions: list[str], count: Callable[[str], int]) -> None:
+        for action in actions:
+            self.deferred.labels(action).set_function(functools.partial(count, action))
 
     @_changes_output
     def decided(self, action: str, outcome: str) -> None:
@@ -260,6 +275,30 @@ def deleted_by_source(details: dict[str, Any]) -> dict[tuple[str, str], int]:
     if left:
         shares[("", "")] = left
     return shares
+
+
+class WindowMetrics(Collector):
+    """The off-peak window in force (a learned one moves) and whether it is open now."""
+
+    def __init__(self, window: WindowView, clock: Callable[[], float] = time.time) -> None:
+        self.window = window
+        self.clock = clock
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(described(self.collect()))
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.window.describe(self.clock())
+        info = GaugeMetricFamily("whatsapp_action_window_info", "The off-peak window in force "
+                                 "(always 1): mode fixed, learned, learning (learned, on the "
+                                 "fixed hours until a week of inflow is known) or always; "
+                                 "start and end are local times in timezone.",
+                                 labels=["mode", "start", "end", "timezone"])
+        info.add_metric([now["mode"], now["start"], now["end"], now["timezone"]], 1.0)
+        opened = GaugeMetricFamily("whatsapp_action_window_open", "1 while the off-peak "
+                                   "window is open: alerts and schedules may start actions.")
+        opened.add_metric([], 1.0 if now["open"] else 0.0)
+        yield from (info, opened)
 
 
 class AuditMetrics(Collector):

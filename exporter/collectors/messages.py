@@ -1,4 +1,5 @@
-"""``whatsapp_db_up`` and the ``messages`` table figures, per WA database."""
+"""``whatsapp_db_up`` and the ``messages`` table figures, per WA database; the row counts
+also feed the hour-of-week inflow profile (``whatsapp_messages_inflow_by_hour``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter.collectors.base import Collector, Snapshot, described
 from exporter.config import MessagesSettings
 from exporter.errors import Degraded
-from exporter.sources.database import MessagesSource, TableReading
+from exporter.inflow import InflowProfile
+from exporter.sources.database import MessagesSource, TableReading, empty_prefix_warning
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +22,17 @@ class MessagesCollector(Collector):
     name = "messages"
 
     def __init__(self, source: MessagesSource, settings: MessagesSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 profile: InflowProfile | None = None) -> None:
         super().__init__(settings)
         self.source = source
         self.clock = clock
+        self.profile = profile
         # Last good reading per database and when it was taken: served until stale.
         self._last: dict[str, tuple[TableReading, float]] = {}
         self._up: dict[str, bool] = {}
         self._found_none = False  # the last refresh found no WA database: warned once
+        self._named: set[str] = set()  # matched by an empty prefix, named in a warning
 
     def refresh(self) -> Sequence[Metric]:
         reading = self.source.read()
@@ -49,11 +54,22 @@ class MessagesCollector(Collector):
         if found_none and not self._found_none:
             log.warning("no WA database found", extra={"err": self.source.explain_none_found()})
         self._found_none = found_none
+        self._warn_empty_prefix(up)
+        if self.profile is not None:
+            self.profile.feed({name: t.rows for name, t in reading.tables.items()}, now)
         families = self._families(up, now, discovered=len(up))
         if reading.errors:
             failed = ", ".join(sorted(reading.errors))
             raise Degraded(f"queries failed on {failed}", families)
         return families
+
+    def _warn_empty_prefix(self, found: dict[str, bool]) -> None:
+        """An empty prefix takes every database with a messages table: name them once each."""
+        if self.source.prefix or not set(found) - self._named:
+            return
+        self._named |= set(found)
+        log.warning("WA_DB_NAME_PREFIX is empty", extra={
+            "err": empty_prefix_warning(sorted(found))})
 
     def latest(self) -> dict[str, TableReading]:
         """The last fresh reading of each database (what ``/metrics`` shows now)."""
@@ -102,6 +118,16 @@ class MessagesCollector(Collector):
             source.add_metric([name, table.source], 1.0)
             size.add_metric([name], float(table.size_bytes))
         families: list[Metric] = [db_up, rows, exact, source, size]
+        if self.profile is not None:
+            inflow = GaugeMetricFamily("whatsapp_messages_inflow_by_hour",
+                                       "Rows that came into the messages tables per hour, in "
+                                       "the latest occurrence of each hour of the week seen in "
+                                       "the last 7 days (0 is Monday 00:00 in "
+                                       "actions.timezone; the hour under way extrapolated).",
+                                       labels=["hour_of_week"])
+            for hour, per_hour in self.profile.per_hour(now).items():
+                inflow.add_metric([str(hour)], per_hour)
+            families.append(inflow)
         if discovered is not None:
             count = GaugeMetricFamily("whatsapp_messages_databases",
                                       "WA databases found: name starts with the prefix and holds "

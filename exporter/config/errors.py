@@ -7,9 +7,14 @@ turns pydantic's first error into the line, with that hint.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
+
+# How a wrong value is quoted: its start, never the whole of a large value.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxdict, _QUOTE.maxlist, _QUOTE.maxstring, _QUOTE.maxother = 2, 4, 4, 80, 80
 
 
 class ConfigError(Exception):
@@ -53,7 +58,7 @@ def describe_validation_error(exc: ValidationError, model: type[BaseModel]) -> s
         return f"{key}: unknown key; fix: remove it or use one of: {known}"
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
-    shown = "<secret>" if secret else repr(value)
+    shown = "<secret>" if secret else _QUOTE.repr(value)
     fix = None
     if info is not None:
         extra = info.json_schema_extra

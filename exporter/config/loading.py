@@ -81,7 +81,7 @@ def _resolve_secret_files(variables: dict[str, str]) -> dict[str, str]:
                 f"{name}: set both directly and through {file_key}; fix: keep only one of them"
             )
         try:
-            resolved[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as exc:
             raise ConfigError(
                 f"{file_key}: cannot read {path!r}: {exc.strerror or exc}; "
@@ -91,30 +91,86 @@ def _resolve_secret_files(variables: dict[str, str]) -> dict[str, str]:
             raise ConfigError(
                 f"{file_key}: {path!r} is not UTF-8 text; fix: write the secret as UTF-8"
             ) from None
+        if not secret.strip():
+            raise ConfigError(f"{file_key}: {path!r} is empty; fix: write the secret into it")
+        resolved[name] = secret
     return resolved
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+MAX_YAML_BYTES = 1024 * 1024
+# Values in a YAML document with every alias expanded, as validation walks them: a few
+# hundred in a real file; an alias bomb (aliases of aliases of lists) has billions.
+MAX_YAML_VALUES = 100_000
+
+
+def load_yaml(path: Path, flag: str) -> Any:
+    """The one YAML document in ``path``; every problem a :class:`ConfigError` naming
+    ``flag``. Small and fast whatever the file holds: at most 1 MiB, and aliases may not
+    expand it past :data:`MAX_YAML_VALUES` values; no message quotes the content."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_YAML_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(
-            f"--config.file: cannot read {str(path)!r}: {exc.strerror or exc}; "
-            "fix: point it at a readable YAML file"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"--config.file: {path} is not UTF-8 text (byte {exc.start}); fix: save it as "
-            "UTF-8"
-        ) from None
+        raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc.strerror or exc}; "
+                          "fix: point it at a readable file") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{flag}: {path} is larger than {MAX_YAML_BYTES // 1024} KiB; fix: "
+                          "point it at the settings file")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{flag}: {path} is not UTF-8 text (byte {exc.start}); fix: save it "
+                          "as UTF-8") from None
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if not _within(node, MAX_YAML_VALUES):
+            raise ConfigError(f"{flag}: {path} expands to more than {MAX_YAML_VALUES} values "
+                              "through its aliases (*name), or an alias holds itself; fix: "
+                              "write the settings out without such aliases")
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(
-            f"--config.file: {path} is not valid YAML{at}; fix: correct the YAML syntax"
-        ) from None
+        raise ConfigError(f"{flag}: {path} is not valid YAML{at}; fix: correct the YAML "
+                          "syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{flag}: {path} is nested too deeply; fix: correct the YAML "
+                          "syntax") from None
+    finally:
+        loader.dispose()
+
+
+def _within(root: yaml.Node, limit: int) -> bool:
+    """Whether the document under ``root`` holds at most ``limit`` values with every alias
+    expanded (an alias is the node it names, once more), and no alias holds itself. Each
+    node is counted once, so this takes the time of the file, not of the expansion."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the path from the root: met again, a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = [] if isinstance(node, yaml.ScalarNode) else [
+            child for item in node.value
+            for child in (item if isinstance(item, tuple) else (item,))]
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > limit:
+                return False
+        elif id(node) in open_nodes:
+            return False
+        elif id(node) not in sizes:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+    return True
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    data = load_yaml(path, "--config.file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -7,8 +7,9 @@ complete once built and never written afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -17,8 +18,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -35,6 +38,7 @@ from exporter.config.types import (
     TimeZone,
     WebUrl,
     Weekday,
+    format_duration,
     readable_file,
 )
 
@@ -163,32 +167,81 @@ class WaApiSettings(WaApiOptions):
 
 # --- the exporter's own settings (YAML) -----------------------------------------------------
 
+V = TypeVar("V")
+
+
+def _unset_follows(value: V, info: ValidationInfo, field: str,
+                   default: Callable[[float], float]) -> V | float:
+    """``value`` as given, or, unset (None), ``default`` of the ``field`` validated before
+    it; that field is absent from ``info`` when it was wrong, and is reported then."""
+    earlier: float | None = info.data.get(field)
+    return value if value is not None or earlier is None else default(earlier)
+
 
 class CollectorSettings(StrictModel):
+    # stale_after when unset: this, or three intervals if longer.
+    STALE_AFTER: ClassVar[float] = 300.0
+
     enabled: bool = True
     interval: Duration = 60.0
     timeout: Duration | None = Field(default=None, validate_default=True)
-    stale_after: Duration = 300.0
+    stale_after: Duration = Field(default=None, validate_default=True)
 
     @field_validator("timeout")
     @classmethod
     def _default_timeout(cls, timeout: float | None, info: ValidationInfo) -> float | None:
         """Unset: min(30s, interval). Refreshes never overlap, so a timeout longer than the
         interval only delays the next."""
-        interval: float | None = info.data.get("interval")  # absent when wrong: reported
-        if timeout is not None or interval is None:
-            return timeout
-        return min(30.0, interval)
+        return _unset_follows(timeout, info, "interval", lambda interval: min(30.0, interval))
+
+    @field_validator("stale_after", mode="before")
+    @classmethod
+    def _default_stale_after(cls, stale_after: object, info: ValidationInfo) -> object:
+        return _unset_follows(stale_after, info, "interval",
+                              lambda interval: max(cls.STALE_AFTER, 3 * interval))
+
+    @model_validator(mode="after")
+    def _figures_outlive_the_interval(self) -> CollectorSettings:
+        if self.stale_after <= self.interval:
+            raise ValueError(
+                f"stale_after ({format_duration(self.stale_after)}) is not longer than "
+                f"interval ({format_duration(self.interval)}): the figures would be dropped "
+                "before the next refresh replaces them; fix: raise stale_after above interval "
+                "(e.g. five intervals) or lower interval")
+        return self
 
 
 class MessagesSettings(CollectorSettings):
     exact_count_below: Annotated[
         int, fix_hint("use a row count; below it rows are counted exactly, above it estimated")
     ] = Field(default=1_000_000, ge=0)
-    query_timeout: Duration = 20.0
+    query_timeout: Duration = Field(default=None, validate_default=True)
     maintenance_database: Annotated[
         str, fix_hint("name a PostgreSQL database the DB user may connect to, e.g. postgres")
     ] = "postgres"
+
+    @field_validator("query_timeout", mode="before")
+    @classmethod
+    def _default_query_timeout(cls, query_timeout: object, info: ValidationInfo) -> object:
+        """Unset: 20s, or the refresh's timeout if that is shorter."""
+        return _unset_follows(query_timeout, info, "timeout", lambda timeout: min(20.0, timeout))
+
+    @model_validator(mode="after")
+    def _a_query_fits_in_a_refresh(self) -> MessagesSettings:
+        """A query that may outlast the refresh's timeout leaves the refresh failed and the
+        query running into the next one: one locked table would stall every refresh."""
+        assert self.timeout is not None
+        if self.query_timeout <= self.timeout:
+            return self
+        query = f"query_timeout ({format_duration(self.query_timeout)})"
+        if "timeout" in self.model_fields_set or self.timeout != self.interval:
+            bound = f"timeout ({format_duration(self.timeout)})"
+        else:  # unset timeout: the interval's, up to 30s
+            bound = (f"interval ({format_duration(self.interval)}), which bounds each refresh "
+                     "while timeout is unset")
+        raise ValueError(f"{query} is longer than {bound}: a locked table would outlast every "
+                         "refresh; fix: lower query_timeout, or set timeout to at least "
+                         "query_timeout (refreshes never overlap: a longer one delays the next)")
 
 
 Role = Literal["webapp", "coreapp", "master"]
@@ -261,9 +314,10 @@ class VolumeSettings(CollectorSettings):
 
 
 class VolumeScanSettings(CollectorSettings):
+    STALE_AFTER = 900.0
+
     interval: Duration = 300.0
     timeout: Duration | None = 120.0
-    stale_after: Duration = 900.0
     workers: Annotated[
         int | None, fix_hint("use a number of processes from 1 to 64, or leave unset for the CPUs")
     ] = Field(default=None, ge=1, le=64)
@@ -294,13 +348,6 @@ class RarelyReadSettings(CollectorSettings):
     interval: Duration = 3600.0
     timeout: Duration | None = 60.0
     stale_after: Duration = 3 * 3600.0
-
-    @model_validator(mode="after")
-    def _served_until_the_next_read(self) -> RarelyReadSettings:
-        if self.stale_after <= self.interval:
-            raise ValueError("stale_after must be longer than interval, or the figures vanish "
-                             "between two reads; fix: raise stale_after (e.g. 3 x interval)")
-        return self
 
 
 class WaStatsDbSettings(RarelyReadSettings):
@@ -337,20 +384,55 @@ class CollectorsSettings(StrictModel):
 # --- actions ----------------------------------------------------------------------------------
 
 
-class WindowSettings(StrictModel):
-    """Alerts and schedules start actions only inside this window (the CLI ignores it)."""
+WindowMode = Literal["fixed", "learned", "always"]
+WINDOW_FIX = ('use always (no window), learned, or {start: "01:00", end: "05:00"} (fixed, '
+              "in actions.timezone)")
 
-    start: ClockTime
-    end: ClockTime
+
+def _window_shorthand(value: object) -> object:
+    """``window: always`` and ``window: learned`` stand for ``{mode: ...}``. A null window
+    once meant "always"; now it would silently mean the default, so it is refused."""
+    if value is None:
+        raise ValueError(f"null is not a window; fix: {WINDOW_FIX}")
+    if isinstance(value, str):
+        return {"mode": value.strip().lower()}
+    return value
+
+
+class WindowSettings(StrictModel):
+    """When alerts and schedules may start actions (the CLI ignores it), in
+    ``actions.timezone``: ``fixed`` from start to end (by default 01:00-05:00, off-peak as the
+    guide asks), ``learned`` (the quietest 4 hours of the last week's inflow; start to end
+    until a week is known) or ``always``. An alert outside it is deferred until it opens."""
+
+    mode: Annotated[WindowMode, fix_hint(WINDOW_FIX)] = "fixed"
+    start: ClockTime = "01:00"
+    end: ClockTime = "05:00"
     days: list[Weekday] = list(WEEKDAYS)
 
     @field_validator("days")
     @classmethod
     def _known_days(cls, days: list[str]) -> list[str]:
+        if not days:
+            raise ValueError(f"no days: the window would never open; fix: list some of "
+                             f"{', '.join(WEEKDAYS)}, or leave days out for every day")
         for day in days:
             if day not in WEEKDAYS:
                 raise ValueError(f"{day!r} is not a weekday; fix: use {', '.join(WEEKDAYS)}")
         return days
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> WindowSettings:
+        # 00:00-00:00 could mean a whole day or none: neither is said by an empty window.
+        if self.start == self.end:
+            raise ValueError(f"start and end are both {self.start}: a window of no time; fix: "
+                             "use window: always for no window, or an end other than the start")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _shorthand(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``always`` prints as it is written: its start, end and days mean nothing."""
+        return "always" if self.mode == "always" else handler(self)
 
 
 class ScheduleEntry(StrictModel):
@@ -395,6 +477,9 @@ class WebhookSettings(StrictModel):
             except UnicodeDecodeError:  # its message would quote a byte of the secret
                 raise ValueError(f"{file_key}: {str(path)!r} is not UTF-8 text; fix: write "
                                  "the secret as UTF-8") from None
+            if not secret:  # an empty token would match an empty Authorization header
+                raise ValueError(f"{file_key}: {str(path)!r} is empty; fix: write the "
+                                 "secret into it")
             secrets |= {key: secret, file_key: None}
         if secrets:
             settings = handler(dict(settings) | secrets)
@@ -468,8 +553,10 @@ class ActionsSettings(StrictModel):
     lock_timeout: Duration = Field(default=3.0, gt=0, le=60)
     cooldown: dict[ActionName, Duration] = {"gc": 3600.0, "media_gc": 6 * 3600.0,
                                             "cleanup": 3600.0}
-    window: WindowSettings | None = None
+    window: Annotated[WindowSettings, BeforeValidator(_window_shorthand)] = WindowSettings()
     timezone: TimeZone = "UTC"
+    # An alert deferred to the window is dropped if no notification renewed it for this long.
+    defer_max_age: Duration = 24 * 3600.0
     alert_rules: dict[str, ActionName] = {}  # alertname -> action, when no action label
     # The `instance` label(s) Prometheus gives this exporter. With one exporter per host
     # behind one Alertmanager, a firing alert whose `instance` is another is another host's:
@@ -484,20 +571,6 @@ class ActionsSettings(StrictModel):
 
     def cooldown_for(self, action: str) -> float:
         return self.cooldown.get(action, 3600.0)
-
-    def window_open(self, timestamp: float) -> bool:
-        if self.window is None:
-            return True
-        from datetime import datetime
-        from zoneinfo import ZoneInfo
-
-        local = datetime.fromtimestamp(timestamp, ZoneInfo(self.timezone))
-        now = local.strftime("%H:%M")
-        start, end = self.window.start, self.window.end
-        # A window such as 22:00-04:00 crosses midnight: its day is the one it started on.
-        inside = start <= now < end if start <= end else (now >= start or now < end)
-        day = local if start <= end or now >= start else local.fromordinal(local.toordinal() - 1)
-        return inside and WEEKDAYS[day.weekday()] in self.window.days
 
 
 class UpgradeSettings(StrictModel):
@@ -539,6 +612,15 @@ class Settings(StrictModel):
         return ("gc" in self.actions.allowed and not self.actions.dry_run
                 and "gc" not in self.unavailable_actions()
                 and any(e.action == "gc" and not e.dry_run for e in self.actions.schedules))
+
+    def warnings(self) -> list[str]:
+        """What ``check-config`` warns about: settings that load but may not do what is meant."""
+        found = list(self.unavailable_actions().values())
+        if self.database is not None and not self.database.name_prefix:
+            found.append("WA_DB_NAME_PREFIX is empty, so every database with a messages table "
+                         "counts as a WA database; check-config --connect names them; fix: "
+                         "set WA_DB_NAME_PREFIX as in the WA client's db.env")
+        return found
 
     def unavailable_actions(self) -> dict[str, str]:
         """Allowed actions these settings cannot run, each with what is missing and the fix."""

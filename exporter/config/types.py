@@ -56,9 +56,13 @@ def scrub(text: str, *secrets: Secret | None) -> str:
 
 def _to_secret(value: object) -> Secret:
     if isinstance(value, Secret):
-        return value
+        value = value.reveal()
     if not isinstance(value, str):
         raise ValueError("must be a string")
+    if not value.strip():
+        # An empty token would be matched by an empty Authorization header.
+        raise ValueError("is empty or only whitespace; fix: set the secret, or leave the key "
+                         "out")
     return Secret(value)
 
 

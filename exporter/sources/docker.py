@@ -124,13 +124,21 @@ class DockerEngine:
 
     def _get(self) -> docker.DockerClient:
         with self._lock:
+            if self._client is not None:
+                return self._client
+        # Made outside the lock: the client asks the engine its API version, and an engine
+        # that never answers would hold every other caller, close() at exit included.
+        try:
+            client = self.factory(timeout=max(1, round(self.timeout)), use_ssh_client=True)
+        except (DockerException, requests.RequestException, OSError) as exc:
+            raise self._unreachable(exc) from None
+        with self._lock:
             if self._client is None:
-                try:
-                    self._client = self.factory(timeout=max(1, round(self.timeout)),
-                                                use_ssh_client=True)
-                except (DockerException, requests.RequestException, OSError) as exc:
-                    raise self._unreachable(exc) from None
-            return self._client
+                self._client = client
+                return client
+            kept = self._client  # another thread made one meanwhile
+        client.close()
+        return kept
 
     def _drop(self, client: docker.DockerClient) -> None:
         with self._lock:

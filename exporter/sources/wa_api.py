@@ -5,24 +5,32 @@ threads. It logs in with HTTP Basic and keeps the bearer token until shortly bef
 ``expires_after`` or until a call gets 401 (then it logs in once more and repeats the call
 once). Connection errors and 5xx answers are retried with exponential backoff; timeouts and
 4xx answers are not, so a GC request the webapp may already have taken is never sent twice.
+Each request must be answered in full within ``connect_timeout + read_timeout``: requests
+bounds each read, so a webapp that sends a byte now and then would otherwise hold the call,
+and the GC run waiting on it, for ever.
 Every failure is a :class:`WaApiError` whose ``kind`` names it; neither the password nor a
 token ever appears in an error, a log line or a ``repr``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
+import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from exporter import __version__
 from exporter.config import Secret, WaApiSettings, scrub
@@ -129,6 +137,69 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# --- a deadline for the whole of a request ------------------------------------------------
+
+# The connection each thread is sending a request on (and reading its answer from).
+_IN_USE: dict[int, HTTPConnection] = {}
+
+
+class _Noted:
+    """A urllib3 connection that notes, per request, which thread uses it."""
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _IN_USE[threading.get_ident()] = self  # type: ignore[assignment]
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _NotedConnection(_Noted, HTTPConnection):
+    pass
+
+
+class _NotedTlsConnection(_Noted, HTTPSConnection):
+    pass
+
+
+class _NotedPool(HTTPConnectionPool):
+    ConnectionCls = _NotedConnection
+
+
+class _NotedTlsPool(HTTPSConnectionPool):
+    ConnectionCls = _NotedTlsConnection
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with the connections above."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _NotedPool, "https": _NotedTlsPool}
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[threading.Event]:
+    """Within the block, this thread's request ends at ``seconds``: its socket is shut down,
+    which ends the read in progress. The event tells whether that happened."""
+    thread, expired = threading.get_ident(), threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        sock = getattr(_IN_USE.get(thread), "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # socket's own shutdown, also for TLS: SSLSocket's would close the TLS state
+                # under the thread still reading it.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        timer.cancel()
+        _IN_USE.pop(thread, None)
+
+
 class WaApiClient:
     """The webapp's API, as ``settings`` describe it. ``clock`` gives the current UTC time."""
 
@@ -149,6 +220,8 @@ class WaApiClient:
             # Our warning above says it once; urllib3 would repeat it on every request.
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self._session = requests.Session()
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, _DeadlineAdapter())
         # Only our settings count: no proxies, CA bundles or .netrc credentials from the env.
         self._session.trust_env = False
         self._session.headers["User-Agent"] = f"wa-exporter/{__version__}"
@@ -274,11 +347,15 @@ class WaApiClient:
         attempt = 1
         while True:
             try:
-                response = self._session.request(method, self.url + path, timeout=self._timeouts,
-                                                 verify=self._verify, allow_redirects=False,
-                                                 **kwargs)
+                with _deadline(sum(self._timeouts)) as expired:
+                    response = self._session.request(
+                        method, self.url + path, timeout=self._timeouts, verify=self._verify,
+                        allow_redirects=False, **kwargs)
             except requests.RequestException as exc:
-                error = self._transport_error(exc, method, path)
+                error = WaTimeoutError(
+                    f"{method} {path}: the answer from {self.url} did not arrive in full "
+                    f"within {sum(self._timeouts):g}s (wa_api.connect_timeout + read_timeout)"
+                ) if expired.is_set() else self._transport_error(exc, method, path)
             else:
                 if response.status_code < 500:
                     return response

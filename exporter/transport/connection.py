@@ -20,13 +20,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("exporter.transport")
 
-MAX_PIPELINED = 16
+MAX_PIPELINED = 16  # requests queued behind the one being answered; more get a 429
 
 
 class Connection(asyncio.Protocol):
     """One client connection: its state, its timer and its parser."""
 
-    # States; the first three are the ones an eviction may end.
+    # States; at the cap an eviction ends one of the first three (the oldest), else one
+    # still reading a body (the slowest); a connection being answered is never evicted.
     HANDSHAKE, WAITING, IDLE, READING_BODY, BUSY = ("handshake", "waiting", "idle",
                                                       "reading_body", "busy")
 
@@ -48,6 +49,9 @@ class Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._parsed_header_bytes = 0
         self._refusal: Response | None = None
+        # The answer that ends the connection (a refusal), written once every request
+        # queued before it has been answered.
+        self._last_word: tuple[Request, Response] | None = None
         self._queue: deque[Request] = deque()
         self._working = False
         self._write_paused = False
@@ -178,9 +182,7 @@ class Connection(asyncio.Protocol):
         self._request = request
         self._header_bytes = 0
         if not self._working:
-            self._set_state(self.READING_BODY)
-            left = self.server.limits.read_timeout - (time.monotonic() - self._request_started)
-            self._set_deadline(max(left, 0.0), "request not received in time")
+            self._await_body()
         refusal = self.server.handler.check(request)
         if refusal is not None:
             self._refusal = refusal
@@ -198,14 +200,15 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         request = self._request
         assert request is not None
+        if len(self._queue) >= MAX_PIPELINED:
+            # Answered 429 after the requests queued before it; the connection then closes.
+            self._refusal = error(HTTPStatus.TOO_MANY_REQUESTS, "too many pipelined requests")
+            raise ValueError("too many pipelined requests")
         request.body = bytes(self._body)
         self._request = None
         self._in_message = False
         self._body = bytearray()
         self._queue.append(request)
-        if len(self._queue) > MAX_PIPELINED:
-            self._refusal = error(HTTPStatus.TOO_MANY_REQUESTS, "too many pipelined requests")
-            raise ValueError("too many pipelined requests")
         if not self._working:
             self._next()
         elif self.transport is not None and not self._reading_paused:
@@ -216,16 +219,21 @@ class Connection(asyncio.Protocol):
     # request handling
 
     def _next(self) -> None:
-        """Start the next queued request, or wait for one."""
-        if self.closed or self._working or self._stop_parsing:
+        """Start the next queued request, or wait for one; once none is left, the last word
+        if there is one."""
+        if self.closed or self._working:
             return
         if self._write_paused:
             self._set_deadline(self.server.limits.read_timeout, "answer not read in time")
             return
         if not self._queue:
-            if self._request is not None:  # pipelined behind the last answer: body still due
-                self._set_state(self.READING_BODY)
-                self._set_deadline(self.server.limits.read_timeout, "request not received in time")
+            if self._last_word is not None:
+                last, self._last_word = self._last_word, None
+                self._write(*last)
+            elif self._stop_parsing:
+                return
+            elif self._request is not None:  # pipelined behind the last answer: body still due
+                self._await_body()
             elif self._in_message:  # its headers still due
                 self._await_request(self.server.limits.read_header_timeout)
             else:
@@ -252,11 +260,12 @@ class Connection(asyncio.Protocol):
         self._next()
 
     def _refuse(self, response: Response) -> None:
+        """Answer ``response`` after the requests already queued (pipelined before the one
+        refused), then close: nothing after it is parsed."""
         request = self._request or Request("GET", "", "", "1.1", Headers(), self.client)
-        self._queue.clear()
-        if self._working:
-            return  # the answer in progress goes out; the connection then closes
-        self._write(request, response)
+        response.close = True
+        self._last_word = (request, response)
+        self._next()
 
     def _write(self, request: Request, response: Response) -> None:
         transport = self.transport
@@ -264,7 +273,9 @@ class Connection(asyncio.Protocol):
             log.debug("client left before its answer", extra={"client": self.client})
             return
         self.server.handler.decorate(request, response)
-        close = response.close or not request.keep_alive or self._stop_parsing
+        # Also after the last answer there will be, once parsing has stopped.
+        close = response.close or not request.keep_alive or (
+            self._stop_parsing and not self._queue and self._last_word is None)
         lines = [STATUS_LINES.get(response.status) or f"HTTP/1.1 {response.status} ",
                  f"Server: {self.server.name}", f"Date: {self.server.date()}",
                  f"Content-Type: {response.content_type}",
@@ -284,13 +295,27 @@ class Connection(asyncio.Protocol):
 
     # state and timers
 
+    def _await_body(self) -> None:
+        """The rest of the request is due within ``read_timeout`` of its first byte, in all,
+        however it trickles."""
+        self._set_state(self.READING_BODY)
+        left = self.server.limits.read_timeout - (time.monotonic() - self._request_started)
+        self._set_deadline(max(left, 0.0), "request not received in time")
+
     def _await_request(self, timeout: float, idle: bool = False) -> None:
         self._set_state(self.IDLE if idle else self.WAITING)
         self._set_deadline(timeout, "idle timeout" if idle else "headers not received in time")
 
     def _set_state(self, state: str) -> None:
         self.state = state
-        self.server.evictable(self, state in (self.HANDSHAKE, self.WAITING, self.IDLE))
+        self.server.track(self)
+
+    def progress(self, now: float) -> float:
+        """Bytes per second of the request being read, since its first byte: how an
+        eviction at the cap picks, among connections reading a body, the one that is
+        getting nowhere (one byte a second) before one that is merely large."""
+        received = self._parsed_header_bytes + len(self._body)
+        return received / max(now - self._request_started, 0.001)
 
     def _set_deadline(self, seconds: float, why: str) -> None:
         self.deadline = time.monotonic() + seconds

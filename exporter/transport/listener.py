@@ -48,9 +48,12 @@ class HttpServer:
         self.cap = limits.connection_cap()
         self.date = _Date()
         self.loop = asyncio.new_event_loop()
-        self.workers = Workers(self.loop, handler.handle, limits.workers)
+        self.workers = Workers(self.loop, handler.handle, limits.workers, handler.per_client)
         self._connections: dict[Connection, None] = {}
+        # At the cap, a new connection evicts the oldest of these (in their handshake,
+        # sending headers, idle), else the slowest of those still sending a body.
         self._evictable: OrderedDict[Connection, None] = OrderedDict()
+        self._reading_body: dict[Connection, None] = {}
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
         self.evictions = 0
@@ -60,28 +63,39 @@ class HttpServer:
     def admit(self, connection: Connection) -> bool:
         """Track a new connection; at the cap, make room by evicting, or refuse it."""
         if len(self._connections) >= self.cap:
-            if not self._evictable:
-                log.debug("connection refused: every connection is busy",
+            victim = next(iter(self._evictable), None) or self._slowest_body()
+            if victim is None:
+                log.debug("connection refused: every connection is being answered",
                           extra={"client": connection.client, "cap": self.cap})
                 connection.abort()
                 return False
-            oldest = next(iter(self._evictable))
             self.evictions += 1
             log.debug("connection evicted to admit a new one",
-                      extra={"client": oldest.client, "state": oldest.state, "cap": self.cap})
-            oldest.abort()
+                      extra={"client": victim.client, "state": victim.state, "cap": self.cap})
+            victim.abort()
         self._connections[connection] = None
         return True
+
+    def _slowest_body(self) -> Connection | None:
+        """The connection reading a body that has made the least progress: a client that
+        drips its body holds its slot only until someone needs it."""
+        now = time.monotonic()
+        return min(self._reading_body, key=lambda c: c.progress(now), default=None)
 
     def forget(self, connection: Connection) -> None:
         self._connections.pop(connection, None)
         self._evictable.pop(connection, None)
+        self._reading_body.pop(connection, None)
 
-    def evictable(self, connection: Connection, yes: bool) -> None:
+    def track(self, connection: Connection) -> None:
+        """File the connection under what an eviction may do to it, after a change of state."""
         if connection.closed:
             return
         self._evictable.pop(connection, None)
-        if yes:
+        self._reading_body.pop(connection, None)
+        if connection.state == Connection.READING_BODY:
+            self._reading_body[connection] = None
+        elif connection.state != Connection.BUSY:
             self._evictable[connection] = None  # newest last: eviction takes the oldest
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
@@ -75,6 +76,9 @@ class Handler(Protocol):
     in."""
 
     max_body_bytes: int
+    # Per lane, how many requests of one client address it may hold, waiting or running;
+    # more are answered 429 at once. A lane not named here has no such bound.
+    per_client: Mapping[str, int]
 
     def check(self, request: Request) -> Response | None: ...
 

@@ -2,21 +2,24 @@
 
 The handler puts each request in a lane (the exporter: scrapes and pages in one, webhooks
 in another), so work that waits — a webhook decision on a slow database — never holds up
-a scrape. The answers come back to the event loop in batches: a worker wakes the loop only
-when no earlier answer is still waiting for it, so under load one wake-up carries many.
+a scrape. A lane may bound what one client address holds in it (the exporter: bcrypt
+checks), so that a client sending guesses as fast as it can queues behind itself only. The
+answers come back to the event loop in batches: a worker wakes the loop only when no earlier
+answer is still waiting for it, so under load one wake-up carries many.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 
-from exporter.transport.messages import Request, Response
+from exporter.transport.messages import Request, Response, error
 from exporter.workers import DaemonExecutor
 
 log = logging.getLogger("exporter.transport")
@@ -28,10 +31,14 @@ class Workers:
     """``size`` threads per lane, started on a lane's first request, running ``handle``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, handle: Callable[[Request], Response],
-                 size: int) -> None:
+                 size: int, per_client: Mapping[str, int] | None = None) -> None:
         self.loop = loop
         self.handle = handle
         self.size = size
+        self.per_client = dict(per_client or {})
+        # (lane, client address) -> its requests in that lane, for the lanes bounded per
+        # client; changed on the event loop thread only (at submit and at delivery).
+        self._held: dict[tuple[str, str], int] = {}
         self._lanes: dict[str, DaemonExecutor] = {}
         self._answers: deque[tuple[Request, Response, Deliver]] = deque()
         self._answers_lock = threading.Lock()
@@ -40,10 +47,28 @@ class Workers:
     def submit(self, lane: str, request: Request, deliver: Deliver) -> None:
         """Run the handler for ``request`` in ``lane``; ``deliver`` gets the answer on the
         event loop (event loop thread only)."""
+        bound = self.per_client.get(lane)
+        if bound is not None:
+            key = (lane, request.client)
+            held = self._held.get(key, 0)
+            if held >= bound:
+                busy = error(HTTPStatus.TOO_MANY_REQUESTS, "too many requests of yours waiting")
+                busy.headers["Retry-After"] = "1"
+                self.loop.call_soon(deliver, request, busy)
+                return
+            self._held[key] = held + 1
+            deliver = functools.partial(self._leave, key, deliver)
         pool = self._lanes.get(lane)
         if pool is None:
             pool = self._lanes[lane] = DaemonExecutor(self.size, f"http-{lane}")
         pool.execute(self._run, request, deliver)
+
+    def _leave(self, key: tuple[str, str], deliver: Deliver, request: Request,
+               response: Response) -> None:
+        held = self._held.pop(key) - 1
+        if held:
+            self._held[key] = held
+        deliver(request, response)
 
     def stop(self) -> None:
         for pool in self._lanes.values():

@@ -18,15 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.actions.base import ERROR, SUCCESS, UNCONFIRMED
-from exporter.actions.runner import (
-    REJECTED,
-    SKIPPED_COOLDOWN,
-    SKIPPED_LOCK,
-    STARTED,
-    Request,
-    Runner,
-)
+from exporter.actions.base import ERROR, SUCCESS, UNCONFIRMED, Request
+from exporter.actions.runner import REJECTED, SKIPPED_COOLDOWN, SKIPPED_LOCK, STARTED, Runner
 from exporter.upgrade.report import Report
 
 

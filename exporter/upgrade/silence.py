@@ -40,10 +40,16 @@ def _read_secret(path: Path | None, flag: str) -> Secret | None:
     if path is None:
         return None
     try:
-        return Secret(path.read_text(encoding="utf-8").strip())
+        secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc.strerror or exc}; "
                           "fix: point it at a readable file holding the secret") from None
+    except UnicodeDecodeError:  # its message would quote a byte of the secret
+        raise ConfigError(f"{flag}: {str(path)!r} is not UTF-8 text; fix: write the secret "
+                          "as UTF-8") from None
+    if not secret:
+        raise ConfigError(f"{flag}: {str(path)!r} is empty; fix: write the secret into it")
+    return Secret(secret)
 
 
 @dataclass(frozen=True)

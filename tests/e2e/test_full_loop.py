@@ -106,13 +106,14 @@ def test_alert_to_fix_to_resolved(mysql: DatabaseServer, docker_client: docker.D
     token_file.write_text(TOKEN)
     config = f"""
 collectors:
-  messages: {{interval: 1s, query_timeout: 5s}}
+  messages: {{interval: 1s, timeout: 5s, query_timeout: 5s}}
   containers: {{interval: 1s, compose_project: {project}}}
   logs: {{interval: 1s}}
   volume: {{interval: 1s, path: {media}}}
   volume_scan: {{interval: 2s}}
 actions:
   allowed: [gc, media_gc, cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {state}
   cooldown: {{gc: 10s, media_gc: 10s, cleanup: 10s}}
   schedules: []

@@ -32,9 +32,10 @@ def test_the_large_table_alert_resolves_after_gc_on_a_postgres_estimate(
     token_file.write_text(TOKEN)
     config = f"""
 collectors:
-  messages: {{interval: 1s, query_timeout: 5s, exact_count_below: 50}}
+  messages: {{interval: 1s, timeout: 5s, query_timeout: 5s, exact_count_below: 50}}
 {ONLY_MESSAGES}actions:
   allowed: [gc]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {state}
   cooldown: {{gc: 10s}}
   schedules: []

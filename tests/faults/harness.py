@@ -30,7 +30,8 @@ def config(tmp_path: Path, *, state_dir: Path | None = None, allowed: tuple[str,
            messages: dict[str, Any] | None = None, containers: dict[str, Any] | None = None,
            actions: dict[str, Any] | None = None) -> str:
     """The exporter's YAML: only the collectors a test names, short timeouts, the webhook
-    behind :data:`TOKEN`, no schedules (a cron firing mid-test would be a second run)."""
+    behind :data:`TOKEN`, no schedules (a cron firing mid-test would be a second run), no
+    off-peak window (an alert acts at once, at any hour)."""
     token = tmp_path / "webhook-token"
     token.write_text(TOKEN + "\n")
     off = {"enabled": False}
@@ -38,7 +39,7 @@ def config(tmp_path: Path, *, state_dir: Path | None = None, allowed: tuple[str,
         "collectors": {"messages": messages or off, "containers": containers or off,
                        "logs": off, "volume": off, "volume_scan": off},
         "actions": {"allowed": list(allowed), "state_dir": str(state_dir or tmp_path / "state"),
-                    "schedules": [], "gc": FAST_GC, **(actions or {})},
+                    "schedules": [], "window": "always", "gc": FAST_GC, **(actions or {})},
         "webhook": {"bearer_token_file": str(token)},
         "wa_api": FAST_WA_API,
     }

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from exporter.actions.alertmanager import IGNORE_WINDOW
 from exporter.actions.webhook import Webhooks
 from exporter.config import ACTION_NAMES, WebhookSettings
 from tests.support import ROOT, exported_series_names, unavailable
@@ -113,21 +114,37 @@ def test_action_labels_name_actions_the_webhook_knows_and_cleanup_keeps_the_cont
         ) -> None:
     with_action = {rule["alert"]: rule["labels"]["action"] for rule in alerts()
                    if "action" in rule["labels"]}
-    assert set(with_action.values()) == set(ACTION_NAMES)
+    # Media GC deletes business data (media unused for 30 days): no shipped rule runs it.
+    assert set(with_action.values()) == set(ACTION_NAMES) - {"media_gc"}
+    # The disk-full emergency cleans every container at once: their logs share its disk.
+    emergencies = {rule["alert"] for rule in alerts() if "window" in rule["labels"]}
+    assert emergencies == {"WhatsAppMediaVolumeLowSpace"}
+    assert with_action["WhatsAppMediaVolumeLowSpace"] == "cleanup"
     cleanup = {name for name, action in with_action.items() if action == "cleanup"}
     checked: set[str] = set()
     for path in UNIT_TESTS:
         for case in yaml.safe_load(path.read_text())["tests"]:
             for check in case.get("alert_rule_test", []):
-                if check["alertname"] in cleanup:
+                if check["alertname"] in cleanup - emergencies:
                     for expected in check.get("exp_alerts") or []:
                         assert expected["exp_labels"].get("container"), (
                             f"{check['alertname']} fires without a container: cleanup would "
                             "run everywhere")
                         checked.add(check["alertname"])
-    assert checked == cleanup
+    assert checked == cleanup - emergencies
 
 
+def test_a_window_label_says_ignore_the_one_value_the_webhook_takes() -> None:
+    labelled = [rule for rule in alerts() if "window" in rule["labels"]]
+    assert labelled and all(rule["labels"]["window"] == IGNORE_WINDOW for rule in labelled)
+
+
+def test_the_webapp_log_cases_cover_every_rule_on_live_log_sizes() -> None:
+    """logs.test.yml's 3 h / 27 h case tests WhatsAppLogRotationStuck: no other rule may read
+    whatsapp_log_file_size_bytes, or that case would not say "none fires at 3 h"."""
+    readers = {rule["alert"] for rule in alerts()
+               if "whatsapp_log_file_size_bytes" in rule["expr"]}
+    assert readers == {"WhatsAppLogRotationStuck"}
 
 
 def recorded() -> set[str]:
@@ -221,7 +238,8 @@ def test_alertmanager_example_is_valid_and_routes_fixable_alerts_to_the_exporter
     route = next(r for r in config["route"]["routes"] if r["receiver"] == "wa-exporter")
     assert "instance" in route["group_by"]
     hook = next(r for r in config["receivers"] if r["name"] == "wa-exporter")["webhook_configs"][0]
-    assert hook["send_resolved"] is False
+    # A resolved notification cancels the alert's request deferred to the off-peak window.
+    assert hook["send_resolved"] is True
     assert hook["http_config"]["authorization"]["credentials_file"]
     # The URL path is one the exporter serves (the webhooks hand the server their routes).
     routes = Webhooks(WebhookSettings(), runner=None).routes()  # type: ignore[arg-type]

@@ -57,6 +57,27 @@ def test_database_found_lists_the_wa_databases(db_server: DatabaseServer,
     assert line(result, "media").startswith("- media")
 
 
+def test_an_empty_prefix_is_warned_about_naming_the_databases_it_matched(
+        mysql: DatabaseServer, tmp_path: Path) -> None:
+    # Sorts first, so the listing (capped at 20 names) shows it on a shared server.
+    name = "0" + new_prefix() + "messagestore"
+    mysql.create_database(name, messages=2)
+    env = {**mysql.env(""), "WA_DB_NAME_PREFIX": ""}
+    result = check(env, "collectors:\n" + ONLY_MESSAGES, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning, not a failure
+    database = line(result, "database")
+    assert database.startswith("! database")
+    assert "WA_DB_NAME_PREFIX is empty, so every database with a messages table counts as a " \
+           f"WA database: {name}" in database
+    plain = subprocess.run([sys.executable, "-m", "exporter", "check-config", "--config.file",
+                            str(tmp_path / "config.yml")], env={**os.environ, **env},
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert plain.returncode == 0
+    assert "wa-exporter: warning: WA_DB_NAME_PREFIX is empty, so every database with a " \
+           "messages table counts as a WA database; check-config --connect names them" \
+           in plain.stderr
+
+
 def test_wrong_mariadb_password_is_a_cross_with_its_fix_and_no_password(
         mysql: DatabaseServer, tmp_path: Path) -> None:
     env = {**mysql.env(new_prefix()), "WA_DB_PASSWORD": WRONG_PASSWORD}

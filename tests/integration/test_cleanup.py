@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from exporter.actions.audit import AuditLog, StateFile
-from exporter.actions.base import Action, ActionResult, RunContext
-from exporter.actions.runner import Request, Runner
+from exporter.actions.base import Action, ActionResult, Request, RunContext
+from exporter.actions.runner import Runner
 from exporter.collectors.actions import ActionMetrics
 from exporter.config import ActionsSettings, DatabaseSettings, MessagesSettings
 from exporter.sources.database import open_source
@@ -63,6 +63,7 @@ collectors:
   containers: {{compose_project: {project}}}
 actions:
   allowed: [cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / 'state'}
   cleanup: {{parallel: 3, timeout: 60s}}
 """)
@@ -135,6 +136,7 @@ collectors:
   containers: {{compose_project: {project}, interval: 1s}}
 actions:
   allowed: [cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / 'state'}
   schedules: []
 """
@@ -195,7 +197,7 @@ def two_replicas(db_server: DatabaseServer, tmp_path: Path, cooldown: float = 36
         state_dir = tmp_path / f"replica{index}"
         source = open_source(db, messages)
         sources.append(source)
-        settings = ActionsSettings(allowed=["gc"], state_dir=state_dir,
+        settings = ActionsSettings(allowed=["gc"], state_dir=state_dir, window="always",
                                    cooldown={"gc": cooldown})
         action = Slow()
         runner = Runner({"gc": action}, settings, AuditLog(state_dir / "audit.jsonl"),

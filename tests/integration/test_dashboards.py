@@ -131,7 +131,7 @@ def test_dashboard_has_the_operators_rows(dashboard: dict[str, Any]) -> None:
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     assert rows == ["Database", "Logs", "Media volume", "Containers", "Message and media GC",
                     "Log cleanup", "Actions", "Exporter health", "Is GC keeping pace?",
-                    "WA client"]
+                    "WA client", "Off-peak window and deferred actions"]
 
 
 def test_every_target_uses_the_datasource_variable_and_filters_on_instance(

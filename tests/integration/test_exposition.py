@@ -73,6 +73,7 @@ collectors:
   volume_scan: {{interval: 1s}}
 actions:
   allowed: [gc, media_gc, cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / "state"}
   schedules: []
 webhook:

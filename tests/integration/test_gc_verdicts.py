@@ -41,6 +41,7 @@ def config(tmp_path: Path, allowed: str) -> str:
 collectors:
 {ONLY_MESSAGES}actions:
   allowed: [{allowed}]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / "state"}
   schedules: []
   cooldown: {{gc: 1s, media_gc: 1s}}

@@ -57,6 +57,7 @@ collectors:
   volume_scan: {{enabled: false}}
 actions:
   allowed: [gc, media_gc]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / 'state'}
   cooldown: {{media_gc: 1s}}
   schedules: []

@@ -24,8 +24,9 @@ from docker.models.containers import Container
 from prometheus_client import CollectorRegistry
 
 from exporter.actions.audit import AuditLog, StateFile
+from exporter.actions.base import Request
 from exporter.actions.cleanup import CleanupAction
-from exporter.actions.runner import Request, Runner
+from exporter.actions.runner import Runner
 from exporter.collectors.actions import ActionMetrics
 from exporter.config import (
     ActionsSettings,
@@ -113,7 +114,7 @@ def replicas(db_server: DatabaseServer, tmp_path: Path, project: str,
         state_dir = tmp_path / name
         source = open_source(db, MessagesSettings())
         sources.append(source)
-        settings = ActionsSettings(allowed=["cleanup"], state_dir=state_dir)
+        settings = ActionsSettings(allowed=["cleanup"], state_dir=state_dir, window="always")
         action = CleanupAction(directory_on(url, project), CleanupSettings(timeout=60))
         runners[name] = Runner({"cleanup": action}, settings,
                                AuditLog(state_dir / "audit.jsonl"),
@@ -202,6 +203,7 @@ collectors:
   containers: {{interval: 1s, compose_project: {project}}}
 actions:
   allowed: [cleanup]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {state}
   schedules: []
   instances: ["{instance}"]

@@ -121,6 +121,7 @@ def test_each_message_gc_reads_the_db_stats_again(postgres: DatabaseServer,
         + f"""
 actions:
   allowed: [gc]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / "state"}
   schedules: []
   gc: {{callback_timeout: 10s, settle_interval: 500ms, round_timeout: 30s}}

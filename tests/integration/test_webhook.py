@@ -54,6 +54,7 @@ collectors:
   volume_scan: {{enabled: false}}
 actions:
   allowed: [media_gc]
+  window: always  # alerts act at once here (the window's own tests: test_deferred)
   state_dir: {tmp_path / "state"}
   schedules: []
 webhook:

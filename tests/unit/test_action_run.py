@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from exporter.actions.audit import StateFile
-from exporter.actions.base import ActionResult, RunContext
-from exporter.actions.runner import ActionRun, Decision, Request, Runner
+from exporter.actions.base import ActionResult, Request, RunContext
+from exporter.actions.runner import ActionRun, Decision, Runner
 from tests.unit.test_runner import Clock, Gate, audit, make_runner
 
 

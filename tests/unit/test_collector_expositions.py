@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.actions.base import ActionResult
-from exporter.actions.runner import Request
+from exporter.actions.base import ActionResult, Request
 from exporter.collectors.actions import ActionMetrics
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector

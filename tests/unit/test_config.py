@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,102 @@ def test_a_wrong_webhook_value_is_reported_before_an_unreadable_secret_file(
                              "  max_body_bytes: 1\n")
     with pytest.raises(ConfigError, match=r"^webhook\.max_body_bytes=1: "):
         load_settings(environ=BASE, config_file=config)
+
+
+@pytest.mark.parametrize(("yaml_text", "environ", "key"), [
+    ("webhook:\n  bearer_token: ''\n", {}, "webhook.bearer_token: is empty"),
+    ("webhook:\n  basic_auth_username: am\n  basic_auth_password: '   '\n", {},
+     "webhook.basic_auth_password: is empty"),
+    ("webhook:\n  bearer_token_file: {empty}\n", {}, "bearer_token_file: '{empty}' is empty"),
+    ("webhook:\n  basic_auth_username: am\n  basic_auth_password_file: {empty}\n", {},
+     "basic_auth_password_file: '{empty}' is empty"),
+    ("", {"WA_DB_PASSWORD": " "}, "WA_DB_PASSWORD: is empty"),
+    ("", {"WA_DB_PASSWORD_FILE": "{empty}"}, "WA_DB_PASSWORD_FILE: '{empty}' is empty"),
+    ("", {"WA_WEB_URL": "http://wa", "WA_WEB_USERNAME": "admin",
+          "WA_WEB_PASSWORD_FILE": "{empty}"}, "WA_WEB_PASSWORD_FILE: '{empty}' is empty"),
+], ids=["token", "password", "token-file", "password-file", "db-password", "db-password-file",
+        "web-password-file"])
+def test_an_empty_secret_is_a_config_error(tmp_path: Path, yaml_text: str,
+                                           environ: dict[str, str], key: str) -> None:
+    """An empty webhook token would be matched by ``Authorization: Bearer `` (nothing);
+    every secret, given directly or in a file, must hold more than whitespace."""
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    environ = {k: v.format(empty=empty) for k, v in environ.items()}
+    config = _yaml(tmp_path, yaml_text.format(empty=empty)) if yaml_text else None
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=config, environ={**BASE, **environ})
+    assert key.format(empty=empty) in str(caught.value)
+    assert "fix: " in str(caught.value)
+
+
+@pytest.mark.parametrize(("yaml_text", "keys"), [
+    ("collectors:\n  messages: {interval: 10s, query_timeout: 20s}\n",
+     ("collectors.messages: query_timeout (20s)", "interval (10s)")),
+    ("collectors:\n  messages: {interval: 1m, timeout: 5s, query_timeout: 10s}\n",
+     ("collectors.messages: query_timeout (10s)", "timeout (5s)")),
+    ("collectors:\n  containers: {interval: 1m, stale_after: 30s}\n",
+     ("collectors.containers: stale_after (30s)", "interval (1m)")),
+    ("collectors:\n  volume_scan: {interval: 15m, stale_after: 15m}\n",
+     ("collectors.volume_scan: stale_after (15m)", "interval (15m)")),
+    ("actions:\n  window: {start: '00:00', end: '00:00'}\n",
+     ("actions.window: start and end are both 00:00",)),
+], ids=["query-over-interval", "query-over-timeout", "stale-below-interval",
+        "stale-at-interval", "empty-window"])
+def test_contradictory_settings_are_refused_naming_both_keys(tmp_path: Path, yaml_text: str,
+                                                             keys: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=_yaml(tmp_path, yaml_text), environ=BASE)
+    message = str(caught.value)
+    assert all(key in message for key in keys), message
+    assert "; fix: " in message and "\n" not in message
+
+
+def test_defaults_follow_the_interval_so_only_what_is_written_can_contradict(
+        tmp_path: Path) -> None:
+    """Unset, query_timeout is 20s or the refresh's timeout if shorter, and stale_after its
+    default or three intervals if longer: setting an interval alone is never refused."""
+    collectors = load_settings(environ=BASE, config_file=_yaml(tmp_path, (
+        "collectors:\n  messages: {interval: 10s}\n  logs: {interval: 10m}\n"
+        "  volume_scan: {interval: 1h}\n"))).collectors
+    assert (collectors.messages.timeout, collectors.messages.query_timeout) == (10.0, 10.0)
+    assert collectors.messages.stale_after == 300.0 and collectors.logs.stale_after == 1800.0
+    assert collectors.volume_scan.stale_after == 3 * 3600.0
+    defaults = load_settings(environ=BASE).collectors
+    assert defaults.messages.query_timeout == 20.0 and defaults.volume_scan.stale_after == 900.0
+
+
+def alias_bomb(where: str) -> str:
+    """Nine levels of nine aliases each: 387 million strings once expanded, 600 bytes."""
+    levels = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"&{name} [" + ",".join([f"*{previous}"] * 9) + "]")
+    return where.format(bomb="[" + ", ".join(levels) + "]")
+
+
+@pytest.mark.parametrize("text", [
+    alias_bomb("collectors:\n  messages:\n    interval: {bomb}\n"),
+    alias_bomb("actions:\n  instances: {bomb}\n"),
+    "collectors: &loop\n  messages: *loop\n",
+], ids=["bomb-in-a-duration", "bomb-in-a-list", "alias-of-itself"])
+def test_an_alias_bomb_is_refused_before_it_is_built(tmp_path: Path, text: str) -> None:
+    """Counted through its aliases, in the time of the file, never expanded nor quoted
+    (tests/faults/test_broken_input.py runs check-config on it under a memory limit)."""
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"^--config\.file: .* expands to more than 100000 "):
+        load_settings(config_file=_yaml(tmp_path, text), environ=BASE)
+    assert time.monotonic() - started < 1
+
+
+def test_a_large_wrong_value_is_quoted_by_its_start_only(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "collectors:\n  messages:\n    interval: " + "9x" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_file=path, environ=BASE)
+    assert str(caught.value).startswith("collectors.messages.interval='9x9x")
+    assert len(str(caught.value)) < 300
+
+
+def test_a_config_file_over_1_mib_is_refused_unread(tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match=r"^--config\.file: .* is larger than 1024 KiB"):
+        load_settings(config_file=path, environ=BASE)

@@ -26,6 +26,7 @@ from exporter.sources.database.base import checked_out, pooled_engine
 from exporter.sources.database.mysql import pymysql_connection
 from exporter.sources.database.postgres import postgres_estimate
 from exporter.sources.locks import keepalive_interval
+from tests.unit.fakes import FixedReadings
 
 
 def settings(engine: str, **extra: str) -> DatabaseSettings:
@@ -179,3 +180,24 @@ def test_mysql_connections_without_tls_settings_share_one_tls_context() -> None:
     # ...but for the CA store, which a context that verifies nothing never reads.
     assert theirs.ctx.verify_mode == ssl.CERT_NONE and not theirs.ctx.check_hostname
     assert plain[0].ctx.cert_store_stats()["x509_ca"] == 0
+
+
+def test_an_empty_prefix_is_logged_naming_each_database_it_matched_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def reading(*names: str) -> ServerReading:
+        return ServerReading(tables={n: TableReading(n, 1, 1, RowSource.COUNT) for n in names})
+
+    readings = FixedReadings(reading("wa_main", "crm"), reading("wa_main", "crm"),
+                             reading("wa_main", "crm", "shop"), prefix="")
+    collector = MessagesCollector(readings, MessagesSettings())
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            collector.refresh()
+    said = [r.err for r in caplog.records if r.getMessage() == "WA_DB_NAME_PREFIX is empty"]
+    assert said == [
+        "WA_DB_NAME_PREFIX is empty, so every database with a messages table counts as a WA "
+        "database: crm, wa_main; fix: set WA_DB_NAME_PREFIX as in the WA client's db.env if any "
+        "of these is not the WA client's",
+        "WA_DB_NAME_PREFIX is empty, so every database with a messages table counts as a WA "
+        "database: crm, shop, wa_main; fix: set WA_DB_NAME_PREFIX as in the WA client's db.env "
+        "if any of these is not the WA client's"]

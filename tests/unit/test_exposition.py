@@ -14,8 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from exporter.actions.base import ActionResult
-from exporter.actions.runner import Request
+from exporter.actions.base import ActionResult, Request
 from exporter.collectors.actions import ActionMetrics, AuditMetrics
 from exporter.collectors.base import Refresher, SnapshotCollector
 from exporter.exposition import MAX_KEPT_ENCODINGS, PythonGcCollector, Registry, exposition

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.actions.base import ActionResult
-from exporter.actions.runner import Request
+from exporter.actions.base import ActionResult, Request
 from exporter.collectors.actions import ActionMetrics, deleted_by_source
 
 

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.actions.alertmanager import handle
 from exporter.actions.audit import AuditLog, StateFile
-from exporter.actions.base import Action, ActionResult, RunContext, UnknownTarget
-from exporter.actions.runner import Request, Runner
+from exporter.actions.base import Action, ActionResult, Request, RunContext, UnknownTarget
+from exporter.actions.runner import Runner
 from exporter.collectors.actions import ActionMetrics
 from exporter.config import ActionsSettings
 from exporter.sources.locks import FileLocks, Held
@@ -54,7 +54,8 @@ def runner(tmp_path: Path, action: Action, locks: FileLocks | None = None,
            **settings: object) -> tuple[Runner, CollectorRegistry]:
     registry = CollectorRegistry()
     chosen = ActionsSettings.model_validate({"allowed": ["cleanup"], "schedules": [],
-                                             "state_dir": str(tmp_path), **settings})
+                                             "state_dir": str(tmp_path), "window": "always",
+                                             **settings})
     return Runner({"cleanup": action}, chosen, AuditLog(tmp_path / "audit.jsonl"),
                   StateFile(tmp_path / "state.json"), locks or FileLocks(tmp_path / "locks"),
                   ActionMetrics(registry, ["cleanup"])), registry

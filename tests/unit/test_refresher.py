@@ -34,7 +34,8 @@ class Scripted(Collector):
     name = "scripted"
 
     def __init__(self, timeout: float = 0.5, stale_after: float = 60.0) -> None:
-        super().__init__(CollectorSettings(interval=3600, timeout=timeout,
+        # Tests call refresh_once; a refresher started refreshes once within a test.
+        super().__init__(CollectorSettings(interval=30, timeout=timeout,
                                            stale_after=stale_after))
         self.value = 1.0
         self.error: BaseException | None = None

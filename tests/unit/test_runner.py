@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.actions.audit import AuditLog, StateFile
-from exporter.actions.base import Action, ActionResult, RunContext
-from exporter.actions.runner import Request, Runner
+from exporter.actions.base import Action, ActionResult, Request, RunContext
+from exporter.actions.runner import Runner
 from exporter.actions.schedule import next_fire
 from exporter.collectors.actions import ActionMetrics
 from exporter.config import ActionsSettings, ScheduleEntry
@@ -48,9 +48,11 @@ class Clock:
 
 def make_runner(state_dir: Path, action: Action, clock: Clock | None = None,
                 **settings: object) -> tuple[Runner, CollectorRegistry]:
+    """A runner of ``action`` as gc; the window is always open unless ``window`` is given
+    (the clock stands at 14:13 UTC, outside the default off-peak window)."""
     registry = CollectorRegistry()
     chosen = ActionsSettings.model_validate({"allowed": ["gc"], "state_dir": str(state_dir),
-                                             **settings})
+                                             "window": "always", **settings})
     metrics = ActionMetrics(registry, ["gc"])
     runner = Runner({"gc": action}, chosen, AuditLog(state_dir / "audit.jsonl"),
                     StateFile(state_dir / "state.json"), FileLocks(state_dir / "locks"),
@@ -157,7 +159,7 @@ def test_maintenance_window_applies_to_alerts_not_people(tmp_path: Path) -> None
     action.gate.set()
     runner, _ = make_runner(tmp_path, action, Clock(),
                             window={"start": "01:00", "end": "05:00"})
-    assert runner.submit(Request("gc", "alert")).outcome == "skipped_window"
+    assert runner.submit(Request("gc", "alert")).outcome == "deferred"  # tests/unit/test_deferred
     assert runner.submit(Request("gc", "schedule")).outcome == "skipped_window"
     assert runner.submit(Request("gc", "manual")).outcome == "started"
     assert runner.wait_idle(5)
@@ -249,7 +251,8 @@ def test_requests_for_a_run_in_flight_here_do_not_read_the_state_file(tmp_path: 
     action = Gate()
     state = CountingState(tmp_path / "state.json")
     runner = Runner({"gc": action}, ActionsSettings.model_validate(
-        {"allowed": ["gc"], "state_dir": str(tmp_path)}), AuditLog(tmp_path / "audit.jsonl"),
+        {"allowed": ["gc"], "state_dir": str(tmp_path), "window": "always"}),
+        AuditLog(tmp_path / "audit.jsonl"),
         state, FileLocks(tmp_path / "locks"), ActionMetrics(CollectorRegistry(), ["gc"]),
         clock=Clock())
     assert runner.submit(Request("gc", "alert")).outcome == "started"
@@ -294,3 +297,44 @@ def test_rows_after_the_last_successful_gc_survive_a_restart(tmp_path: Path) -> 
                                           {"database": database}) == rows
         assert registry.get_sample_value("whatsapp_gc_rows_after_last_success",
                                          {"database": database}) == rows
+
+
+BROKEN_STATES = {
+    "wrong-sections": '{"cooldowns": "yesterday", "last_run": 7}',
+    "wrong-entries": json.dumps({
+        "last_start": {"gc": "yesterday", "cleanup:a": 5.0}, "last_success": {"gc": [1]},
+        "roles": {"a": 3, "b": "coreapp"}, "gc_rows_after": {"db": "many"},
+        "running": {"r1": 7, "r2": {"action": "gc", "pid": "x"}, "r3": {"started": 1.0}}}),
+    "not-json": '{"last_start": {"gc": 1',
+    "a-list": "[1, 2, 3]",
+}
+
+
+@pytest.mark.parametrize("text", BROKEN_STATES.values(), ids=BROKEN_STATES.keys())
+def test_a_broken_state_file_is_read_without_what_is_wrong_and_kept_aside(
+        tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Every section a map of entries of the right type; what was dropped is logged, and
+    the file as found is kept as state.json.broken; a runner starts, recovers, decides and
+    runs on it, and its next change writes a sound file."""
+    (tmp_path / "state.json").write_text(text)
+    action = Gate()
+    runner, _ = make_runner(tmp_path, action)
+    data = runner.state.read()
+    for section in ("last_start", "last_run", "last_success", "roles", "gc_rows_after",
+                    "running"):
+        assert isinstance(data[section], dict)
+    assert (tmp_path / "state.json.broken").read_text() == text
+    assert "state file entries dropped" in caplog.text
+    assert runner.recover_interrupted() == []
+    ActionMetrics(CollectorRegistry(), ["gc", "cleanup"]).restore(data)
+    assert runner.submit(Request("gc", "alert")).outcome == "started"
+    action.gate.set()
+    assert runner.wait_idle(5)
+    assert set(json.loads((tmp_path / "state.json").read_text())["last_start"]) == {
+        "gc", *(["cleanup:a"] if "cleanup:a" in text else [])}
+
+
+def test_a_sound_state_file_is_not_kept_aside(tmp_path: Path) -> None:
+    StateFile(tmp_path / "state.json").update(lambda d: d["last_start"].update(gc=1.0))
+    assert StateFile(tmp_path / "state.json").read()["last_start"] == {"gc": 1.0}
+    assert not (tmp_path / "state.json.broken").exists()

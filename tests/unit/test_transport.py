@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http import HTTPStatus
+from typing import ClassVar
 
 import pytest
 
@@ -17,9 +18,11 @@ from exporter.transport import HttpServer, Limits, Request, Response
 
 class EchoHandler:
     """Answers with the method and path; ``/slow`` waits for ``release``, in a lane of its
-    own; ``/boom`` raises; ``check`` refuses a declared body over 100 bytes."""
+    own; ``/held`` too, in a lane where a client may hold two requests; ``/boom`` raises;
+    ``check`` refuses a declared body over 100 bytes."""
 
     max_body_bytes = 1000
+    per_client: ClassVar[dict[str, int]] = {"held": 2}
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -31,11 +34,11 @@ class EchoHandler:
         return None
 
     def lane(self, request: Request) -> str:
-        return "slow" if request.path == "/slow" else "main"
+        return request.path[1:] if request.path in ("/slow", "/held") else "main"
 
     def handle(self, request: Request) -> Response:
         self.seen.append(request.path)
-        if request.path == "/slow":
+        if request.path in ("/slow", "/held"):
             self.release.wait(10)
         if request.path == "/boom":
             raise RuntimeError("handler bug")
@@ -249,4 +252,85 @@ def test_requests_in_one_lane_never_wait_for_another_lane(served) -> None:
     handler.release.set()
     assert [read_answer(sock)[1] for sock in slow] == [b"GET /slow 0"] * len(slow)
     for sock in slow:
+        sock.close()
+
+
+def test_requests_pipelined_past_the_bound_are_answered_429_after_the_others(served) -> None:
+    """One request answered and 16 queued behind it are served in order; the 18th is
+    answered 429, then the connection closes."""
+    server, handler = served
+    with connect(server) as sock:
+        sock.sendall(b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(20)))
+        answers = [read_answer(sock) for _ in range(18)]
+        assert read_to_close(sock) == b""
+    assert [body for _, body in answers[:17]] == [b"GET /p%d 0" % n for n in range(17)]
+    head, body = answers[17]
+    assert head.startswith(b"HTTP/1.1 429 ") and b"Connection: close" in head, head
+    assert body == b"too many pipelined requests\n"
+    assert handler.seen == [f"/p{n}" for n in range(17)]
+
+
+def test_a_refused_request_is_answered_after_those_pipelined_before_it(served) -> None:
+    server, _ = served
+    with connect(server) as sock:
+        sock.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n")
+        assert [read_answer(sock)[1] for _ in range(2)] == [b"GET /a 0", b"GET /b 0"]
+        assert read_to_close(sock).startswith(b"HTTP/1.1 413 ")
+
+
+def test_at_the_cap_the_slowest_body_is_evicted_when_nothing_is_idle(served) -> None:
+    """Four connections sending bodies, none idle: a newcomer evicts the one whose body
+    came slowest (one byte), not the one that sent most of its body, nor the busy one."""
+    server, handler = served
+    busy = connect(server)
+    busy.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    dripping, steady, other = connect(server), connect(server), connect(server)
+    dripping.sendall(head + b"x")
+    steady.sendall(head + b"x" * 90)
+    other.sendall(head + b"x" * 50)
+    deadline = time.monotonic() + 5
+    while len(server._reading_body) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)
+    with connect(server) as sock:
+        sock.sendall(b"GET /new HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(sock)[1] == b"GET /new 0"
+    assert read_to_close(dripping) == b""
+    steady.sendall(b"x" * 10)
+    assert read_answer(steady)[1] == b"POST /b 100"
+    handler.release.set()
+    assert read_answer(busy)[1] == b"GET /slow 0"
+    for sock in (busy, dripping, steady, other):
+        sock.close()
+
+
+def test_a_lane_bounded_per_client_answers_429_past_the_bound_to_that_client_only(
+        served) -> None:
+    """The /held lane lets a client address hold two requests: its third is answered 429 at
+    once, while another address's request is queued (both workers are taken) and answered
+    in turn; once the two are answered, room again."""
+    server, handler = served
+    held = [connect(server) for _ in range(2)]
+    for sock in held:
+        sock.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while handler.seen.count("/held") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with connect(server) as sock:
+        sock.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _ = read_answer(sock)
+    assert head.startswith(b"HTTP/1.1 429 ") and b"Retry-After: 1" in head, head
+    other = socket.create_connection(server.sock.getsockname()[:2], timeout=5,
+                                     source_address=("127.0.0.2", 0))
+    other.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+    handler.release.set()
+    assert [read_answer(sock)[1] for sock in [*held, other]] == [b"GET /held 0"] * 3
+    with connect(server) as sock:
+        sock.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(sock)[1] == b"GET /held 0"
+    for sock in [*held, other]:
         sock.close()

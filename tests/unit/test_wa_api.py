@@ -8,6 +8,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -220,6 +221,51 @@ def test_slow_answer_is_a_timeout(wa: StandIn) -> None:
     wa.slow("login", 2)
     with pytest.raises(WaTimeoutError):
         api.health()
+
+
+def test_an_answer_trickled_a_byte_at_a_time_is_a_timeout_at_the_whole_deadline(
+        wa: StandIn) -> None:
+    """Headers at once, then a byte of the body every 0.2 s: no read waits read_timeout
+    (0.5 s), but the answer must be in within connect_timeout + read_timeout."""
+    api = WaApiClient(settings(wa.url, connect_timeout=0.3, read_timeout=0.5))
+    api.health()
+    wa.trickle("message_gc", 0.2)
+    started = time.monotonic()
+    with pytest.raises(WaTimeoutError) as caught:
+        api.message_gc()
+    assert 0.7 < time.monotonic() - started < 2.0
+    assert "did not arrive in full within 0.8s" in str(caught.value)
+    assert wa.stats()["requests"]["message_gc"] == 1  # a timeout is not repeated
+    wa.trickle("message_gc", 0)
+    assert api.media_gc().processing  # the client goes on
+
+
+def test_headers_trickled_a_byte_at_a_time_are_a_timeout_too() -> None:
+    """A server that sends its status line and headers a byte every 0.1 s."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 1000:
+                if stop.wait(0.1):
+                    return
+                conn.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    api = WaApiClient(settings(f"http://127.0.0.1:{server.getsockname()[1]}",
+                               connect_timeout=0.3, read_timeout=0.5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(WaTimeoutError, match="did not arrive in full"):
+            api.health()
+        assert time.monotonic() - started < 2.0
+    finally:
+        stop.set()
+        server.close()
 
 
 # -- TLS --------------------------------------------------------------------------------------

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.core import Metric
 
-from exporter.actions.base import ActionResult
-from exporter.actions.runner import Request
+from exporter.actions.base import ActionResult, Request
 from exporter.app import AfterMessageGc
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector
 from exporter.collectors.relay import relay, relay_name
@@ -287,8 +286,8 @@ def test_a_gc_schedule_counts_only_when_it_can_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("section", "message"), [
     ("db: {interval: 1m}", r"collectors\.wa_client\.db: interval 60s is below 5m.*fix: use 5m "
      "or more"),  # Meta: read /v1/stats/db only when needed
-    ("application: {interval: 4h}", r"collectors\.wa_client\.application: stale_after must be "
-     "longer than interval.*fix: raise stale_after"),
+    ("application: {interval: 4h}", r"collectors\.wa_client\.application: stale_after \(3h\) is "
+     r"not longer than interval \(4h\).*fix: raise stale_after"),
 ])
 def test_rare_reads_are_rare_and_their_figures_outlive_the_interval(
         tmp_path: Path, section: str, message: str) -> None:

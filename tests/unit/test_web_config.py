@@ -11,6 +11,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from exporter import webconfig
 from exporter.config import ConfigError
 from exporter.server import parse_listen_address
 from exporter.webconfig import BasicAuth, load_web_config
@@ -56,6 +57,8 @@ def test_loads_tls_with_a_readable_certificate(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "named"), [
     ("basic_auth_user:\n  a: b\n", "basic_auth_user: unknown key"),  # a typo
     ("basic_auth_users:\n  prometheus: plain-text\n", "basic_auth_users.prometheus: not a bcrypt"),
+    ("basic_auth_users:\n  prometheus: $2y$10$cut-short\n",
+     "basic_auth_users.prometheus: not a bcrypt"),
     ("basic_auth_users: [\n", "not valid YAML"),
     ("tls_server_config:\n  cert_file: /nonexistent/cert.pem\n"
      "  key_file: /nonexistent/key.pem\n", "cannot load the certificate"),
@@ -83,6 +86,43 @@ def test_basic_auth_accepts_the_password_of_the_hash_only() -> None:
     assert not auth.check(basic("prometheus:s3cret pas"))
     assert not auth.check(basic("prometheus:"))
     assert not auth.check(basic("grafana:s3cret pass"))  # unknown user
+
+
+def test_a_password_over_72_bytes_is_refused_not_an_error() -> None:
+    """bcrypt reads 72 bytes and the library refuses more: such a password is wrong, even
+    one whose first 72 bytes are right."""
+    long_hash = bcrypt.hashpw(b"p" * 72, bcrypt.gensalt(rounds=4)).decode()
+    auth = BasicAuth({"prometheus": HASH, "long": long_hash})
+    assert not auth.check(basic("prometheus:" + "x" * 100))
+    assert not auth.check(basic("long:" + "p" * 100))
+    assert auth.check(basic("long:" + "p" * 72))
+
+
+def test_unknown_users_cost_a_bcrypt_check_and_every_result_is_remembered() -> None:
+    """An unknown user is not refused from the header alone (that would answer faster than
+    a wrong password of a known one): bcrypt decides, against a dummy hash of the users'
+    cost; then the refusal is remembered, as a wrong password's and a success are."""
+    auth = BasicAuth({"prometheus": HASH})
+    for header in (basic("grafana:s3cret pass"), basic("prometheus:guess")):
+        assert auth.cached(header) is None  # only bcrypt can tell
+        assert not auth.check(header)
+        assert auth.cached(header) is False
+    right = basic("prometheus:s3cret pass")
+    assert auth.cached(right) is None
+    assert auth.check(right) and auth.cached(right) is True
+    assert auth._dummy is not None and auth._dummy.startswith(b"$2b$04$")
+
+
+def test_remembered_refusals_are_bounded_and_keep_the_successes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webconfig, "MAX_REMEMBERED", 3)
+    auth = BasicAuth({"prometheus": HASH})
+    right = basic("prometheus:s3cret pass")
+    assert auth.check(right)
+    guesses = [basic(f"prometheus:guess {n}") for n in range(5)]
+    assert not any(auth.check(guess) for guess in guesses)
+    assert [auth.cached(guess) for guess in guesses] == [None, None, False, False, False]
+    assert auth.cached(right) is True
 
 
 @pytest.mark.parametrize("header", [

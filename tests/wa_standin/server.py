@@ -50,8 +50,9 @@ ROUTES: dict[tuple[str, str], str] = {
 ENDPOINT_PATHS: dict[str, str] = {key: path for (_, path), key in ROUTES.items()}
 ADMIN_PREFIX = "/_standin/"
 ADMIN_ACTIONS = frozenset({
-    "expire_tokens", "fail_next", "slow", "hang", "gc_fail", "gc_fail_rounds", "gc_no_callback",
-    "gc_fail_nodes", "gc_report_deleted", "gc_delay", "gc_max_rows_per_round", "gc_batch_pause",
+    "expire_tokens", "fail_next", "slow", "hang", "trickle", "gc_fail", "gc_fail_rounds",
+    "gc_no_callback", "gc_fail_nodes", "gc_report_deleted", "gc_delay", "gc_max_rows_per_round",
+    "gc_batch_pause",
     "media_gc_delay", "media_gc_fail", "media_gc_no_callback", "set_callback",
     "clear_faults", "reset_stats", "reset", "wait_gc_idle",
 }) | CLIENT_ADMIN_ACTIONS
@@ -147,6 +148,7 @@ class _Faults:
     fail_next: dict[str, _Failure] = field(default_factory=dict)
     slow: dict[str, float] = field(default_factory=dict)
     hang: set[str] = field(default_factory=set)
+    trickle: dict[str, float] = field(default_factory=dict)  # endpoint -> seconds a byte
     gc_fail: str | None = None  # error details while the mode is on
     gc_no_callback: bool = False
     gc_error_rounds: _ErrorRounds | None = None
@@ -379,6 +381,16 @@ class StandIn(ClientStatsEndpoints):
             (self._faults.hang.add if on else self._faults.hang.discard)(key)
             self._cond.notify_all()
 
+    def trickle(self, endpoint: str, every: float = 2.0) -> None:
+        """Answer ``endpoint`` with its headers at once, then its body one byte every
+        ``every`` seconds (0 clears): each read is quick, the whole answer never comes."""
+        key = endpoint_key(endpoint)
+        with self._cond:
+            if every > 0:
+                self._faults.trickle[key] = float(every)
+            else:
+                self._faults.trickle.pop(key, None)
+
     def gc_fail(self, on: bool = True, details: str = "Message garbage collection failed") -> None:
         """Message GC deletes nothing and its callback reports ``"status":"failed"``."""
         with self._cond:
@@ -477,7 +489,8 @@ class StandIn(ClientStatsEndpoints):
             f = self._faults
             return {
                 "fail_next": {k: vars(v).copy() for k, v in f.fail_next.items()},
-                "slow": dict(f.slow), "hang": sorted(f.hang), "gc_fail": f.gc_fail,
+                "slow": dict(f.slow), "hang": sorted(f.hang), "trickle": dict(f.trickle),
+                "gc_fail": f.gc_fail,
                 "gc_fail_rounds": vars(f.gc_error_rounds).copy() if f.gc_error_rounds else None,
                 "gc_no_callback": f.gc_no_callback, "gc_delay": f.gc_delay,
                 "gc_fail_nodes": sorted(f.gc_failing_nodes),
@@ -569,6 +582,10 @@ class StandIn(ClientStatsEndpoints):
                 h.close_connection = True
                 return True
             delay = self._faults.slow.get(key, self._faults.slow.get("*", 0.0))
+            every = self._faults.trickle.get(key, self._faults.trickle.get("*", 0.0))
+        if every:
+            self._trickle(h, every)
+            return True
         if delay and self._stopping.wait(delay):
             h.close_connection = True
             return True
@@ -584,6 +601,22 @@ class StandIn(ClientStatsEndpoints):
             return False
         h.reply(failure.status, self._error(failure.code, failure.title, failure.details))
         return True
+
+    def _trickle(self, h: _Handler, every: float) -> None:
+        body = b" " * 100_000
+        h.close_connection = True
+        try:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            for byte in range(len(body)):
+                if self._stopping.wait(every):
+                    return
+                h.wfile.write(body[byte:byte + 1])
+                h.wfile.flush()
+        except OSError:
+            return  # the client gave up
 
     def _admin(self, h: _Handler, name: str, body: bytes) -> None:
         if h.command == "GET" and name in ADMIN_GETTERS:

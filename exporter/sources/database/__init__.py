@@ -16,6 +16,8 @@ import sys
 
 from exporter.config import DatabaseSettings, MessagesSettings
 from exporter.sources.database.base import (
+    MAX_LISTED,
+    MESSAGES_TABLE,
     DatabaseError,
     MessagesSource,
     RowSource,
@@ -43,6 +45,15 @@ def open_counting_source(db: DatabaseSettings, messages: MessagesSettings) -> Me
     return open_source(db, messages.model_copy(update={"exact_count_below": sys.maxsize}))
 
 
+def empty_prefix_warning(databases: list[str]) -> str:
+    """What an empty ``WA_DB_NAME_PREFIX`` does, naming the databases it took as WA's."""
+    shown = ", ".join(databases[:MAX_LISTED]) or "none yet"
+    more = f" and {len(databases) - MAX_LISTED} more" if len(databases) > MAX_LISTED else ""
+    return (f"WA_DB_NAME_PREFIX is empty, so every database with a {MESSAGES_TABLE} table "
+            f"counts as a WA database: {shown}{more}; fix: set WA_DB_NAME_PREFIX as in the WA "
+            "client's db.env if any of these is not the WA client's")
+
+
 def warn_ignored_settings(db: DatabaseSettings) -> None:
     """Say once, at start, which ``db.env`` settings this engine does not use."""
     if db.engine == "PGSQL" and db.connection_idle_timeout_ms:
@@ -60,6 +71,7 @@ __all__ = [
     "ServerReading",
     "TableReading",
     "client_deadline",
+    "empty_prefix_warning",
     "open_counting_source",
     "open_source",
     "warn_ignored_settings",
