@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "exporter"
 # package (with everything under it) or a module.
 LAYERS: dict[str, tuple[int, tuple[str, ...]]] = {
     "base": (0, ("exporter", "exporter.config", "exporter.errors", "exporter.vocabulary",
-                 "exporter.readiness", "exporter.workers", "exporter.logs", "exporter.malloc")),
+                 "exporter.readiness", "exporter.inflow", "exporter.offpeak", "exporter.workers",
+                 "exporter.logs", "exporter.malloc")),
     "sources": (1, ("exporter.sources",)),
     "collectors": (2, ("exporter.collectors",)),
     "actions": (2, ("exporter.actions",)),
