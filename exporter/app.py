@@ -20,9 +20,10 @@ from exporter.actions.audit import AuditLog, StateFile
 from exporter.actions.base import Action, ActionResult, Request
 from exporter.actions.callbacks import CallbackInbox
 from exporter.actions.cleanup import CleanupAction
+from exporter.actions.decision import RunObserver
 from exporter.actions.deferred import WindowWatch
 from exporter.actions.gc import GcAction, MediaGcAction
-from exporter.actions.runner import Runner, RunObserver
+from exporter.actions.runner import Runner
 from exporter.actions.schedule import Scheduler
 from exporter.actions.webhook import Webhooks
 from exporter.collectors.actions import ActionMetrics, AuditMetrics, WindowMetrics

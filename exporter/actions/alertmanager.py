@@ -18,15 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from exporter.actions.audit import clip
 from exporter.actions.base import Request
-from exporter.actions.runner import (
+from exporter.actions.decision import (
     DEFERRED,
     REJECTED,
     SKIPPED_OTHER_HOST,
     SKIPPED_RESOLVED,
     Decision,
-    Runner,
 )
+from exporter.actions.runner import Runner
 from exporter.config import ACTION_NAMES, ActionsSettings, normalise_action
+from exporter.vocabulary import Trigger
 
 MAX_ALERTS = 1000
 # The one value of an alert's `window` label: run now, whatever the window.
@@ -94,7 +95,7 @@ def requests_for(notification: Notification, settings: ActionsSettings
         origin = {"alertname": alertname, "fingerprint": alert.fingerprint}
         if instance is not None:
             origin["instance"] = clip(instance)
-        request = Request(action or "none", "alert", clip(target) if target else None,
+        request = Request(action or "none", Trigger.ALERT, clip(target) if target else None,
                           origin=origin,
                           ignore_window=(window or "").strip().lower() == IGNORE_WINDOW)
         if alert.status == "resolved":

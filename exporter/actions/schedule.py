@@ -14,6 +14,7 @@ from croniter import croniter
 from exporter.actions.base import Request
 from exporter.actions.runner import Runner
 from exporter.config import ScheduleEntry
+from exporter.vocabulary import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,6 @@ class Scheduler:
             if self.clock() < due[index]:
                 continue
             entry = self.entries[index]
-            self.runner.submit(Request(entry.action, "schedule", entry.target,
+            self.runner.submit(Request(entry.action, Trigger.SCHEDULE, entry.target,
                                        dry_run=entry.dry_run, origin={"cron": entry.cron}))
             due[index] = next_fire(entry, self.clock(), self.timezone)

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.actions.base import ERROR, SUCCESS, UNCONFIRMED, Request
-from exporter.actions.runner import REJECTED, SKIPPED_COOLDOWN, SKIPPED_LOCK, STARTED, Runner
+from exporter.actions.decision import REJECTED, SKIPPED_COOLDOWN, SKIPPED_LOCK, STARTED
+from exporter.actions.runner import Runner
 from exporter.upgrade.report import Report
+from exporter.vocabulary import Trigger
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Preparation:
                      f"{report.bound:,} rows")
             before = sum(db.rows or 0 for db in report.databases)
             decision = self.runner.submit(Request(
-                "gc", "manual", ignore_cooldown=self.ignore_cooldown,
+                "gc", Trigger.MANUAL, ignore_cooldown=self.ignore_cooldown,
                 origin={"user": os.environ.get("USER", ""),
                         "command": "upgrade-check --prepare"}))
             if decision.outcome != STARTED or decision.run_id is None:

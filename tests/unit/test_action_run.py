@@ -12,7 +12,9 @@ import pytest
 
 from exporter.actions.audit import StateFile
 from exporter.actions.base import ActionResult, Request, RunContext
-from exporter.actions.runner import ActionRun, Decision, Runner
+from exporter.actions.decision import Decision
+from exporter.actions.run import ActionRun
+from exporter.actions.runner import Runner
 from tests.unit.test_runner import Clock, Gate, audit, make_runner
 
 
