@@ -26,7 +26,8 @@ from exporter.actions.gc import GcAction, MediaGcAction
 from exporter.actions.runner import Runner
 from exporter.actions.schedule import Scheduler
 from exporter.actions.webhook import Webhooks
-from exporter.collectors.actions import ActionMetrics, AuditMetrics, WindowMetrics
+from exporter.collectors.action_state import ActionStateMetrics, AuditMetrics
+from exporter.collectors.actions import ActionMetrics
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector, stop_all
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
@@ -198,9 +199,7 @@ class Actions:
         window = OffPeak(chosen.window, chosen.timezone, profile)
         self.runner = Runner(actions, chosen, self.audit, self.state, lock, observer,
                              unavailable=unavailable, window=window)
-        self.metrics.watch_running(list(actions), self.runner.running)
-        self.metrics.watch_deferred(list(actions), self.runner.deferred.count)
-        registry.register(WindowMetrics(window))
+        registry.register(ActionStateMetrics(list(actions), self.runner, window))
         self.runner.recover_interrupted()
         self.metrics.restore(self.state.read())
         self.scheduler = Scheduler(chosen.schedules, chosen.timezone, self.runner)

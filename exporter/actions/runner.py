@@ -126,6 +126,10 @@ class Runner:
         with self._mutex:
             return sorted(self._running)
 
+    def deferred_count(self, action: str) -> int:
+        """Alerts of ``action`` waiting for the off-peak window."""
+        return self.deferred.count(action)
+
     def record_ignored(self, request: Request, outcome: str, reason: str) -> Decision:
         """A request turned away before the rules (resolved alert, no action mapped)."""
         decision = Decision(request.action, outcome, reason)

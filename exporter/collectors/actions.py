@@ -8,15 +8,13 @@ so this module depends on the shared vocabulary only, never on :mod:`exporter.ac
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter.collectors.base import described
 from exporter.vocabulary import (
     GC_ACTIONS,
     CallbackOutcome,
@@ -52,22 +50,6 @@ class RunResult(Protocol):
 
     @property
     def per_target(self) -> dict[str, str]: ...
-
-
-class AuditHealth(Protocol):
-    """Whether the audit log keeps up (the actions' ``AuditLog``)."""
-
-    @property
-    def write_errors(self) -> int: ...
-
-    @property
-    def pending(self) -> int: ...
-
-
-class WindowView(Protocol):
-    """The off-peak window in force (the runner's ``OffPeak``)."""
-
-    def describe(self, now: float) -> dict[str, Any]: ...
 
 
 Method = TypeVar("Method", bound=Callable[..., None])
@@ -128,11 +110,6 @@ class ActionMetrics(Collector):
         self.cleanup_last_success = Gauge("whatsapp_cleanup_last_success_timestamp_seconds",
                                           "When cleanup.sh last succeeded on this container.",
                                           ["container", "role"], registry=None)
-        self.running = Gauge("whatsapp_action_running", "1 while a run of this action is in "
-                             "flight in this exporter.", ["action"], registry=None)
-        self.deferred = Gauge("whatsapp_action_deferred_requests", "Alerts deferred to the "
-                              "off-peak window, waiting for it to open.", ["action"],
-                              registry=None)
         # Pre-created so dashboards and rate() see every series before the first event.
         for action in actions:
             for outcome in Outcome:
@@ -149,10 +126,6 @@ class ActionMetrics(Collector):
                          self.gc_last_run, self.gc_last_success, self.gc_duration,
                          self.cleanup_runs, self.cleanup_last_run, self.cleanup_last_success)
         registry.register(self)
-        # Read live at every scrape (a function of the runner's state), so not among the
-        # members whose text is kept between changes.
-        registry.register(self.running)
-        registry.register(self.deferred)
 
     def describe(self) -> Iterator[Metric]:
         for member in self._members:
@@ -175,17 +148,6 @@ class ActionMetrics(Collector):
             for trigger in Trigger:
                 for result in Result:
                     self.cleanup_runs.labels(container.name, container.role, trigger, result)
-
-    def watch_running(self, actions: list[str], running: Callable[[], list[str]]) -> None:
-        def busy(action: str) -> Callable[[], float]:
-            return lambda: float(any(k.partition(":")[0] == action for k in running()))
-
-        for action in actions:
-            self.running.labels(action).set_function(busy(action))
-
-    def watch_deferred(self, actions: list[str], count: Callable[[str], int]) -> None:
-        for action in actions:
-            self.deferred.labels(action).set_function(functools.partial(count, action))
 
     @_changes_output
     def decided(self, action: str, outcome: str) -> None:
@@ -275,46 +237,3 @@ def deleted_by_source(details: dict[str, Any]) -> dict[tuple[str, str], int]:
     if left:
         shares[("", "")] = left
     return shares
-
-
-class WindowMetrics(Collector):
-    """The off-peak window in force (a learned one moves) and whether it is open now."""
-
-    def __init__(self, window: WindowView, clock: Callable[[], float] = time.time) -> None:
-        self.window = window
-        self.clock = clock
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(described(self.collect()))
-
-    def collect(self) -> Iterator[Metric]:
-        now = self.window.describe(self.clock())
-        info = GaugeMetricFamily("whatsapp_action_window_info", "The off-peak window in force "
-                                 "(always 1): mode fixed, learned, learning (learned, on the "
-                                 "fixed hours until a week of inflow is known) or always; "
-                                 "start and end are local times in timezone.",
-                                 labels=["mode", "start", "end", "timezone"])
-        info.add_metric([now["mode"], now["start"], now["end"], now["timezone"]], 1.0)
-        opened = GaugeMetricFamily("whatsapp_action_window_open", "1 while the off-peak "
-                                   "window is open: alerts and schedules may start actions.")
-        opened.add_metric([], 1.0 if now["open"] else 0.0)
-        yield from (info, opened)
-
-
-class AuditMetrics(Collector):
-    """Whether the audit log keeps up: write errors, and records held in memory meanwhile."""
-
-    def __init__(self, audit: AuditHealth) -> None:
-        self.audit = audit
-
-    def describe(self) -> Iterator[Metric]:
-        return iter(described(self.collect()))
-
-    def collect(self) -> Iterator[Metric]:
-        errors = CounterMetricFamily("whatsapp_audit_write_errors",
-                                     "Audit log writes that failed (e.g. a full disk).")
-        errors.add_metric([], float(self.audit.write_errors))
-        pending = GaugeMetricFamily("whatsapp_audit_pending_records",
-                                    "Audit records kept in memory until the log can be written.")
-        pending.add_metric([], float(self.audit.pending))
-        yield from (errors, pending)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.core import Metric
+from prometheus_client.registry import Collector as PromCollector
 
 from exporter.collectors.base import Collector
 from exporter.errors import Degraded
@@ -56,6 +57,17 @@ def exposition(collector: Collector, families: Sequence[Metric], *, relayed: boo
     assert not undescribed, f"{type(collector).__name__}.describe() lacks {sorted(undescribed)}"
     registry = CollectorRegistry()
     registry.register(_Only(collector, families))  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+def live_exposition(collector: PromCollector) -> str:
+    """The text format of a collector read at every scrape, alone in a fresh registry; what
+    it collects must be what it describes (names and types)."""
+    described = {(f.name, f.type) for f in collector.describe()}
+    collected = {(f.name, f.type) for f in collector.collect()}
+    assert collected == described, f"{type(collector).__name__}: {collected ^ described}"
+    registry = CollectorRegistry()
+    registry.register(collector)
     return generate_latest(registry).decode()
 
 

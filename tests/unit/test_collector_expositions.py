@@ -3,18 +3,37 @@ with a fixture in tests/unit/fixtures (``UPDATE_FIXTURES=1 make test-fast`` rewr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter.actions.audit import StateFile
 from exporter.actions.base import ActionResult, Request
+from exporter.collectors.action_state import ActionStateMetrics, AuditMetrics
 from exporter.collectors.actions import ActionMetrics
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
 from exporter.collectors.messages import MessagesCollector
-from exporter.collectors.volume import VolumeCollector
-from exporter.config import LogsSettings, MessagesSettings, VolumeSettings
+from exporter.collectors.readiness import ReadinessCollector
+from exporter.collectors.volume import VolumeCollector, VolumeScanCollector
+from exporter.config import (
+    LogsSettings,
+    MessagesSettings,
+    UpgradeSettings,
+    VolumeScanSettings,
+    VolumeSettings,
+)
 from exporter.sources.database import DatabaseError, RowSource, ServerReading, TableReading
 from exporter.sources.docker import ContainerDirectory, DockerError, WaContainer
-from tests.unit.expositions import assert_matches_fixture, exposition, refreshed
+from exporter.sources.media_state import ScanResult
+from tests.unit.expositions import (
+    assert_matches_fixture,
+    exposition,
+    live_exposition,
+    refreshed,
+)
 from tests.unit.fakes import (
     EPOCH,
     Clock,
@@ -154,3 +173,71 @@ def test_action_metrics_exposition_before_and_after_runs() -> None:
                      EPOCH + 330)
     metrics.decided("media_gc", "skipped_cooldown")
     assert_matches_fixture("actions_after_runs.prom", generate_latest(registry).decode())
+
+
+class FixedScan:
+    """A media scan that always ends with the same figures."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def scan(self, timeout: float | None = None) -> ScanResult:
+        return ScanResult(allocated_bytes=53_687_091_200, files=1_250_000, errors=2,
+                          directories_listed=1_024, directories_remembered=77_000, full=False,
+                          state_bytes=9_437_184, last_full_finished=EPOCH - 3_600,
+                          last_full_seconds=95.5)
+
+
+def test_volume_scan_exposition() -> None:
+    media = FixedVolume()
+    collector = VolumeScanCollector(media, VolumeScanSettings())
+    collector.scan = FixedScan(media.path)  # type: ignore[assignment]
+    assert_matches_fixture("volume_scan.prom", exposition(collector, refreshed(collector)))
+
+
+class Runs:
+    """The runner's view: one cleanup in flight, two gc alerts waiting for the window."""
+
+    def running(self) -> list[str]:
+        return ["cleanup:wa-waweb-1"]
+
+    def deferred_count(self, action: str) -> int:
+        return {"gc": 2}.get(action, 0)
+
+
+class Window:
+    def describe(self, now: float) -> dict[str, Any]:
+        assert now == EPOCH
+        return {"mode": "fixed", "start": "01:00", "end": "05:00", "timezone": "Europe/Madrid",
+                "open": False}
+
+
+def test_action_state_exposition() -> None:
+    collector = ActionStateMetrics(["gc", "media_gc", "cleanup"], Runs(), Window(),
+                                   clock=lambda: EPOCH)
+    assert_matches_fixture("action_state.prom", live_exposition(collector))
+
+
+@dataclass
+class Audit:
+    write_errors: int = 3
+    pending: int = 2
+
+
+def test_audit_exposition() -> None:
+    assert_matches_fixture("audit.prom", live_exposition(AuditMetrics(Audit())))
+
+
+def test_readiness_exposition(tmp_path: Path) -> None:
+    """One database under the bound, one over: the first is ready while GC is neither running
+    nor failing."""
+    messages = MessagesCollector(FixedReadings(ServerReading(tables={
+        "wa_main": TableReading("wa_main", 1_250_000, 196_608, RowSource.COUNT),
+        "wa_second": TableReading("wa_second", 2_400_000, 734_003_200, RowSource.N_LIVE_TUP)})),
+        MessagesSettings())
+    messages.refresh()
+    state = StateFile(tmp_path / "state.json")
+    state.update(lambda data: data["last_success"].update(gc=EPOCH))
+    state.update(lambda data: data["last_run"].update(gc=EPOCH))
+    collector = ReadinessCollector(messages, state, UpgradeSettings())
+    assert_matches_fixture("readiness.prom", live_exposition(collector))

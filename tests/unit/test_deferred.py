@@ -17,7 +17,8 @@ from exporter.actions.base import Action, ActionResult, Request, RunContext
 from exporter.actions.deferred import WindowWatch
 from exporter.actions.runner import Runner
 from exporter.actions.webhook import Webhooks
-from exporter.collectors.actions import ActionMetrics, WindowMetrics
+from exporter.collectors.action_state import ActionStateMetrics
+from exporter.collectors.actions import ActionMetrics
 from exporter.config import ActionsSettings, WebhookSettings
 from exporter.sources.locks import FileLocks
 from tests.unit.fakes import Clock
@@ -52,8 +53,8 @@ class World:
         self.runner = Runner({"gc": self.action}, chosen, AuditLog(state_dir / "audit.jsonl"),
                              StateFile(state_dir / "state.json"),
                              FileLocks(state_dir / "locks"), metrics, clock=clock)
-        metrics.watch_deferred(["gc"], self.runner.deferred.count)
-        self.registry.register(WindowMetrics(self.runner.window, clock))
+        self.registry.register(ActionStateMetrics(["gc"], self.runner, self.runner.window,
+                                                  clock))
         self.hooks = Webhooks(WebhookSettings(), self.runner)
         self.watch = WindowWatch(self.runner.deferred, self.runner.submit, clock)
         self.state_dir = state_dir

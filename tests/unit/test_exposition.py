@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -15,7 +16,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter.actions.base import ActionResult, Request
-from exporter.collectors.actions import ActionMetrics, AuditMetrics
+from exporter.collectors.action_state import ActionStateMetrics, AuditMetrics
+from exporter.collectors.actions import ActionMetrics
 from exporter.collectors.base import Refresher, SnapshotCollector
 from exporter.exposition import MAX_KEPT_ENCODINGS, PythonGcCollector, Registry, exposition
 from exporter.sources.docker import WaContainer
@@ -45,6 +47,24 @@ class Counted(Collector):
         family = GaugeMetricFamily(self.name, "A test value.", labels=["which"])
         family.add_metric(["a"], self.value)
         yield family
+
+
+class Runs:
+    """The runner's view for ActionStateMetrics: what ``running`` holds runs."""
+
+    def __init__(self, running: list[str]) -> None:
+        self.keys = running
+
+    def running(self) -> list[str]:
+        return list(self.keys)
+
+    def deferred_count(self, action: str) -> int:
+        return 0
+
+
+class Window:
+    def describe(self, now: float) -> dict[str, Any]:
+        return {"mode": "always", "start": "", "end": "", "timezone": "UTC", "open": True}
 
 
 @dataclass
@@ -80,7 +100,7 @@ def test_body_is_what_prometheus_client_renders_for_the_whole_registry(accept: s
                                                                        ) -> None:
     registry, metrics, collector, refresher, clock, audit = actions_and_snapshots()
     running: list[str] = []
-    metrics.watch_running(["gc"], lambda: running)
+    registry.register(ActionStateMetrics(["gc"], Runs(running), Window()))
 
     def same() -> None:
         gc.disable()  # no collection between the two renders: python_gc_* stay as they are

@@ -14,7 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 import exporter.collectors
 from exporter.actions.audit import AuditLog
-from exporter.collectors.actions import AuditMetrics
+from exporter.collectors.action_state import AuditMetrics
 from exporter.collectors.base import Collector, Refresher, SnapshotCollector
 from exporter.collectors.containers import ContainersCollector
 from exporter.collectors.logs import LogsCollector
