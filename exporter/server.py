@@ -205,6 +205,8 @@ class Policy:
         return bool(self.basic_auth) and path != "/-/healthy" and not self._own_credentials(path)
 
     def body_refusal(self, request: Request) -> Response | None:
+        """A GET takes none; a webhook's must give its length, within the limit, and be
+        JSON."""
         method = request.method
         if method in ("GET", "HEAD"):
             if request.headers.get("Content-Length", "0") != "0" or \
