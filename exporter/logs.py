@@ -53,3 +53,9 @@ def setup(level: str = "info", fmt: str = "logfmt") -> None:
     # Library chatter (connection pools, HTTP retries) is not the operator's business.
     for noisy in ("urllib3", "docker"):
         logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))
+    # The WA API client logs each of its retries itself, with the path and the delay.
+    logging.getLogger("urllib3.connectionpool").addFilter(_not_a_retry)
+
+
+def _not_a_retry(record: logging.LogRecord) -> bool:
+    return not hasattr(record, "__urllib3-retry-warning")  # urllib3 marks it so

@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -26,6 +26,8 @@ AUTH_CHECKS_PER_CLIENT = 4
 
 # A POST route: the request body in, (HTTP status, the JSON answer) out.
 PostHandler = Callable[[bytes], tuple[int, Any]]
+# A GET route: the request in, the answer out.
+GetHandler = Callable[[Request], Response]
 
 
 class Hooks(Protocol):
@@ -71,8 +73,10 @@ def parse_listen_address(address: str) -> tuple[str, int, socket.AddressFamily]:
 
 
 class Server:
-    """The exporter's HTTP endpoints on the event-loop transport; ``check`` answers what can be
-    refused from the headers alone, ``handle`` runs every route in a worker thread."""
+    """The exporter's HTTP endpoints on the event-loop transport: which route a request is
+    for. ``check`` answers what can be refused from the headers alone, ``lane`` picks the
+    worker pool, ``handle`` runs the route in it; who may ask and what a request may carry
+    are the :class:`Policy`'s, the GET routes' answers the :class:`Pages`'."""
 
     def __init__(self, address: str, registry: CollectorRegistry, ready: Callable[[], bool],
                  telemetry_path: str = "/metrics", webhooks: Hooks | None = None,
@@ -80,23 +84,14 @@ class Server:
                  status: Callable[[], list[dict[str, Any]]] = list,
                  limits: Limits | None = None) -> None:
         host, port, family = parse_listen_address(address)
-        self.status = status
-        self.webhooks = webhooks
         self.web = web or WebConfig()
-        self.basic_auth = BasicAuth(self.web.basic_auth_users)
-        self.registry = registry
-        self.ready = ready
-        self.telemetry_path = telemetry_path
-        # Only the webhooks take a body: a GET's is refused from its headers.
-        self.max_body_bytes = webhooks.max_body_bytes if webhooks is not None else 0
-        self.per_client: Mapping[str, int] = {"auth": AUTH_CHECKS_PER_CLIENT}
-        self.get_routes: dict[str, Callable[[Request], Response]] = {
-            telemetry_path: self.metrics, "/-/healthy": self.healthy,
-            "/-/ready": self.readiness, "/": self.landing, runbooks.PATH: self.runbook_page}
+        self.get_routes = Pages(registry, ready, status, telemetry_path, webhooks).routes()
         self.post_routes: Mapping[str, PostHandler] = {}
         if webhooks is not None:
-            self.get_routes["/actions"] = self.actions
             self.post_routes = webhooks.routes()
+        self.policy = Policy(self.web, webhooks, self.post_routes)
+        # What the transport reads of its handler.
+        self.max_body_bytes, self.per_client = self.policy.max_body_bytes, self.policy.per_client
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -125,13 +120,7 @@ class Server:
     def check(self, request: Request) -> Response | None:
         path, method = request.path, request.method
         if method in ("GET", "HEAD"):
-            if request.headers.get("Content-Length", "0") != "0" or \
-                    "Transfer-Encoding" in request.headers:
-                # Nothing here reads one, and a body sent a byte a second would hold the
-                # connection for the whole --web.read-timeout.
-                return Response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                f"a {method} request takes no body\n".encode(), close=True)
-            refusal = self._auth_refusal(request)
+            refusal = self.policy.body_refusal(request) or self.policy.auth_refusal(request)
             if refusal is not None:
                 return refusal
             if path in self.post_routes:
@@ -147,15 +136,50 @@ class Server:
         if path not in self.post_routes:
             return _json(HTTPStatus.NOT_FOUND, {"status": "error", "error": "no such hook"},
                          close=True)
-        return self._auth_refusal(request) or self._body_refusal(request)
+        return self.policy.auth_refusal(request) or self.policy.body_refusal(request)
 
-    def _auth_refusal(self, request: Request) -> Response | None:
+    def lane(self, request: Request) -> str:
+        return self.policy.lane(request)
+
+    def decorate(self, request: Request, response: Response) -> None:
+        response.headers = {**self.web.http_server_config.headers, **response.headers}
+
+    # in a worker thread
+
+    def handle(self, request: Request) -> Response:
+        if not self.policy.authenticated(request):
+            return _basic_auth_required()
+        if request.method == "POST":
+            status, answer = self.post_routes[request.path](request.body)
+            return _json(status, answer)
+        response = self.get_routes[request.path](request)
+        if len(response.body) > 1024 and "gzip" in request.headers.get("Accept-Encoding"):
+            response.body = gzip.compress(response.body, compresslevel=1)
+            response.headers["Content-Encoding"] = "gzip"
+        return response
+
+
+class Policy:
+    """Who may ask and what a request may carry: web-config basic auth (checked by bcrypt,
+    remembered per header), the webhooks' own credentials, the body limits, and the lanes
+    that keep bcrypt checks and webhook decisions away from scrapes."""
+
+    def __init__(self, web: WebConfig, webhooks: Hooks | None,
+                 hook_paths: Collection[str]) -> None:
+        self.basic_auth = BasicAuth(web.basic_auth_users)
+        self.webhooks = webhooks
+        self.hook_paths = hook_paths
+        # Only the webhooks take a body: a GET's is refused from its headers.
+        self.max_body_bytes = webhooks.max_body_bytes if webhooks is not None else 0
+        self.per_client: Mapping[str, int] = {"auth": AUTH_CHECKS_PER_CLIENT}
+
+    def auth_refusal(self, request: Request) -> Response | None:
         """Webhook credentials are cheap to compare and checked here; a basic-auth header is
         refused here only when it names no user at all (none, garbled) or bcrypt already
-        refused it, else checked in :meth:`handle`: an unknown user costs a bcrypt check as
-        a known one does, so the time of the answer does not tell them apart."""
+        refused it, else checked in :meth:`authenticated`: an unknown user costs a bcrypt
+        check as a known one does, so the time of the answer does not tell them apart."""
         webhooks = self.webhooks
-        if request.path in self.post_routes and webhooks is not None and webhooks.has_auth:
+        if webhooks is not None and self._own_credentials(request.path):
             if webhooks.authorized(request.headers):
                 return None
             return _json(HTTPStatus.UNAUTHORIZED, {"status": "error",
@@ -166,15 +190,32 @@ class Server:
             return _basic_auth_required()
         return None
 
-    def _needs_basic_auth(self, path: str) -> bool:
-        """web-config basic auth guards everything but /-/healthy; a webhook with its own
-        credentials (``webhook:`` settings) is checked by those instead."""
-        if not self.basic_auth or path == "/-/healthy":
-            return False
-        webhooks = self.webhooks
-        return not (path in self.post_routes and webhooks is not None and webhooks.has_auth)
+    def authenticated(self, request: Request) -> bool:
+        """The bcrypt check (in a worker thread: tens of milliseconds), where one is due."""
+        return not self._needs_basic_auth(request.path) or \
+            self.basic_auth.check(request.headers.get("Authorization"))
 
-    def _body_refusal(self, request: Request) -> Response | None:
+    def _own_credentials(self, path: str) -> bool:
+        """A webhook with credentials of its own (``webhook:`` settings) is checked by those."""
+        return path in self.hook_paths and self.webhooks is not None and self.webhooks.has_auth
+
+    def _needs_basic_auth(self, path: str) -> bool:
+        """web-config basic auth guards everything but /-/healthy and the webhooks with
+        credentials of their own."""
+        return bool(self.basic_auth) and path != "/-/healthy" and not self._own_credentials(path)
+
+    def body_refusal(self, request: Request) -> Response | None:
+        """A GET takes none; a webhook's must give its length, within the limit, and be
+        JSON."""
+        method = request.method
+        if method in ("GET", "HEAD"):
+            if request.headers.get("Content-Length", "0") != "0" or \
+                    "Transfer-Encoding" in request.headers:
+                # Nothing here reads one, and a body sent a byte a second would hold the
+                # connection for the whole --web.read-timeout.
+                return Response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                                f"a {method} request takes no body\n".encode(), close=True)
+            return None
         length_text = request.headers.get("Content-Length")
         if "Transfer-Encoding" in request.headers or not length_text.isdigit():
             return _json(HTTPStatus.LENGTH_REQUIRED, {"status": "error",
@@ -201,23 +242,27 @@ class Server:
             return "auth"
         return "hook" if request.method == "POST" else "page"
 
-    def decorate(self, request: Request, response: Response) -> None:
-        response.headers = {**self.web.http_server_config.headers, **response.headers}
 
-    # in a worker thread
+class Pages:
+    """The GET routes' answers: the metrics, health, readiness, the landing page, the
+    runbooks and, with actions on, the action records."""
 
-    def handle(self, request: Request) -> Response:
-        if self._needs_basic_auth(request.path) and \
-                not self.basic_auth.check(request.headers.get("Authorization")):
-            return _basic_auth_required()
-        if request.method == "POST":
-            status, answer = self.post_routes[request.path](request.body)
-            return _json(status, answer)
-        response = self.get_routes[request.path](request)
-        if len(response.body) > 1024 and "gzip" in request.headers.get("Accept-Encoding"):
-            response.body = gzip.compress(response.body, compresslevel=1)
-            response.headers["Content-Encoding"] = "gzip"
-        return response
+    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool],
+                 status: Callable[[], list[dict[str, Any]]], telemetry_path: str,
+                 webhooks: Hooks | None) -> None:
+        self.registry = registry
+        self.ready = ready
+        self.status = status
+        self.telemetry_path = telemetry_path
+        self.webhooks = webhooks
+
+    def routes(self) -> dict[str, GetHandler]:
+        routes: dict[str, GetHandler] = {
+            self.telemetry_path: self.metrics, "/-/healthy": self.healthy,
+            "/-/ready": self.readiness, "/": self.landing, runbooks.PATH: self.runbook_page}
+        if self.webhooks is not None:
+            routes["/actions"] = self.actions
+        return routes
 
     def metrics(self, request: Request) -> Response:
         body, content_type = exposition(self.registry, request.headers.get("Accept"))

@@ -5,36 +5,28 @@ threads. It logs in with HTTP Basic and keeps the bearer token until shortly bef
 ``expires_after`` or until a call gets 401 (then it logs in once more and repeats the call
 once). Connection errors and 5xx answers are retried with exponential backoff; timeouts and
 4xx answers are not, so a GC request the webapp may already have taken is never sent twice.
-Each request must be answered in full within ``connect_timeout + read_timeout``: requests
-bounds each read, so a webapp that sends a byte now and then would otherwise hold the call,
-and the GC run waiting on it, for ever.
+Each try must be answered in full within ``connect_timeout + read_timeout``. Both are the
+session's (:mod:`exporter.sources.wa_http`).
 Every failure is a :class:`WaApiError` whose ``kind`` names it; neither the password nor a
 token ever appears in an error, a log line or a ``repr``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import re
-import socket
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from exporter import __version__
 from exporter.config import Secret, WaApiSettings, scrub
 from exporter.errors import SourceError
+from exporter.sources.wa_http import deadline, reason, session
 
 log = logging.getLogger(__name__)
 
@@ -102,25 +94,6 @@ class WaResponseError(WaApiError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """``attempts`` tries per call; after failed try ``n`` (from 1) wait ``backoff * 2**(n-1)``."""
-
-    attempts: int = 3
-    backoff: float = 0.5
-
-    def delay(self, failed_attempt: int) -> float:
-        return self.backoff * 2.0 ** (failed_attempt - 1)
-
-    @staticmethod
-    def retryable(error: WaApiError) -> bool:
-        if isinstance(error, WaTlsError):
-            return False
-        if isinstance(error, WaConnectError):
-            return True
-        return isinstance(error, WaHttpError) and error.status is not None and error.status >= 500
-
-
-@dataclass(frozen=True)
 class GcStarted:
     """The answer to a GC call: each node's status. A single-node install answers without
     node ids; its one status is keyed ``None`` (as callbacks without a ``node`` field are)."""
@@ -137,69 +110,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-# --- a deadline for the whole of a request ------------------------------------------------
-
-# The connection each thread is sending a request on (and reading its answer from).
-_IN_USE: dict[int, HTTPConnection] = {}
-
-
-class _Noted:
-    """A urllib3 connection that notes, per request, which thread uses it."""
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _IN_USE[threading.get_ident()] = self  # type: ignore[assignment]
-        super().request(*args, **kwargs)  # type: ignore[misc]
-
-
-class _NotedConnection(_Noted, HTTPConnection):
-    pass
-
-
-class _NotedTlsConnection(_Noted, HTTPSConnection):
-    pass
-
-
-class _NotedPool(HTTPConnectionPool):
-    ConnectionCls = _NotedConnection
-
-
-class _NotedTlsPool(HTTPSConnectionPool):
-    ConnectionCls = _NotedTlsConnection
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """requests' adapter, with the connections above."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _NotedPool, "https": _NotedTlsPool}
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float) -> Iterator[threading.Event]:
-    """Within the block, this thread's request ends at ``seconds``: its socket is shut down,
-    which ends the read in progress. The event tells whether that happened."""
-    thread, expired = threading.get_ident(), threading.Event()
-
-    def expire() -> None:
-        expired.set()
-        sock = getattr(_IN_USE.get(thread), "sock", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                # socket's own shutdown, also for TLS: SSLSocket's would close the TLS state
-                # under the thread still reading it.
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield expired
-    finally:
-        timer.cancel()
-        _IN_USE.pop(thread, None)
-
-
 class WaApiClient:
     """The webapp's API, as ``settings`` describe it. ``clock`` gives the current UTC time."""
 
@@ -210,7 +120,6 @@ class WaApiClient:
         self._password = settings.password
         self._timeouts = (settings.connect_timeout, settings.read_timeout)
         self._token_margin = dt.timedelta(seconds=settings.token_refresh_margin)
-        self.retry = RetryPolicy(settings.retry_attempts, settings.retry_backoff)
         self._clock = clock
         self._verify: bool | str = str(settings.ca_file) if settings.ca_file else settings.verify
         if not settings.verify and self.url.startswith("https:"):
@@ -219,12 +128,7 @@ class WaApiClient:
                         extra={"url": self.url})
             # Our warning above says it once; urllib3 would repeat it on every request.
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
-        self._session = requests.Session()
-        for scheme in ("http://", "https://"):
-            self._session.mount(scheme, _DeadlineAdapter())
-        # Only our settings count: no proxies, CA bundles or .netrc credentials from the env.
-        self._session.trust_env = False
-        self._session.headers["User-Agent"] = f"wa-exporter/{__version__}"
+        self._session = session(settings.retry_attempts, settings.retry_backoff)
         self._lock = threading.Lock()  # guards the token; held while logging in
         self._token: Secret | None = None
         self._expires: dt.datetime | None = None
@@ -343,38 +247,25 @@ class WaApiClient:
         return Secret(token), expires
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One request with retries; a response below 500 is returned as it is."""
-        attempt = 1
-        while True:
-            try:
-                with _deadline(sum(self._timeouts)) as expired:
-                    response = self._session.request(
-                        method, self.url + path, timeout=self._timeouts, verify=self._verify,
-                        allow_redirects=False, **kwargs)
-            except requests.RequestException as exc:
-                error = WaTimeoutError(
-                    f"{method} {path}: the answer from {self.url} did not arrive in full "
-                    f"within {sum(self._timeouts):g}s (wa_api.connect_timeout + read_timeout)"
-                ) if expired.is_set() else self._transport_error(exc, method, path)
-            else:
-                if response.status_code < 500:
-                    return response
-                error = self._error(response, method, path, WaHttpError)
-            if attempt == self.retry.attempts or not self.retry.retryable(error):
-                raise error
-            delay = self.retry.delay(attempt)
-            log.warning("WA API call failed, retrying", extra={
-                "path": path, "attempt": attempt, "kind": error.kind, "err": str(error),
-                "retry_in_seconds": delay})
-            time.sleep(delay)
-            attempt += 1
+        """One request, tried as often as the session retries it; every answer is returned."""
+        try:
+            with deadline(sum(self._timeouts)) as expired:
+                return self._session.request(
+                    method, self.url + path, timeout=self._timeouts, verify=self._verify,
+                    allow_redirects=False, **kwargs)
+        except requests.RequestException as exc:
+            error = WaTimeoutError(
+                f"{method} {path}: the answer from {self.url} did not arrive in full "
+                f"within {sum(self._timeouts):g}s (wa_api.connect_timeout + read_timeout)"
+            ) if expired.is_set() else self._transport_error(exc, method, path)
+        raise error
 
     def _transport_error(self, exc: requests.RequestException, method: str,
                          path: str) -> WaApiError:
         where = f"{method} {path}"
-        reason = self._scrub(_reason(exc))
+        cause = self._scrub(reason(exc))
         if isinstance(exc, requests.exceptions.SSLError):
-            return WaTlsError(f"{where}: TLS to {self.url} failed: {reason}; fix: set "
+            return WaTlsError(f"{where}: TLS to {self.url} failed: {cause}; fix: set "
                               "WA_WEB_CA_FILE to the webapp's CA (or WA_WEB_VERIFY=false)")
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             return WaConnectError(f"{where}: connecting to {self.url} timed out after "
@@ -382,7 +273,7 @@ class WaApiClient:
         if isinstance(exc, requests.exceptions.Timeout) or _body_timed_out(exc):
             return WaTimeoutError(f"{where}: no answer from {self.url} within "
                                   f"{self._timeouts[1]:g}s")
-        return WaConnectError(f"{where}: cannot reach {self.url}: {reason}")
+        return WaConnectError(f"{where}: cannot reach {self.url}: {cause}")
 
     def _error(self, response: requests.Response, method: str, path: str,
                error_type: type[WaApiError], problem: str | None = None) -> WaApiError:
@@ -433,21 +324,6 @@ def _parse_expiry(value: object) -> dt.datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests/urllib3 error, without object addresses."""
-    inner: BaseException = exc
-    while True:
-        nested = getattr(inner, "reason", None)
-        if not isinstance(nested, BaseException) and inner.args and isinstance(
-                inner.args[0], BaseException):
-            nested = inner.args[0]
-        if not isinstance(nested, BaseException) or nested is inner:
-            break
-        inner = nested
-    text = re.sub(r"<[^<>]* object at 0x[0-9a-f]+>:?\s*", "", str(inner))
-    return " ".join(text.split())[:200] or type(inner).__name__
 
 
 def _body_timed_out(exc: requests.RequestException) -> bool:

@@ -8,19 +8,45 @@ import math
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import httptools
 
-from exporter.transport.messages import STATUS_LINES, Headers, Request, Response, error
-
-if TYPE_CHECKING:
-    from exporter.transport.listener import HttpServer
+from exporter.transport.messages import (
+    STATUS_LINES,
+    Handler,
+    Headers,
+    Limits,
+    Request,
+    Response,
+    error,
+)
+from exporter.transport.workers import Workers
 
 log = logging.getLogger("exporter.transport")
 
 MAX_PIPELINED = 16  # requests queued behind the one being answered; more get a 429
+
+
+class Listener(Protocol):
+    """What a connection needs of the server that accepted it: its settings, the pool that
+    runs the handler, and the bookkeeping that admits, tracks (for eviction) and forgets it."""
+
+    tls: ssl.SSLContext | None
+    limits: Limits
+    handler: Handler
+    workers: Workers
+    loop: asyncio.AbstractEventLoop
+    name: str
+    date: Callable[[], str]  # the Date header's value
+
+    def admit(self, connection: Connection) -> bool: ...
+
+    def track(self, connection: Connection) -> None: ...
+
+    def forget(self, connection: Connection) -> None: ...
 
 
 class Connection(asyncio.Protocol):
@@ -31,7 +57,7 @@ class Connection(asyncio.Protocol):
     HANDSHAKE, WAITING, IDLE, READING_BODY, BUSY = ("handshake", "waiting", "idle",
                                                       "reading_body", "busy")
 
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: Listener) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.client = ""

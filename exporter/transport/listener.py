@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from email.utils import formatdate
 
@@ -46,7 +47,7 @@ class HttpServer:
         self.limits = limits
         self.name = name
         self.cap = limits.connection_cap()
-        self.date = _Date()
+        self.date: Callable[[], str] = _Date()
         self.loop = asyncio.new_event_loop()
         self.workers = Workers(self.loop, handler.handle, limits.workers, handler.per_client)
         self._connections: dict[Connection, None] = {}
@@ -56,7 +57,6 @@ class HttpServer:
         self._reading_body: dict[Connection, None] = {}
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
-        self.evictions = 0
 
     # connection bookkeeping (event loop thread only)
 
@@ -69,7 +69,6 @@ class HttpServer:
                           extra={"client": connection.client, "cap": self.cap})
                 connection.abort()
                 return False
-            self.evictions += 1
             log.debug("connection evicted to admit a new one",
                       extra={"client": victim.client, "state": victim.state, "cap": self.cap})
             victim.abort()

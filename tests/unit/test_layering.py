@@ -4,11 +4,13 @@ floor that never import each other (one turns snapshots into metrics, the other 
 world); ``upgrade`` (a feature built on both); the HTTP ``transport``; and the wiring and
 entry points on top (``app``, ``server``, ``cli``…). Every module of ``exporter/`` belongs
 to one layer and imports only its own layer and those below, checked on every import of
-every file: at the top, under ``TYPE_CHECKING`` and inside functions."""
+every file: at the top, under ``TYPE_CHECKING`` and inside functions. Within a layer, the
+imports point one way too: no two modules import one another, even through others."""
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,34 @@ from .base import Collector
     assert imported("exporter.collectors.volume", source) == {
         "exporter.actions.webhook", "exporter.actions.runner", "exporter", "exporter.actions",
         "exporter.collectors.base"}
+
+
+def cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module: modules that import one
+    another, directly or through others (a module importing itself does not count)."""
+    reach: dict[str, set[str]] = {}
+    for start in graph:
+        seen: set[str] = set()
+        todo = [name for name in graph[start] if name != start]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += graph.get(name, ())
+        reach[start] = seen
+    found = {frozenset({m} | {o for o in reach[m] if m in reach[o]})
+             for m in graph if m in reach[m]}
+    return sorted(sorted(component) for component in found)
+
+
+def test_no_modules_import_one_another() -> None:
+    graph = {module: imported(module, path.read_text(encoding="utf-8"))
+             for module, path in MODULES.items()}
+    found = cycles(graph)
+    assert not found, "modules that import one another (move what they share into a module " \
+        "of its own, or hand it over as a parameter):\n" + "\n".join(map(" ".join, found))
+
+
+def test_a_cycle_is_found_through_other_modules_and_only_once() -> None:
+    graph = {"a": {"b"}, "b": {"c", "b"}, "c": {"a"}, "d": {"a", "d"}, "e": {"f"}, "f": {"e"}}
+    assert cycles(graph) == [["a", "b", "c"], ["e", "f"]]

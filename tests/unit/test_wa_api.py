@@ -20,7 +20,6 @@ import pytest
 from exporter.config import WaApiSettings
 from exporter.sources.wa_api import (
     GcStarted,
-    RetryPolicy,
     WaApiClient,
     WaAuthError,
     WaConnectError,
@@ -146,17 +145,6 @@ def test_concurrent_calls_share_one_login_and_one_relogin(wa: StandIn,
 
 
 # -- retries and timeouts ---------------------------------------------------------------------
-
-def test_backoff_doubles_and_only_connection_errors_and_5xx_are_retried() -> None:
-    policy = RetryPolicy(attempts=4, backoff=0.5)
-    assert [policy.delay(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
-    assert policy.retryable(WaConnectError("refused"))
-    assert policy.retryable(WaHttpError("HTTP 503", status=503))
-    assert not policy.retryable(WaTlsError("bad certificate"))
-    assert not policy.retryable(WaTimeoutError("no answer"))
-    assert not policy.retryable(WaHttpError("HTTP 409", status=409))
-    assert not policy.retryable(WaAuthError("refused", status=401))
-
 
 def test_5xx_is_retried_then_raised_with_the_wa_error(wa: StandIn, client: WaApiClient) -> None:
     wa.fail_next("message_gc", count=3, status=500, code=1014, title="Internal error",
@@ -346,14 +334,19 @@ Answer = tuple[int, Any]
 
 
 class OddWebapp:
-    """A real HTTP server whose answers the test sets per path; it can echo credentials."""
+    """A real HTTP server whose answers the test sets per path; it can echo credentials, or
+    close the connection without answering."""
 
-    def __init__(self, answers: Mapping[str, Callable[[dict[str, str]], Answer]]) -> None:
+    def __init__(self, answers: Mapping[str, Callable[[dict[str, str]], Answer | None]]) -> None:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
-                status, body = answers[self.path](dict(self.headers.items()))
+                answer = answers[self.path](dict(self.headers.items()))
+                if answer is None:  # hang up without a word
+                    self.close_connection = True
+                    return
+                status, body = answer
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
@@ -422,6 +415,56 @@ def test_answers_that_are_not_the_wa_api_are_response_errors(
         WaApiClient(settings(webapp.url)).message_gc()
     assert words in str(caught.value) and caught.value.kind == "response"
     assert TOKEN not in str(caught.value)
+
+
+def test_a_connection_closed_without_an_answer_is_retried_as_a_refused_one_is(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A connection error, however late, unlike a timeout (see
+    test_hung_call_is_a_timeout_and_not_repeated): the GC call is tried 3 times."""
+    tries = []
+
+    def hang_up(headers: dict[str, str]) -> None:
+        tries.append(headers)
+
+    answers = {"/v1/users/login": login_ok, "/v1/services/message/gc": hang_up}
+    with OddWebapp(answers) as webapp, pytest.raises(WaConnectError) as caught, \
+            caplog.at_level(logging.WARNING, logger="exporter.sources.wa_api"):
+        WaApiClient(settings(webapp.url)).message_gc()
+    assert len(tries) == 3 and caught.value.kind == "connect"
+    assert [getattr(r, "retry_in_seconds", None) for r in caplog.records
+            if r.getMessage().endswith("retrying")] == [0.01, 0.02]
+
+
+def test_an_answer_broken_off_after_its_headers_is_not_asked_for_again() -> None:
+    """The webapp took the GC request and began to answer: a connection error, and the
+    request is not sent a second time."""
+    server = socket.create_server(("127.0.0.1", 0))
+    gc_requests = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(65536)
+                if request.startswith(b"POST"):
+                    body = json.dumps(login_ok({})[1]).encode()
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                else:
+                    gc_requests.append(request)
+                    conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"services"')
+
+    threading.Thread(target=serve, daemon=True).start()
+    api = WaApiClient(settings(f"http://127.0.0.1:{server.getsockname()[1]}"))
+    try:
+        with pytest.raises(WaConnectError, match="IncompleteRead"):
+            api.message_gc()
+    finally:
+        server.close()
+    assert len(gc_requests) == 1
 
 
 def test_expiry_without_a_date_keeps_the_token_until_a_401() -> None:
