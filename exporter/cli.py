@@ -285,8 +285,7 @@ def _run_remote(args: argparse.Namespace) -> int:
                             args.container, args.dry_run, os.environ.get("USER", ""),
                             _print_progress)
     except ConfigError as exc:
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     except RemoteError as exc:
         return print_error(exc)
     finished = remote.finished or {}
@@ -308,8 +307,7 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
         actions = Actions(settings, sources, CollectorRegistry())
     except ConfigError as exc:
         sources.close()
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     try:
         request = Request(action, Trigger.MANUAL, args.container, dry_run=args.dry_run,
                           origin={"user": user})
@@ -319,6 +317,13 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
         sources.close()
     return _report(decision.as_dict(), result.result if result is not None else None,
                    result.details if result is not None else {})
+
+
+def _config_error(exc: ConfigError) -> int:
+    """Every problem of ``exc`` on stderr, one a line; the exit code of a config error."""
+    for problem in exc.problems:
+        print(f"wa-exporter: config error: {problem}", file=sys.stderr)
+    return 2
 
 
 def _report(decision: dict[str, Any], result: str | None, details: dict[str, Any]) -> int:
@@ -383,9 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "upgrade-check":
             from exporter.upgrade.command import EXIT_USAGE, failure
 
-            return failure(args.format == "json", EXIT_USAGE, f"config error: {exc}")
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return 2
+            return failure(args.format == "json", EXIT_USAGE,
+                           *(f"config error: {problem}" for problem in exc.problems))
+        return _config_error(exc)
     if command == "check-config" and args.connect:
         from exporter import doctor
 
@@ -416,8 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         app = App(settings, args.listen_address, args.telemetry_path, args.webhook_no_auth, web,
                   limits(args))
     except ConfigError as exc:
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     except ListenAddressError as exc:
         print(f"wa-exporter: {exc}", file=sys.stderr)
         return 2
