@@ -54,9 +54,10 @@ POST /webhook/alertmanager, POST /webhook/wa-callback, GET /actions.
 EPILOG = """\
 commands:
   serve          run the exporter (the default)
-  check-config   validate the configuration, print it with secrets hidden, exit;
-                 with --connect, connect to the database, Docker, the WA API and the
-                 media path instead and print a checklist with the fix for each failure
+  check-config   validate the configuration, print it with secrets hidden, exit (every
+                 mistake is named, a line each, exit 2); with --connect, connect to the
+                 database, Docker, the WA API and the media path instead and print a
+                 checklist with the fix for each failure
   run ACTION     run gc, media_gc (or media-gc) or cleanup once, now, through the same
                  rules (allow-list, cooldown, lock, audit log) as alerts and schedules;
                  with --exporter.url through the running exporter (its callbacks,
@@ -194,7 +195,8 @@ def make_parser() -> argparse.ArgumentParser:
     _flags(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (("serve", "run the exporter (default)"),
-                       ("check-config", "validate and print the effective configuration")):
+                       ("check-config", "validate and print the effective configuration; "
+                        "every mistake is named, a line each with its fix, and exits 2")):
         sub = commands.add_parser(name, help=text, description=text)
         _flags(sub, suppress=True)
         if name == "check-config":
