@@ -54,9 +54,10 @@ POST /webhook/alertmanager, POST /webhook/wa-callback, GET /actions.
 EPILOG = """\
 commands:
   serve          run the exporter (the default)
-  check-config   validate the configuration, print it with secrets hidden, exit;
-                 with --connect, connect to the database, Docker, the WA API and the
-                 media path instead and print a checklist with the fix for each failure
+  check-config   validate the configuration, print it with secrets hidden, exit (every
+                 mistake is named, a line each, exit 2); with --connect, connect to the
+                 database, Docker, the WA API and the media path instead and print a
+                 checklist with the fix for each failure
   run ACTION     run gc, media_gc (or media-gc) or cleanup once, now, through the same
                  rules (allow-list, cooldown, lock, audit log) as alerts and schedules;
                  with --exporter.url through the running exporter (its callbacks,
@@ -194,7 +195,8 @@ def make_parser() -> argparse.ArgumentParser:
     _flags(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in (("serve", "run the exporter (default)"),
-                       ("check-config", "validate and print the effective configuration")):
+                       ("check-config", "validate and print the effective configuration; "
+                        "every mistake is named, a line each with its fix, and exits 2")):
         sub = commands.add_parser(name, help=text, description=text)
         _flags(sub, suppress=True)
         if name == "check-config":
@@ -285,8 +287,7 @@ def _run_remote(args: argparse.Namespace) -> int:
                             args.container, args.dry_run, os.environ.get("USER", ""),
                             _print_progress)
     except ConfigError as exc:
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     except RemoteError as exc:
         return print_error(exc)
     finished = remote.finished or {}
@@ -308,8 +309,7 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
         actions = Actions(settings, sources, CollectorRegistry())
     except ConfigError as exc:
         sources.close()
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     try:
         request = Request(action, Trigger.MANUAL, args.container, dry_run=args.dry_run,
                           origin={"user": user})
@@ -319,6 +319,13 @@ def _run_action(settings: Settings, args: argparse.Namespace) -> int:
         sources.close()
     return _report(decision.as_dict(), result.result if result is not None else None,
                    result.details if result is not None else {})
+
+
+def _config_error(exc: ConfigError) -> int:
+    """Every problem of ``exc`` on stderr, one a line; the exit code of a config error."""
+    for problem in exc.problems:
+        print(f"wa-exporter: config error: {problem}", file=sys.stderr)
+    return 2
 
 
 def _report(decision: dict[str, Any], result: str | None, details: dict[str, Any]) -> int:
@@ -383,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "upgrade-check":
             from exporter.upgrade.command import EXIT_USAGE, failure
 
-            return failure(args.format == "json", EXIT_USAGE, f"config error: {exc}")
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return 2
+            return failure(args.format == "json", EXIT_USAGE,
+                           *(f"config error: {problem}" for problem in exc.problems))
+        return _config_error(exc)
     if command == "check-config" and args.connect:
         from exporter import doctor
 
@@ -416,8 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         app = App(settings, args.listen_address, args.telemetry_path, args.webhook_no_auth, web,
                   limits(args))
     except ConfigError as exc:
-        print(f"wa-exporter: config error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     except ListenAddressError as exc:
         print(f"wa-exporter: {exc}", file=sys.stderr)
         return 2

@@ -23,9 +23,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError
 
-from exporter.config.errors import ConfigError, describe_validation_error, fix_hint
-from exporter.config.loading import load_yaml
-from exporter.config.models import StrictModel
+from exporter.config.base import StrictModel
+from exporter.config.errors import ConfigError, describe_validation_errors, fix_hint
+from exporter.config.files import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,17 @@ class WebConfig(StrictModel):
 
 
 def load_web_config(path: Path) -> WebConfig:
+    """The web config in ``path``; one :class:`ConfigError` with a line for every problem."""
     data = load_yaml(path, "--web.config.file") or {}
     try:
         config = WebConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(
-            "--web.config.file: " + describe_validation_error(exc, WebConfig)) from None
-    for user, hashed in config.basic_auth_users.items():
-        if not _BCRYPT.fullmatch(hashed):
-            raise ConfigError(f"--web.config.file: basic_auth_users.{user}: not a bcrypt hash; "
-                              "fix: use e.g. htpasswd -nBC 10 '' | tr -d ':\\n'")
+        raise ConfigError(*(f"--web.config.file: {line}"
+                            for line in describe_validation_errors(exc, WebConfig))) from None
+    problems = [f"--web.config.file: basic_auth_users.{user}: not a bcrypt hash; fix: use "
+                "e.g. htpasswd -nBC 10 '' | tr -d ':\\n'"
+                for user, hashed in config.basic_auth_users.items()
+                if not _BCRYPT.fullmatch(hashed)]
     tls = config.tls_server_config
     if tls is not None:
         ignored = [k for k in _IGNORED if getattr(tls, k) is not None]
@@ -83,10 +84,12 @@ def load_web_config(path: Path) -> WebConfig:
             log.warning("web config keys ignored", extra={"keys": ",".join(ignored)})
         if tls.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") \
                 and tls.client_ca_file is None:
-            raise ConfigError("--web.config.file: tls_server_config.client_ca_file: not set "
-                              f"but client_auth_type is {tls.client_auth_type}; fix: set "
-                              "client_ca_file to the CA that signs client certificates")
-        server_context(config)  # fail now, with the reason, on unreadable or wrong files
+            problems.append("--web.config.file: tls_server_config.client_ca_file: not set "
+                            f"but client_auth_type is {tls.client_auth_type}; fix: set "
+                            "client_ca_file to the CA that signs client certificates")
+    if problems:
+        raise ConfigError(*problems)
+    server_context(config)  # fail now, with the reason, on unreadable or wrong files
     return config
 
 

@@ -3,7 +3,8 @@
 Sources, lowest precedence first: the ``--db.env-file`` (the WA client's own file,
 read as-is), then the process environment (``WA_DB_*``), then for everything that
 is not a WA variable the optional YAML ``--config.file``. Every secret may also be
-given as ``NAME_FILE``. Every problem is a :class:`~exporter.config.errors.ConfigError`.
+given as ``NAME_FILE``. Every problem found is a line of one
+:class:`~exporter.config.errors.ConfigError`.
 :func:`render` shows the result as YAML, secrets hidden (``check-config``).
 """
 
@@ -11,21 +12,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from exporter.config.errors import ConfigError, describe_validation_error
-from exporter.config.models import (
-    DatabaseSettings,
-    FileSettings,
-    Settings,
-    WaApiOptions,
-    WaApiSettings,
-)
+from exporter.config.errors import ConfigError, describe_validation_errors
+from exporter.config.files import load_yaml, read_secret, read_text
+from exporter.config.settings import FileSettings, Settings
+from exporter.config.variables import DatabaseSettings, WaApiOptions, WaApiSettings
 
 SECRET_VARIABLES = ("WA_DB_PASSWORD", "WA_WEB_PASSWORD")
 
@@ -37,17 +34,8 @@ def read_env_file(path: Path) -> dict[str, str]:
     prefix and one pair of matching surrounding quotes are removed. A leading UTF-8 byte-order
     mark (editors on Windows write one) is skipped, as Docker's ``--env-file`` skips it.
     """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(
-            f"--db.env-file: cannot read {str(path)!r}: {exc.strerror or exc}; "
-            "fix: point it at the WA client's db.env and make it readable"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(
-            f"--db.env-file: {str(path)!r} is not UTF-8 text; fix: point it at the WA db.env"
-        ) from None
+    text = read_text(path, "--db.env-file", holding="the WA client's db.env variables",
+                     encoding="utf-8-sig")
     values: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -69,7 +57,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _resolve_secret_files(variables: dict[str, str]) -> dict[str, str]:
+# Where a secret's file could not be read: its problem is reported and the settings are not
+# built, so this stands in for the secret while the other variables of its part are checked.
+_UNREAD = "<unread>"
+
+
+def _resolve_secret_files(variables: dict[str, str], problems: list[str]) -> dict[str, str]:
+    """``variables`` with each secret's ``NAME_FILE`` read into ``NAME``; every problem added
+    to ``problems``."""
     resolved = dict(variables)
     for name in SECRET_VARIABLES:
         file_key = f"{name}_FILE"
@@ -77,96 +72,15 @@ def _resolve_secret_files(variables: dict[str, str]) -> dict[str, str]:
         if path is None:
             continue
         if resolved.get(name):
-            raise ConfigError(
-                f"{name}: set both directly and through {file_key}; fix: keep only one of them"
-            )
+            problems.append(f"{name}: set both directly and through {file_key}; fix: keep only "
+                            "one of them")
+            continue
         try:
-            secret = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"{file_key}: cannot read {path!r}: {exc.strerror or exc}; "
-                f"fix: point {file_key} at a readable file holding the secret"
-            ) from None
-        except UnicodeDecodeError:  # its message would quote a byte of the secret
-            raise ConfigError(
-                f"{file_key}: {path!r} is not UTF-8 text; fix: write the secret as UTF-8"
-            ) from None
-        if not secret.strip():
-            raise ConfigError(f"{file_key}: {path!r} is empty; fix: write the secret into it")
-        resolved[name] = secret
+            resolved[name] = read_secret(Path(path), file_key).reveal()
+        except ConfigError as exc:
+            problems += exc.problems
+            resolved[name] = _UNREAD
     return resolved
-
-
-MAX_YAML_BYTES = 1024 * 1024
-# Values in a YAML document with every alias expanded, as validation walks them: a few
-# hundred in a real file; an alias bomb (aliases of aliases of lists) has billions.
-MAX_YAML_VALUES = 100_000
-
-
-def load_yaml(path: Path, flag: str) -> Any:
-    """The one YAML document in ``path``; every problem a :class:`ConfigError` naming
-    ``flag``. Small and fast whatever the file holds: at most 1 MiB, and aliases may not
-    expand it past :data:`MAX_YAML_VALUES` values; no message quotes the content."""
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_YAML_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc.strerror or exc}; "
-                          "fix: point it at a readable file") from None
-    if len(raw) > MAX_YAML_BYTES:
-        raise ConfigError(f"{flag}: {path} is larger than {MAX_YAML_BYTES // 1024} KiB; fix: "
-                          "point it at the settings file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{flag}: {path} is not UTF-8 text (byte {exc.start}); fix: save it "
-                          "as UTF-8") from None
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        if not _within(node, MAX_YAML_VALUES):
-            raise ConfigError(f"{flag}: {path} expands to more than {MAX_YAML_VALUES} values "
-                              "through its aliases (*name), or an alias holds itself; fix: "
-                              "write the settings out without such aliases")
-        return loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"{flag}: {path} is not valid YAML{at}; fix: correct the YAML "
-                          "syntax") from None
-    except RecursionError:
-        raise ConfigError(f"{flag}: {path} is nested too deeply; fix: correct the YAML "
-                          "syntax") from None
-    finally:
-        loader.dispose()
-
-
-def _within(root: yaml.Node, limit: int) -> bool:
-    """Whether the document under ``root`` holds at most ``limit`` values with every alias
-    expanded (an alias is the node it names, once more), and no alias holds itself. Each
-    node is counted once, so this takes the time of the file, not of the expansion."""
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()  # on the path from the root: met again, a cycle
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        children = [] if isinstance(node, yaml.ScalarNode) else [
-            child for item in node.value
-            for child in (item if isinstance(item, tuple) else (item,))]
-        if children_done:
-            open_nodes.discard(id(node))
-            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
-            if sizes[id(node)] > limit:
-                return False
-        elif id(node) in open_nodes:
-            return False
-        elif id(node) not in sizes:
-            open_nodes.add(id(node))
-            stack.append((node, True))
-            stack.extend((child, False) for child in children)
-    return True
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
@@ -180,14 +94,33 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], data: Any) -> M:
+    """``data`` as a ``model``; a :class:`ConfigError` with a line for each of its errors."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(*describe_validation_errors(exc, model)) from None
+
+
 def load_file_settings(config_file: Path | None) -> FileSettings:
     """The YAML ``--config.file`` alone, without the WA variables (``run --exporter.url``
     needs only its webhook credentials)."""
-    file_data = _load_yaml(config_file) if config_file else {}
+    return _validate(FileSettings, _load_yaml(config_file) if config_file else {})
+
+
+T = TypeVar("T")
+
+
+def _attempt(problems: list[str], build: Callable[[], T]) -> T | None:
+    """What ``build`` returns, or None with its problems added to ``problems``."""
     try:
-        return FileSettings.model_validate(file_data)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, FileSettings)) from None
+        return build()
+    except ConfigError as exc:
+        problems += exc.problems
+        return None
 
 
 def load_settings(
@@ -196,30 +129,41 @@ def load_settings(
     db_env_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build the settings; raise :class:`ConfigError` with a one-line message on any problem."""
+    """Build the settings, or raise one :class:`ConfigError` with every problem found, a
+    line each. Each part is checked even when another failed: the YAML file, the database
+    variables and the WA API variables; only what depends on a part that could not be read
+    is not (the variables when the ``--db.env-file`` cannot be read)."""
     environ = os.environ if environ is None else environ
-    variables = read_env_file(db_env_file) if db_env_file else {}
-    variables.update({k: v for k, v in environ.items() if k.startswith("WA_")})
-    variables = _resolve_secret_files(variables)
+    problems: list[str] = []
+    variables = _attempt(problems, lambda: read_env_file(db_env_file) if db_env_file else {})
+    if variables is not None:
+        variables.update({k: v for k, v in environ.items() if k.startswith("WA_")})
+        variables = _resolve_secret_files(variables, problems)
+    file_settings = _attempt(problems, lambda: load_file_settings(config_file))
+    database = wa_api = None
+    if variables is not None:
+        # Unknown when the file is wrong: then a missing WA_DB_ENGINE is not reported.
+        wants_db = file_settings.collectors.messages.enabled if file_settings else None
+        options = file_settings.wa_api if file_settings else WaApiOptions()
+        database = _attempt(problems, lambda: _database(variables, wants_db))
+        wa_api = _attempt(problems, lambda: _wa_api(variables, options))
+    if problems or file_settings is None:
+        raise ConfigError(*problems)
+    return Settings(database=database, collectors=file_settings.collectors,
+                    actions=file_settings.actions, webhook=file_settings.webhook,
+                    wa_api=wa_api, upgrade=file_settings.upgrade)
 
-    file_settings = load_file_settings(config_file)
-    database: DatabaseSettings | None = None
-    wants_db = file_settings.collectors.messages.enabled
+
+def _database(variables: Mapping[str, str], wanted: bool | None) -> DatabaseSettings | None:
+    """The database settings if any ``WA_DB_*`` variable is set or the messages collector
+    needs them (``wanted``); None if neither."""
     db_vars = {k: v for k, v in variables.items() if k.startswith("WA_DB_")}
-    if "WA_DB_ENGINE" not in db_vars and wants_db:
+    if "WA_DB_ENGINE" not in db_vars and wanted:
         raise ConfigError(
             "WA_DB_ENGINE: not set; fix: pass --db.env-file with the WA client's db.env, "
             "set WA_DB_* in the environment, or disable collectors.messages"
         )
-    if db_vars or wants_db:
-        try:
-            database = DatabaseSettings.model_validate(db_vars)
-        except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, DatabaseSettings)) from None
-    return Settings(database=database, collectors=file_settings.collectors,
-                    actions=file_settings.actions, webhook=file_settings.webhook,
-                    wa_api=_wa_api(variables, file_settings.wa_api),
-                    upgrade=file_settings.upgrade)
+    return _validate(DatabaseSettings, db_vars) if db_vars or wanted else None
 
 
 def _wa_api(variables: Mapping[str, str], options: WaApiOptions) -> WaApiSettings | None:
@@ -229,10 +173,7 @@ def _wa_api(variables: Mapping[str, str], options: WaApiOptions) -> WaApiSetting
         return None
     values: dict[str, Any] = {k: v for k, v in options if v is not None}
     values.update(web_vars)
-    try:
-        return WaApiSettings.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, WaApiSettings)) from None
+    return _validate(WaApiSettings, values)
 
 
 # Keys whose name alone misleads, explained where check-config prints them: two bounds on the

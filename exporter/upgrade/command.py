@@ -90,20 +90,21 @@ def json_requested(argv: Sequence[str]) -> bool:
         or any(a == "--format" and b == "json" for a, b in itertools.pairwise(words)))
 
 
-def failure(as_json: bool, code: int, error: str) -> int:
-    """A failure before any report (configuration, the check itself): the error on stderr
-    and, with ``--format json``, its document on stdout. Returns ``code``."""
-    print(f"wa-exporter: {error}", file=sys.stderr)
+def failure(as_json: bool, code: int, error: str, *more: str) -> int:
+    """A failure before any report (configuration, the check itself): the errors on stderr,
+    one a line, and, with ``--format json``, their document on stdout. Returns ``code``."""
+    for line in (error, *more):
+        print(f"wa-exporter: {line}", file=sys.stderr)
     if as_json:
-        failure_document(code, error)
+        failure_document(code, error, *more)
     return code
 
 
-def failure_document(code: int, error: str) -> None:
-    """The JSON document of a failure that left no report."""
+def failure_document(code: int, error: str, *more: str) -> None:
+    """The JSON document of a failure that left no report; the first error is its verdict."""
     _write_json({"ready": False, "complete": False, "exit_code": code,
                  "verdict": ("cannot check: " if code == EXIT_CANNOT_CHECK else "") + error,
-                 "errors": [error]})
+                 "errors": [error, *more]})
 
 
 def upgrade_check(settings: Settings, args: argparse.Namespace, wiring: Wiring) -> int:

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from exporter import __version__
-from exporter.config import ConfigError, Secret, scrub
+from exporter.config import ConfigError, Secret, read_secret, scrub
 
 DEFAULT_ALERTS = "WhatsApp.+"
 TIMEOUT_SECONDS = 10.0
@@ -34,22 +34,6 @@ def default_instance(listen_address: str) -> str:
     """``<this host>:<listen port>``: Prometheus's ``instance`` for a target written so."""
     port = listen_address.rpartition(":")[2] or "9864"
     return f"{socket.gethostname()}:{port}"
-
-
-def _read_secret(path: Path | None, flag: str) -> Secret | None:
-    if path is None:
-        return None
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc.strerror or exc}; "
-                          "fix: point it at a readable file holding the secret") from None
-    except UnicodeDecodeError:  # its message would quote a byte of the secret
-        raise ConfigError(f"{flag}: {str(path)!r} is not UTF-8 text; fix: write the secret "
-                          "as UTF-8") from None
-    if not secret:
-        raise ConfigError(f"{flag}: {str(path)!r} is empty; fix: write the secret into it")
-    return Secret(secret)
 
 
 @dataclass(frozen=True)
@@ -85,8 +69,10 @@ class Alertmanager:
         if username is not None and bearer_token_file is not None:
             raise ConfigError("basic auth and a bearer token for Alertmanager; fix: give one")
         self.url = url.rstrip("/")
-        self._password = _read_secret(password_file, "--alertmanager.basic-auth.password-file")
-        self._token = _read_secret(bearer_token_file, "--alertmanager.bearer-token-file")
+        self._password: Secret | None = None if password_file is None else read_secret(
+            password_file, "--alertmanager.basic-auth.password-file")
+        self._token: Secret | None = None if bearer_token_file is None else read_secret(
+            bearer_token_file, "--alertmanager.bearer-token-file")
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"wa-exporter/{__version__}"
         if username is not None and self._password is not None:

@@ -24,7 +24,7 @@ from exporter.collectors.wa_client import (
     db_families,
 )
 from exporter.config import ConfigError, WaApiSettings, WaStatsAppSettings, load_settings
-from exporter.config.models import RarelyReadSettings, WaStatsDbSettings
+from exporter.config.collectors import RarelyReadSettings, WaStatsDbSettings
 from exporter.errors import SourceError
 from exporter.sources.wa_api import WaApiClient, WaResponseError
 from exporter.sources.wa_stats import (
