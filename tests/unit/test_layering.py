@@ -159,3 +159,12 @@ def test_no_modules_import_one_another() -> None:
 def test_a_cycle_is_found_through_other_modules_and_only_once() -> None:
     graph = {"a": {"b"}, "b": {"c", "b"}, "c": {"a"}, "d": {"a", "d"}, "e": {"f"}, "f": {"e"}}
     assert cycles(graph) == [["a", "b", "c"], ["e", "f"]]
+
+
+MAX_MODULE_LINES = 450  # a module over it is usually two (STYLE.md: small rooms)
+
+
+def test_no_module_is_longer_than_a_head_holds() -> None:
+    long = {name: n for name, path in sorted(MODULES.items())
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, f"modules over {MAX_MODULE_LINES} lines: {long}"
