@@ -19,7 +19,7 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     wheels = list(dist.glob("wa_exporter-*.whl"))
     assert [w.name.split("-")[1] for w in wheels] == [__version__]
     names = zipfile.ZipFile(wheels[0]).namelist()
-    assert "exporter/cli.py" in names and "exporter/sources/database.py" in names
+    assert "exporter/cli.py" in names and "exporter/sources/database/mysql.py" in names
     assert not [n for n in names if n.startswith(("tests/", "demo/", "bench/"))]
     # /runbooks serves them from the package: the link's target, not the link.
     shipped = zipfile.ZipFile(wheels[0]).read("exporter/runbooks.md").decode()
