@@ -23,6 +23,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import Metric
 
@@ -106,7 +107,36 @@ def relay(families: Iterable[ClientFamily], taken: Callable[[str], bool] = lambd
             kind = "histogram" if stem + "_bucket" in by_node[family.node] else "summary"
             _part(builder, family, stem, part, kind)
     # A family none of whose values could be read is left out, not shown empty.
-    return Relayed([m for m in builder.metrics.values() if m.samples], builder.skipped)
+    return Relayed([_grouped(m) for m in builder.metrics.values() if m.samples],
+                   builder.skipped)
+
+
+def _grouped(metric: Metric) -> Metric:
+    """A summary's or histogram's samples series by series, as OpenMetrics requires (one
+    label set's buckets, count and sum together; a scraper asking for OpenMetrics, as
+    Prometheus does, refuses the whole answer otherwise); other families as they are."""
+    if metric.type not in ("summary", "histogram"):
+        return metric
+    order = {"_bucket": 0, "_count": 1, "_sum": 2}
+    groups: dict[tuple[tuple[str, str], ...], int] = {}
+    for sample in metric.samples:
+        groups.setdefault(tuple(sorted((k, v) for k, v in sample.labels.items()
+                                       if k != "le")), len(groups))
+
+    def position(sample: Any) -> tuple[int, int, float]:
+        series = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+        part = order.get(sample.name[len(metric.name):], 3)
+        return groups[series], part, _le(sample.labels.get("le", ""))
+
+    metric.samples.sort(key=position)
+    return metric
+
+
+def _le(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.inf
 
 
 def _paired(name: str, siblings: set[str]) -> tuple[str | None, str]:

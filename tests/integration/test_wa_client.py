@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 
 from tests.support import (
     ONLY_MESSAGES,
@@ -65,6 +68,11 @@ def test_the_clients_figures_arrive_and_scrapes_never_read_the_db_stats(
         assert stats_db_calls(standin) <= 1
         assert standin.stats()["requests"]["stats_app"] <= 2  # every 30 s, not per scrape
         body = exporter.get("/metrics").text
+        # As Prometheus scrapes: OpenMetrics, which refuses a whole answer for one bad family.
+        openmetrics = requests.get(exporter.url + "/metrics", timeout=5, headers={
+            "Accept": "application/openmetrics-text; version=1.0.0"}).text
+    assert "whatsapp_client_callback_queue_size" in {
+        f.name for f in openmetrics_families(openmetrics)}
     lint = promtool_check_metrics(body)
     assert [line for line in lint if "whatsapp_client_" in line] == [], lint
 

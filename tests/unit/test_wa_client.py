@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from exporter.actions.base import ActionResult, Request
 from exporter.app import AfterMessageGc
@@ -95,6 +98,31 @@ def test_multiconnect_db_stats_skip_the_masters_that_answer_empty() -> None:
     answer = {MASTERS[0]: documented_db(), MASTERS[1]: {}}
     assert_matches_fixture("wa_stats_db_multiconnect.prom",
                            relayed(db_collector(Reads(answer))))
+
+
+@pytest.mark.parametrize("answer", [
+    documented_app(), {node: documented_app() for node in NODES}], ids=["single", "multi"])
+def test_the_relay_is_valid_openmetrics(answer: dict[str, Any]) -> None:
+    """Prometheus asks for OpenMetrics, which wants a summary's count and sum of one series
+    together: samples grouped otherwise make the parser (and Prometheus) refuse the whole
+    scrape."""
+    collector = app_collector(Reads(answer))
+    registry = CollectorRegistry()
+    registry.register(Only(refreshed(collector)))
+    text = openmetrics_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    summary = families["whatsapp_client_callback_requests_duration_seconds"]
+    assert summary.type == "summary"
+    names = [sample.name.rsplit("_", 1)[1] for sample in summary.samples]
+    assert names == ["count", "sum"] * (len(names) // 2) and len(names) >= 4
+
+
+class Only:
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Sequence[Metric]:
+        return self.families
 
 
 def test_every_node_answering_empty_is_a_failed_read() -> None:
