@@ -329,6 +329,12 @@ class App:
         self.start()
         while (signum := _next_signal(wake_up)) not in STOP_SIGNALS:
             pass
+        # From here another stop signal changes nothing, up to the process's very end: at
+        # exit Python puts a handler of its own back to the default, which would let a late
+        # SIGINT kill the process and turn exit code 0 into 130; an ignored signal it leaves
+        # ignored.
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, signal.SIG_IGN)
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
         self.stop()
         log.info("stopped")

@@ -4,6 +4,7 @@ at a time, SIGINT and SIGTERM together. Real processes on loopback, no services.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -131,6 +132,26 @@ def test_sigint_and_sigterm_together_stop_the_exporter(tmp_path: Path, run: int)
         os.kill(exporter.proc.pid, first)
         os.kill(exporter.proc.pid, second)
         exporter.proc.wait(10)
+    finally:
+        exporter.stop(signal.SIGKILL)
+    assert exporter.proc.returncode == 0, exporter.log
+
+
+def test_a_second_signal_while_the_exporter_exits_leaves_its_exit_code_alone(
+        tmp_path: Path) -> None:
+    """SIGINT keeps coming after SIGTERM until the process is gone: one that lands while
+    the interpreter tears down (where Python puts its handlers back to the default) must not
+    kill it; ``docker stop`` after Ctrl-C would read 130 instead of 0."""
+    exporter = ExporterProcess([], {"WA_DB_ENGINE": "SQLITE", "WA_DB_HOSTNAME": str(tmp_path),
+                                    "DOCKER_HOST": "tcp://127.0.0.1:1"})
+    try:
+        os.kill(exporter.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while exporter.proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(exporter.proc.pid, signal.SIGINT)
+            time.sleep(0.0002)
+        exporter.proc.wait(1)
     finally:
         exporter.stop(signal.SIGKILL)
     assert exporter.proc.returncode == 0, exporter.log
