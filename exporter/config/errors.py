@@ -107,7 +107,9 @@ def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
             if isinstance(extra, dict) and "fix" in extra:
                 fix = extra["fix"]
     if "; fix:" in message:
-        return f"{key}: {message}"
+        # An item of a list is named by its index alone: its value says which one is meant.
+        item = bool(loc) and isinstance(loc[-1], int) and not secret
+        return f"{key}={shown}: {message}" if item else f"{key}: {message}"
     if error["type"] == "missing":
         return f"{key}: not set; fix: {fix or 'set it'}"
     message = message[:1].lower() + message[1:]

@@ -61,8 +61,8 @@ def test_mistakes_in_the_file_the_database_and_the_wa_api_variables_together(
         "secret into it",
         "wa-exporter: config error: collectors.messages.interval='banana': is not a duration; "
         "fix: use seconds or a duration such as 500ms, 30s, 5m, 1h",
-        "wa-exporter: config error: actions.allowed.0: is not an action; fix: use one of gc, "
-        "media_gc, cleanup (media-gc is media_gc)",
+        "wa-exporter: config error: actions.allowed.0='nuke': is not an action; fix: use one "
+        "of gc, media_gc, cleanup (media-gc is media_gc)",
         "wa-exporter: config error: wa_api.connect_timeout='-1s': is not a duration; fix: use "
         "seconds or a duration such as 500ms, 30s, 5m, 1h",
         "wa-exporter: config error: WA_DB_PORT='70000': input should be less than or equal to "

@@ -52,6 +52,6 @@ def test_an_unknown_name_is_refused_with_the_known_ones(capsys: pytest.CaptureFi
     config = tmp_path / "wa-exporter.yml"
     config.write_text("collectors: {messages: {enabled: false}}\n"
                       "actions: {allowed: [mediagc]}\n")
-    with pytest.raises(ConfigError, match=r"actions\.allowed\.0: is not an action; fix: use "
-                       "one of gc, media_gc, cleanup"):
+    with pytest.raises(ConfigError, match=r"actions\.allowed\.0='mediagc': is not an action; "
+                       "fix: use one of gc, media_gc, cleanup"):
         load_settings(config_file=config, environ={})

@@ -51,7 +51,7 @@ def test_every_wrong_key_of_the_file_is_reported_at_once(tmp_path: Path) -> None
     assert _keys(problems) == ["collectors.messages.interval", "actions.allowed.0",
                                "wa_api.connect_timeout"]
     assert "'banana': is not a duration" in problems[0]
-    assert "is not an action; fix: use one of gc, media_gc, cleanup" in problems[1]
+    assert "='nuke': is not an action; fix: use one of gc, media_gc, cleanup" in problems[1]
 
 
 def test_every_part_is_checked_even_when_another_fails(tmp_path: Path) -> None:
