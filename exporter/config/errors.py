@@ -107,8 +107,10 @@ def _describe(error: ErrorDetails, model: type[BaseModel]) -> str:
             if isinstance(extra, dict) and "fix" in extra:
                 fix = extra["fix"]
     if "; fix:" in message:
-        # An item of a list is named by its index alone: its value says which one is meant.
-        item = bool(loc) and isinstance(loc[-1], int) and not secret
+        # A message with its own fix names the key alone (the value may hide a secret, as
+        # credentials in a URL do), except for an item of a list, which its index alone
+        # does not name.
+        item = loc and isinstance(loc[-1], int) and not secret
         return f"{key}={shown}: {message}" if item else f"{key}: {message}"
     if error["type"] == "missing":
         return f"{key}: not set; fix: {fix or 'set it'}"

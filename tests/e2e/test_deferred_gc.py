@@ -86,11 +86,10 @@ webhook:
   bearer_token_file: {token_file}
 """
     with StandIn(mysql.url(database), gc_delay=0.2) as wa:
-        started = time.time()
         # The exporter's clock reads OPENING - LEAD when it starts; ``opens_at`` is the
         # moment of this process's clock when the exporter's reads OPENING (a few
         # milliseconds early at most: the exporter's clock starts after this line).
-        opens_at = started + LEAD.total_seconds()
+        opens_at = time.time() + LEAD.total_seconds()
         with run_exporter(env={**mysql.env(prefix), **faketime(OPENING - LEAD),
                                "WA_WEB_URL": wa.url, "WA_WEB_USERNAME": "admin",
                                "WA_WEB_PASSWORD": "secret"},
